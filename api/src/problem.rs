@@ -1,0 +1,113 @@
+//! RFC 9457 problem details: every error this API returns, from an operation or from the HTTP
+//! layer (unknown route, wrong method, unparsable body, oversized body), has this JSON shape and
+//! `Content-Type: application/problem+json`.
+
+use poem::http::StatusCode;
+use poem::{IntoResponse, Response};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object};
+
+use jobs::queue::QueueError;
+
+/// A problem detail (RFC 9457).
+#[derive(Debug, Clone, Object, serde::Serialize)]
+pub struct ProblemBody {
+    /// A URI naming the problem type.
+    #[oai(rename = "type")]
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    /// What exactly was wrong with this request.
+    pub detail: String,
+}
+
+/// The error responses of every operation.
+#[derive(Debug, ApiResponse)]
+pub enum Problem {
+    /// The request is malformed: unparsable JSON, a missing or mistyped field, an unknown kind,
+    /// an out-of-range value, a bad id.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<ProblemBody>),
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<ProblemBody>),
+    /// The job is not in a state that allows this action, or an idempotency key was reused with
+    /// different content.
+    #[oai(status = 409, content_type = "application/problem+json")]
+    Conflict(Json<ProblemBody>),
+    #[oai(status = 413, content_type = "application/problem+json")]
+    PayloadTooLarge(Json<ProblemBody>),
+    /// Well-formed but not acceptable (a rule beyond the schema).
+    #[oai(status = 422, content_type = "application/problem+json")]
+    Unprocessable(Json<ProblemBody>),
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<ProblemBody>),
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<ProblemBody>),
+}
+
+fn body(status: StatusCode, detail: impl Into<String>) -> Json<ProblemBody> {
+    let title = status.canonical_reason().unwrap_or("Error").to_string();
+    let slug = title.to_lowercase().replace(' ', "-");
+    Json(ProblemBody {
+        type_: format!("https://stoflow.dev/problems/{slug}"),
+        title,
+        status: status.as_u16(),
+        detail: detail.into(),
+    })
+}
+
+impl Problem {
+    pub fn bad_request(d: impl Into<String>) -> Self {
+        Self::BadRequest(body(StatusCode::BAD_REQUEST, d))
+    }
+    pub fn not_found(d: impl Into<String>) -> Self {
+        Self::NotFound(body(StatusCode::NOT_FOUND, d))
+    }
+    pub fn conflict(d: impl Into<String>) -> Self {
+        Self::Conflict(body(StatusCode::CONFLICT, d))
+    }
+    pub fn unprocessable(d: impl Into<String>) -> Self {
+        Self::Unprocessable(body(StatusCode::UNPROCESSABLE_ENTITY, d))
+    }
+    pub fn unavailable(d: impl Into<String>) -> Self {
+        Self::Unavailable(body(StatusCode::SERVICE_UNAVAILABLE, d))
+    }
+    /// Logs the cause; the client gets no internals.
+    pub fn internal(e: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "internal error");
+        Self::Internal(body(StatusCode::INTERNAL_SERVER_ERROR, "internal error; it has been logged"))
+    }
+}
+
+impl From<QueueError> for Problem {
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::NotFound => Problem::not_found("no job with this id"),
+            QueueError::Conflict(d) => Problem::conflict(d),
+            QueueError::Database(e) => Problem::internal(&e),
+        }
+    }
+}
+
+impl From<sqlx::Error> for Problem {
+    fn from(e: sqlx::Error) -> Self {
+        Problem::internal(&e)
+    }
+}
+
+/// Turns every error that escaped an operation (routing, parsing, limits) into a problem response.
+pub async fn render(err: poem::Error) -> Response {
+    let status = err.status();
+    if status.is_server_error() {
+        tracing::error!(error = %err, "unhandled error");
+    }
+    let detail = if status.is_server_error() { "internal error; it has been logged".to_string() } else { err.to_string() };
+    let Json(b) = body(status, detail);
+    let text = serde_json::to_string(&b).expect("problem serializes");
+    Response::builder()
+        .status(status)
+        .content_type("application/problem+json")
+        .body(text)
+        .into_response()
+}

@@ -1,0 +1,315 @@
+//! `/v1/jobs`: enqueue typed jobs, follow them, retry and cancel them.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use serde_json::Value;
+
+use jobs::kinds::{ALL_KINDS, AnyJob};
+use jobs::queue::{self, JobRow, JobState, ListFilter, NewJob};
+
+use crate::AppState;
+use crate::problem::Problem;
+use crate::routes::Tag;
+
+/// One job to enqueue: the kind-tagged arguments plus scheduling options.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct EnqueueRequest {
+    /// The job: `kind` selects the arguments' schema.
+    pub job: AnyJob,
+    /// Higher runs first among ready jobs of a kind.
+    #[oai(validator(minimum(value = "-100"), maximum(value = "100")))]
+    pub priority: Option<i16>,
+    /// Run no earlier than this instant (RFC 3339). Exclusive with `delay_ms`.
+    pub run_at: Option<DateTime<Utc>>,
+    /// Run no earlier than this many milliseconds from now (at most 30 days).
+    #[oai(validator(maximum(value = "2592000000")))]
+    pub delay_ms: Option<u64>,
+    /// Overrides the kind's attempts budget.
+    #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
+    pub max_attempts: Option<i32>,
+    /// Same key, same job: a second request returns the first job (200) instead of a new one.
+    /// The `Idempotency-Key` header does the same for single requests.
+    #[oai(validator(min_length = 1, max_length = 255))]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct BatchRequest {
+    #[oai(validator(min_items = 1))]
+    pub jobs: Vec<EnqueueRequest>,
+}
+
+#[derive(Debug, Object)]
+pub struct EnqueuedJob {
+    pub id: i64,
+    pub kind: String,
+    pub state: JobState,
+    /// False when an idempotency key returned an existing job.
+    pub created: bool,
+    pub status_url: String,
+}
+
+#[derive(Debug, Object)]
+pub struct BatchResponse {
+    pub jobs: Vec<EnqueuedJob>,
+}
+
+#[derive(Debug, Clone, Object, serde::Deserialize)]
+pub struct ErrorEntry {
+    pub attempt: i32,
+    pub at: DateTime<Utc>,
+    /// What kind of failure: retryable, permanent, timeout, panic, rescued, snoozed, …
+    pub class: String,
+    pub message: String,
+}
+
+#[derive(Debug, Object)]
+pub struct JobView {
+    pub id: i64,
+    pub kind: String,
+    pub state: JobState,
+    pub args: Value,
+    pub priority: i16,
+    /// Runs started so far (snoozes excluded).
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub snoozes: i32,
+    /// When it runs next, while waiting (scheduled, pending, retrying).
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub attempted_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The worker process running it, while running.
+    pub worker: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub result: Option<Value>,
+    pub last_error: Option<ErrorEntry>,
+    /// Every failed attempt, oldest first.
+    pub errors: Vec<ErrorEntry>,
+}
+
+impl JobView {
+    fn from_row(r: JobRow) -> Self {
+        let state = r.public_state(Utc::now());
+        let waiting = matches!(state, JobState::Scheduled | JobState::Pending | JobState::Retrying);
+        Self {
+            next_run_at: waiting.then_some(r.run_at),
+            last_error: r.last_error.and_then(|v| serde_json::from_value(v).ok()),
+            errors: serde_json::from_value(r.errors).unwrap_or_default(),
+            id: r.id,
+            kind: r.kind,
+            state,
+            args: r.args,
+            priority: r.priority,
+            attempt: r.attempt,
+            max_attempts: r.max_attempts,
+            snoozes: r.snoozes,
+            created_at: r.created_at,
+            attempted_at: r.attempted_at,
+            finished_at: r.finished_at,
+            worker: r.locked_by,
+            idempotency_key: r.idempotency_key,
+            result: r.result,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct JobList {
+    pub jobs: Vec<JobView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(ApiResponse)]
+pub enum EnqueueResponse {
+    /// Enqueued; follow it at `Location`.
+    #[oai(status = 202)]
+    Accepted(Json<EnqueuedJob>, #[oai(header = "Location")] String),
+    /// The idempotency key named an existing job; nothing new was enqueued.
+    #[oai(status = 200)]
+    Existing(Json<EnqueuedJob>, #[oai(header = "Location")] String),
+}
+
+#[derive(ApiResponse)]
+pub enum BatchEnqueueResponse {
+    #[oai(status = 202)]
+    Accepted(Json<BatchResponse>),
+}
+
+pub struct JobsApi {
+    pub st: Arc<AppState>,
+}
+
+fn status_url(id: i64) -> String {
+    format!("/v1/jobs/{id}")
+}
+
+impl JobsApi {
+    fn to_new_job(&self, r: &EnqueueRequest, header_key: Option<&str>) -> Result<NewJob, Problem> {
+        let kind = r.job.kind();
+        r.job.validate().map_err(|e| Problem::unprocessable(format!("job ({kind}): {e}")))?;
+        let run_at = match (r.run_at, r.delay_ms) {
+            (Some(_), Some(_)) => return Err(Problem::unprocessable("set run_at or delay_ms, not both")),
+            (Some(at), None) => Some(at),
+            (None, Some(ms)) => Some(Utc::now() + chrono::Duration::milliseconds(ms as i64)),
+            (None, None) => None,
+        };
+        let key = match (header_key, r.idempotency_key.as_deref()) {
+            (Some(h), Some(b)) if h != b => {
+                return Err(Problem::unprocessable("Idempotency-Key header and idempotency_key differ"));
+            }
+            (h, b) => h.or(b).map(str::to_string),
+        };
+        let policy = r.job.policy().resolved(kind, &self.st.settings);
+        Ok(NewJob {
+            kind,
+            args: r.job.args(),
+            priority: r.priority.unwrap_or(0),
+            run_at,
+            max_attempts: r.max_attempts.unwrap_or(policy.max_attempts),
+            idempotency_key: key,
+        })
+    }
+
+    async fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<EnqueuedJob>, Problem> {
+        let mut tx = self.st.pool.begin().await?;
+        let ins = queue::insert(&mut tx, &jobs).await?;
+        tx.commit().await?;
+        let now = Utc::now();
+        let mut kinds_to_wake = std::collections::BTreeSet::new();
+        let out = jobs
+            .iter()
+            .zip(ins)
+            .map(|(j, i)| {
+                let due = j.run_at.is_none_or(|at| at <= now);
+                if i.created && due {
+                    kinds_to_wake.insert(j.kind);
+                }
+                EnqueuedJob {
+                    id: i.id,
+                    kind: j.kind.to_string(),
+                    state: if due { JobState::Pending } else { JobState::Scheduled },
+                    created: i.created,
+                    status_url: status_url(i.id),
+                }
+            })
+            .collect();
+        for k in kinds_to_wake {
+            self.st.notifier.poke(k);
+        }
+        Ok(out)
+    }
+}
+
+#[OpenApi(tag = "Tag::Jobs")]
+impl JobsApi {
+    /// Enqueue a job
+    ///
+    /// Validates the typed arguments, stores the job and answers at once; a worker process runs
+    /// it. With an idempotency key, repeating the request returns the same job with 200.
+    #[oai(path = "/v1/jobs", method = "post")]
+    async fn enqueue(
+        &self,
+        body: Json<EnqueueRequest>,
+        #[oai(name = "Idempotency-Key", validator(min_length = 1, max_length = 255))] idempotency_key: Header<
+            Option<String>,
+        >,
+    ) -> Result<EnqueueResponse, Problem> {
+        let job = self.to_new_job(&body.0, idempotency_key.0.as_deref())?;
+        let e = self.insert(vec![job]).await?.pop().expect("one job in, one out");
+        let loc = e.status_url.clone();
+        Ok(if e.created { EnqueueResponse::Accepted(Json(e), loc) } else { EnqueueResponse::Existing(Json(e), loc) })
+    }
+
+    /// Enqueue many jobs at once
+    ///
+    /// All or nothing: if any job is invalid nothing is enqueued and the problem names it by index.
+    #[oai(path = "/v1/jobs/batch", method = "post")]
+    async fn enqueue_batch(&self, body: Json<BatchRequest>) -> Result<BatchEnqueueResponse, Problem> {
+        let max = self.st.settings.api.batch_max;
+        if body.0.jobs.len() > max {
+            return Err(Problem::unprocessable(format!("at most {max} jobs per batch, got {}", body.0.jobs.len())));
+        }
+        let mut new = Vec::with_capacity(body.0.jobs.len());
+        for (i, r) in body.0.jobs.iter().enumerate() {
+            new.push(self.to_new_job(r, None).map_err(|p| prefix(p, &format!("jobs[{i}]: ")))?);
+        }
+        let jobs = self.insert(new).await?;
+        Ok(BatchEnqueueResponse::Accepted(Json(BatchResponse { jobs })))
+    }
+
+    /// Get a job
+    #[oai(path = "/v1/jobs/{id}", method = "get")]
+    async fn get(&self, id: Path<i64>) -> Result<Json<JobView>, Problem> {
+        Ok(Json(JobView::from_row(queue::get(&self.st.pool, id.0).await?)))
+    }
+
+    /// List jobs, newest first
+    ///
+    /// Filter by kind and state; page with `cursor` (from `next_cursor`).
+    #[oai(path = "/v1/jobs", method = "get")]
+    async fn list(
+        &self,
+        kind: Query<Option<String>>,
+        state: Query<Option<JobState>>,
+        #[oai(validator(minimum(value = "1")))] limit: Query<Option<u32>>,
+        cursor: Query<Option<String>>,
+    ) -> Result<Json<JobList>, Problem> {
+        if let Some(k) = kind.0.as_deref() {
+            if !ALL_KINDS.contains(&k) {
+                return Err(Problem::bad_request(format!("unknown kind {k:?}; known kinds: {}", ALL_KINDS.join(", "))));
+            }
+        }
+        let max = self.st.settings.api.list_max;
+        let limit = limit.0.unwrap_or(50);
+        if limit > max {
+            return Err(Problem::bad_request(format!("limit must be at most {max}")));
+        }
+        let before_id = match cursor.0.as_deref() {
+            None => None,
+            Some(c) => Some(c.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| {
+                Problem::bad_request(format!("cursor {c:?} is not a cursor returned by this endpoint"))
+            })?),
+        };
+        let filter = ListFilter { kind: kind.0, state: state.0, before_id, limit };
+        let rows = queue::list(&self.st.pool, &filter).await?;
+        let next_cursor = (rows.len() == limit as usize).then(|| rows.last().map(|r| r.id.to_string())).flatten();
+        Ok(Json(JobList { jobs: rows.into_iter().map(JobView::from_row).collect(), next_cursor }))
+    }
+
+    /// Retry a dead or cancelled job now
+    #[oai(path = "/v1/jobs/{id}/retry", method = "post")]
+    async fn retry(&self, id: Path<i64>) -> Result<Json<JobView>, Problem> {
+        let row = queue::retry(&self.st.pool, id.0).await?;
+        self.st.notifier.poke(kind_name(&row.kind));
+        Ok(Json(JobView::from_row(row)))
+    }
+
+    /// Cancel a job that has not started
+    #[oai(path = "/v1/jobs/{id}/cancel", method = "post")]
+    async fn cancel(&self, id: Path<i64>) -> Result<Json<JobView>, Problem> {
+        Ok(Json(JobView::from_row(queue::cancel(&self.st.pool, id.0).await?)))
+    }
+}
+
+/// The static name of a stored kind (the notifier takes `&'static str`).
+fn kind_name(k: &str) -> &'static str {
+    ALL_KINDS.iter().find(|n| **n == k).copied().unwrap_or("unknown")
+}
+
+fn prefix(p: Problem, pre: &str) -> Problem {
+    match p {
+        Problem::Unprocessable(mut b) => {
+            b.0.detail = format!("{pre}{}", b.0.detail);
+            Problem::Unprocessable(b)
+        }
+        other => other,
+    }
+}

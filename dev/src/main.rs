@@ -1,0 +1,114 @@
+//! `stoflow-dev up`: the whole platform on this machine — Postgres (a private cluster unless
+//! `DATABASE_URL` is set), migrations, the API, two worker processes and the scheduler — with
+//! their URLs printed. Ctrl-C stops everything gracefully.
+//! `stoflow-dev pg`: start the private cluster and print its URL. `stoflow-dev pg-stop`: stop it.
+
+use std::process::{Child, ExitCode};
+use std::time::{Duration, Instant};
+
+use dev::proc;
+
+const PG_FOLDER: &str = ".stoflow/pg";
+const PG_PORT: u16 = 54329;
+
+fn main() -> ExitCode {
+    let cmd = std::env::args().nth(1).unwrap_or_else(|| "up".into());
+    let res = match cmd.as_str() {
+        "up" => up(),
+        "pg" => dev::database(PG_FOLDER, PG_PORT).map(|(url, _)| println!("{url}")).map_err(Into::into),
+        "pg-stop" => dev::pg::Cluster::ensure(&dev::workspace_root().join(PG_FOLDER), PG_PORT)
+            .and_then(|c| c.stop())
+            .map_err(Into::into),
+        _ => Err(anyhow::anyhow!("usage: stoflow-dev [up|pg|pg-stop]")),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stoflow-dev: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn up() -> anyhow::Result<()> {
+    let (url, cluster) = dev::database(PG_FOLDER, PG_PORT)?;
+    if cluster.is_some() {
+        println!("Postgres: private cluster in {PG_FOLDER} ({url})");
+    }
+    let bind = std::env::var("STOFLOW_API__BIND").unwrap_or_else(|_| "127.0.0.1:8080".into());
+    let env = [("DATABASE_URL", url.clone()), ("STOFLOW_API__BIND", bind.clone())];
+
+    let status = proc::spawn("worker", &["migrate"], &env, None)?.wait()?;
+    anyhow::ensure!(status.success(), "migrations failed");
+
+    let mut children: Vec<(&str, Child)> = vec![
+        ("api", proc::spawn("api", &[], &env, None)?),
+        ("worker-1", proc::spawn("worker", &["run"], &env, None)?),
+        ("worker-2", proc::spawn("worker", &["run"], &env, None)?),
+        ("scheduler", proc::spawn("worker", &["scheduler"], &env, None)?),
+    ];
+
+    let base = format!("http://{bind}");
+    let ready = wait_ready(&format!("{base}/health/ready"), Duration::from_secs(30));
+    if ready {
+        println!(
+            "\nStoflow Jobs is up:\n  API        {base}/v1/jobs\n  Queues     {base}/v1/queues\n  Docs       {base}/docs\n  OpenAPI    {base}/openapi.json\n  Health     {base}/health/ready\n\nTry:\n  curl -s -XPOST {base}/v1/jobs -H 'content-type: application/json' -d '{{\"job\":{{\"kind\":\"noop\",\"sleep_ms\":100}}}}'\n\nCtrl-C stops everything.\n"
+        );
+    } else {
+        eprintln!("the API did not become ready at {base}/health/ready within 30 s; see the logs above");
+    }
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let exited = rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return Ok::<_, std::io::Error>(None),
+                _ = term.recv() => return Ok(None),
+                _ = tick.tick() => {
+                    for (name, c) in children.iter_mut() {
+                        if let Ok(Some(s)) = c.try_wait() {
+                            return Ok(Some(format!("{name} exited ({s})")));
+                        }
+                    }
+                }
+            }
+        }
+    })?;
+    println!("stopping…");
+    for (_, c) in children.iter_mut() {
+        proc::signal(c, "TERM");
+    }
+    for (name, c) in children.iter_mut() {
+        match proc::terminate(c, Duration::from_secs(35)) {
+            Some(s) if s.success() => {}
+            s => eprintln!("{name}: {s:?}"),
+        }
+    }
+    if let Some(c) = cluster {
+        c.stop()?;
+    }
+    match exited {
+        Some(why) => Err(anyhow::anyhow!(why)),
+        None => Ok(()),
+    }
+}
+
+fn wait_ready(url: &str, within: Duration) -> bool {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(r) = client.get(url).send().await {
+                if r.status().is_success() {
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        false
+    })
+}

@@ -1,0 +1,246 @@
+//! Typed, layered settings shared by the API, the worker and the scheduler.
+//!
+//! Layers, later wins: `config.default.toml` (embedded, every key commented) → the file named by
+//! `STOFLOW_CONFIG` (default `./stoflow.toml` when present) → `STOFLOW_<SECTION>__<KEY>` env vars
+//! → `DATABASE_URL`. [`Settings::load`] validates the result so a bad value stops the process at
+//! boot with a message naming the key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+
+const DEFAULTS: &str = include_str!("../config.default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("configuration: {key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+/// A string that never prints (database URLs carry passwords).
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub api: ApiSettings,
+    pub worker: WorkerSettings,
+    pub retention: RetentionSettings,
+    pub scheduler: SchedulerSettings,
+    #[serde(default)]
+    pub kinds: BTreeMap<String, PolicyOverride>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: Secret,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    pub bind: String,
+    pub body_limit_bytes: usize,
+    pub batch_max: usize,
+    pub list_max: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    pub kinds: Vec<String>,
+    pub heartbeat_ms: u64,
+    pub lease_timeout_ms: u64,
+    pub poll_interval_ms: u64,
+    pub claim_batch: usize,
+    pub ack_batch: usize,
+    pub shutdown_timeout_ms: u64,
+}
+
+impl WorkerSettings {
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+    pub fn lease_timeout(&self) -> Duration {
+        Duration::from_millis(self.lease_timeout_ms)
+    }
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    pub done_hours: u32,
+    pub dead_hours: u32,
+    pub cancelled_hours: u32,
+    pub prune_batch: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerSettings {
+    pub prune_cron: String,
+}
+
+/// Per-kind override of a kind's declared [`crate::Policy`]; unset fields keep the declaration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyOverride {
+    pub concurrency: Option<usize>,
+    pub max_attempts: Option<i32>,
+    pub timeout_ms: Option<u64>,
+    pub backoff_base_ms: Option<u64>,
+    pub backoff_cap_ms: Option<u64>,
+}
+
+impl Settings {
+    /// Loads the layers from the process environment and validates them.
+    pub fn load() -> Result<Self, ConfigError> {
+        let file = std::env::var("STOFLOW_CONFIG").unwrap_or_else(|_| "stoflow.toml".into());
+        let mut fig = Figment::new()
+            .merge(Toml::string(DEFAULTS))
+            .merge(Toml::file(file))
+            .merge(Env::prefixed("STOFLOW_").split("__").ignore(&["CONFIG"]));
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            fig = fig.merge(("database.url", url));
+        }
+        Self::from_figment(fig)
+    }
+
+    /// The defaults alone (tests and tools start from these).
+    pub fn defaults() -> Self {
+        Self::from_figment(Figment::new().merge(Toml::string(DEFAULTS)))
+            .expect("embedded defaults are valid")
+    }
+
+    fn from_figment(fig: Figment) -> Result<Self, ConfigError> {
+        let s: Settings = fig.extract().map_err(Box::new)?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn bad(key: &str, message: &str) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid { key: key.into(), message: message.into() })
+        }
+        let w = &self.worker;
+        if w.heartbeat_ms == 0 {
+            return bad("worker.heartbeat_ms", "must be > 0");
+        }
+        if w.lease_timeout_ms < 2 * w.heartbeat_ms {
+            return bad(
+                "worker.lease_timeout_ms",
+                "must be at least twice worker.heartbeat_ms, or live workers would be declared dead",
+            );
+        }
+        if w.poll_interval_ms == 0 {
+            return bad("worker.poll_interval_ms", "must be > 0");
+        }
+        if w.claim_batch == 0 || w.ack_batch == 0 {
+            return bad("worker.claim_batch/ack_batch", "must be > 0");
+        }
+        for k in &w.kinds {
+            if !crate::kinds::ALL_KINDS.contains(&k.as_str()) {
+                return bad("worker.kinds", &format!("unknown kind {k:?}; known: {:?}", crate::kinds::ALL_KINDS));
+            }
+        }
+        for (k, o) in &self.kinds {
+            if !crate::kinds::ALL_KINDS.contains(&k.as_str()) {
+                return bad(&format!("kinds.{k}"), &format!("unknown kind; known: {:?}", crate::kinds::ALL_KINDS));
+            }
+            if o.concurrency == Some(0) {
+                return bad(&format!("kinds.{k}.concurrency"), "must be > 0");
+            }
+            if o.max_attempts.is_some_and(|m| m < 1) {
+                return bad(&format!("kinds.{k}.max_attempts"), "must be >= 1");
+            }
+            if o.timeout_ms == Some(0) {
+                return bad(&format!("kinds.{k}.timeout_ms"), "must be > 0");
+            }
+        }
+        if self.api.batch_max == 0 || self.api.list_max == 0 {
+            return bad("api.batch_max/list_max", "must be > 0");
+        }
+        if self.database.max_connections < 2 {
+            return bad("database.max_connections", "must be >= 2");
+        }
+        Ok(())
+    }
+
+    /// The database URL, or an error telling the user how to get one.
+    pub fn database_url(&self) -> Result<&str, ConfigError> {
+        if self.database.url.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "database.url".into(),
+                message: "not set: export DATABASE_URL, or start the platform with ./run which starts a private Postgres".into(),
+            });
+        }
+        Ok(self.database.url.expose())
+    }
+
+    /// Whether this process consumes `kind`.
+    pub fn consumes(&self, kind: &str) -> bool {
+        self.worker.kinds.is_empty() || self.worker.kinds.iter().any(|k| k == kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_secret_is_redacted() {
+        let mut s = Settings::defaults();
+        s.database.url = Secret::new("postgres://u:hunter2@h/db");
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn lease_shorter_than_two_heartbeats_is_rejected() {
+        let mut s = Settings::defaults();
+        s.worker.lease_timeout_ms = s.worker.heartbeat_ms;
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("worker.lease_timeout_ms"), "{e}");
+    }
+
+    #[test]
+    fn unknown_kind_override_is_rejected() {
+        let mut s = Settings::defaults();
+        s.kinds.insert("nope".into(), PolicyOverride::default());
+        assert!(s.validate().unwrap_err().to_string().contains("kinds.nope"));
+    }
+}

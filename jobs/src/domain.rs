@@ -1,0 +1,23 @@
+//! Domain values shared by job arguments and (later) the catalogue.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Enum))]
+#[cfg_attr(feature = "openapi", oai(rename_all = "snake_case"))]
+pub enum Marketplace {
+    Ebay,
+    Etsy,
+    Vinted,
+}
+
+impl Marketplace {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ebay => "ebay",
+            Self::Etsy => "etsy",
+            Self::Vinted => "vinted",
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Every job kind, listed once. Adding a kind: a file in this folder (args + `impl Job`) and one
+//! line in `job_kinds!` below, which gives the kind its stable wire name and puts it in
+//! [`AnyJob`] (the typed body of `POST /v1/jobs`), [`ALL_KINDS`] and [`for_each_kind`] (the worker's
+//! registration list). Kinds under `internal` are run by workers but not accepted from clients.
+
+mod dispatch_plugin_task;
+mod noop;
+mod poll_etsy;
+mod prune_jobs;
+mod publish_listing;
+mod refresh_token;
+mod sync_orders;
+
+pub use dispatch_plugin_task::DispatchPluginTask;
+pub use noop::{Noop, NoopFailure};
+pub use poll_etsy::{PollEtsy, PollWhat};
+pub use prune_jobs::PruneJobs;
+pub use publish_listing::PublishListing;
+pub use refresh_token::RefreshToken;
+pub use sync_orders::SyncOrders;
+
+use crate::job::{Job, Kind, Policy};
+
+/// Visits every kind with its type, so generic code (worker registration) covers them all.
+pub trait KindVisitor {
+    fn visit<J: Job>(&mut self);
+}
+
+macro_rules! job_kinds {
+    (public { $($ty:ident => $name:tt),* $(,)? } internal { $($ity:ident => $iname:tt),* $(,)? }) => {
+        $( impl Kind for $ty { const KIND: &'static str = $name; } )*
+        $( impl Kind for $ity { const KIND: &'static str = $iname; } )*
+
+        /// Every kind's wire name.
+        pub const ALL_KINDS: &[&str] = &[$($name,)* $($iname,)*];
+
+        /// The kinds clients may enqueue.
+        pub const PUBLIC_KINDS: &[&str] = &[$($name,)*];
+
+        /// The kinds clients may enqueue, tagged by `kind`.
+        #[derive(Debug, Clone)]
+        #[cfg_attr(feature = "openapi", derive(poem_openapi::Union))]
+        #[cfg_attr(feature = "openapi", oai(discriminator_name = "kind"))]
+        pub enum AnyJob {
+            $(
+                #[cfg_attr(feature = "openapi", oai(mapping = $name))]
+                $ty($ty),
+            )*
+        }
+
+        impl AnyJob {
+            pub fn kind(&self) -> &'static str {
+                match self { $(Self::$ty(_) => $name,)* }
+            }
+            pub fn policy(&self) -> Policy {
+                match self { $(Self::$ty(_) => <$ty as Job>::POLICY,)* }
+            }
+            /// Kind-specific checks beyond the schema.
+            pub fn validate(&self) -> Result<(), String> {
+                match self { $(Self::$ty(j) => j.validate(),)* }
+            }
+            /// The arguments as stored in `jobs.args`.
+            pub fn args(&self) -> serde_json::Value {
+                match self {
+                    $(Self::$ty(j) => serde_json::to_value(j).expect("job args serialize"),)*
+                }
+            }
+        }
+
+        /// The argument field names of a public kind, from its OpenAPI schema (the API rejects
+        /// any other field: poem-openapi's `deny_unknown_fields` would also reject `kind`).
+        #[cfg(feature = "openapi")]
+        pub fn field_names(kind: &str) -> Option<Vec<&'static str>> {
+            match kind {
+                $($name => Some(object_fields::<$ty>()),)*
+                _ => None,
+            }
+        }
+
+        /// The declared policy of a kind, by name.
+        pub fn declared_policy(kind: &str) -> Option<Policy> {
+            match kind {
+                $($name => Some(<$ty as Job>::POLICY),)*
+                $($iname => Some(<$ity as Job>::POLICY),)*
+                _ => None,
+            }
+        }
+
+        pub fn for_each_kind(v: &mut impl KindVisitor) {
+            $( v.visit::<$ty>(); )*
+            $( v.visit::<$ity>(); )*
+        }
+    };
+}
+
+job_kinds! {
+    public {
+        PublishListing => "publish_listing",
+        SyncOrders => "sync_orders",
+        RefreshToken => "refresh_token",
+        PollEtsy => "poll_etsy",
+        DispatchPluginTask => "dispatch_plugin_task",
+        Noop => "noop",
+    }
+    internal {
+        PruneJobs => "prune_jobs",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_names_are_unique_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for k in ALL_KINDS {
+            assert!(seen.insert(*k), "duplicate kind {k}");
+            assert!(k.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{k}");
+        }
+    }
+
+    #[test]
+    fn every_kind_has_a_usable_policy() {
+        for k in ALL_KINDS {
+            let p = declared_policy(k).unwrap();
+            assert!(p.max_attempts >= 1 && p.concurrency >= 1 && !p.timeout.is_zero(), "{k}");
+        }
+    }
+}
+
+#[cfg(feature = "openapi")]
+fn object_fields<T: poem_openapi::types::Type>() -> Vec<&'static str> {
+    let mut reg = poem_openapi::registry::Registry::new();
+    T::register(&mut reg);
+    reg.schemas.get(T::name().as_ref()).map(|s| s.properties.iter().map(|(k, _)| *k).collect()).unwrap_or_default()
+}
+
+/// The outcome of a kind whose marketplace work is not built yet: dead at once, saying so.
+fn not_built<J: Kind>() -> crate::job::JobError {
+    crate::job::JobError::Permanent {
+        class: "not_implemented".into(),
+        message: format!("{}: marketplace integration is not built yet", J::KIND),
+    }
+}

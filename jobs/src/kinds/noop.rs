@@ -1,0 +1,74 @@
+//! `noop`: the diagnostic kind for health checks, tests and benchmarks. It can sleep and fail on
+//! purpose in each way the queue must handle, so every queue path can be exercised without a
+//! marketplace.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::job::{Job, JobContext, JobError, Policy, RunInfo};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Enum))]
+#[cfg_attr(feature = "openapi", oai(rename_all = "snake_case"))]
+pub enum NoopFailure {
+    #[default]
+    None,
+    /// A transient error: backoff, then run again.
+    Retryable,
+    /// A permanent error: dead at once.
+    Permanent,
+    /// A panic in the handler.
+    Panic,
+    /// Ask to be run again later without consuming an attempt.
+    Snooze,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+pub struct Noop {
+    /// Sleep this long before finishing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", oai(validator(maximum(value = "3600000"))))]
+    pub sleep_ms: Option<u64>,
+    /// How to fail, if at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail: Option<NoopFailure>,
+    /// Fail only on attempts 1..=fail_attempts, then succeed. Unset: fail on every attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", oai(validator(maximum(value = "1000"))))]
+    pub fail_attempts: Option<i32>,
+    /// With `fail = snooze`: how long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", oai(validator(maximum(value = "86400000"))))]
+    pub snooze_ms: Option<u64>,
+}
+
+impl Job for Noop {
+    const POLICY: Policy = Policy::new(3, 3_600, 50).backoff(1_000, 60);
+
+    async fn run(self, _ctx: JobContext, run: RunInfo) -> Result<Value, JobError> {
+        if let Some(ms) = self.sleep_ms.filter(|ms| *ms > 0) {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        let failing = self.fail_attempts.is_none_or(|n| run.attempt <= n);
+        match self.fail.unwrap_or_default() {
+            f if f == NoopFailure::None || !failing => {}
+            NoopFailure::Retryable => {
+                return Err(JobError::retry(format!("noop: retryable failure on attempt {}", run.attempt)));
+            }
+            NoopFailure::Permanent => {
+                return Err(JobError::permanent(format!("noop: permanent failure on attempt {}", run.attempt)));
+            }
+            NoopFailure::Snooze => {
+                let after = Duration::from_millis(self.snooze_ms.unwrap_or(1_000));
+                return Err(JobError::snooze(after, "noop: snoozed"));
+            }
+            NoopFailure::Panic => panic!("noop: panic on attempt {}", run.attempt),
+            NoopFailure::None => unreachable!(),
+        }
+        Ok(json!({ "attempt": run.attempt, "slept_ms": self.sleep_ms.unwrap_or(0) }))
+    }
+}

@@ -1,0 +1,403 @@
+//! The queue table seen from outside a worker: enqueue (single, batch, bulk), read, retry, cancel,
+//! statistics, retention, and the coalescing wake-up notifier.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{AssertSqlSafe, PgConnection, PgPool};
+use tokio::sync::mpsc;
+
+/// LISTEN/NOTIFY channel; the payload is the kind that has new work.
+pub const CHANNEL: &str = "stoflow_jobs";
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("job not found")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// A job as seen by people: the stored state refined by run time and attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Enum))]
+#[cfg_attr(feature = "openapi", oai(rename_all = "snake_case"))]
+pub enum JobState {
+    /// Waiting for a run time in the future (first run).
+    Scheduled,
+    /// Ready to run, not yet claimed.
+    Pending,
+    Running,
+    /// Failed at least once, waiting for its next run.
+    Retrying,
+    Done,
+    /// Failed permanently or out of attempts.
+    Dead,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 7] = [
+        Self::Scheduled,
+        Self::Pending,
+        Self::Running,
+        Self::Retrying,
+        Self::Done,
+        Self::Dead,
+        Self::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Retrying => "retrying",
+            Self::Done => "done",
+            Self::Dead => "dead",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// SQL condition (on table alias `j`) selecting rows in this state.
+    fn sql(self) -> &'static str {
+        match self {
+            Self::Scheduled => "(j.state = 'available' AND j.attempt = 0 AND j.run_at > now())",
+            Self::Pending => "(j.state = 'available' AND j.attempt = 0 AND j.run_at <= now())",
+            Self::Retrying => "(j.state = 'available' AND j.attempt > 0)",
+            Self::Running => "(j.state = 'running')",
+            Self::Done => "(j.state = 'done')",
+            Self::Dead => "(j.state = 'dead')",
+            Self::Cancelled => "(j.state = 'cancelled')",
+        }
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobRow {
+    pub id: i64,
+    pub kind: String,
+    pub state: String,
+    pub args: Value,
+    pub priority: i16,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub snoozes: i32,
+    pub run_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub attempted_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub locked_by: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub result: Option<Value>,
+    pub last_error: Option<Value>,
+    pub errors: Value,
+}
+
+impl JobRow {
+    pub fn public_state(&self, now: DateTime<Utc>) -> JobState {
+        match self.state.as_str() {
+            "running" => JobState::Running,
+            "done" => JobState::Done,
+            "dead" => JobState::Dead,
+            "cancelled" => JobState::Cancelled,
+            _ if self.attempt > 0 => JobState::Retrying,
+            _ if self.run_at > now => JobState::Scheduled,
+            _ => JobState::Pending,
+        }
+    }
+}
+
+const COLUMNS: &str = "j.id, j.kind, j.state, j.args, j.priority, j.attempt, j.max_attempts, j.snoozes, \
+     j.run_at, j.created_at, j.attempted_at, j.finished_at, j.locked_by, j.idempotency_key, \
+     j.result, j.last_error, j.errors";
+
+/// A job to insert.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub kind: &'static str,
+    pub args: Value,
+    pub priority: i16,
+    /// None: now.
+    pub run_at: Option<DateTime<Utc>>,
+    pub max_attempts: i32,
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inserted {
+    pub id: i64,
+    /// False when the idempotency key named a job that already existed.
+    pub created: bool,
+}
+
+/// Inserts jobs in the caller's transaction (so they commit with the domain write, or not at all).
+/// Jobs without an idempotency key go in one multi-row INSERT; keyed jobs one by one, each
+/// answering with the existing job when its key is taken. Call [`Notifier::poke`] after commit.
+pub async fn insert(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Vec<Inserted>, QueueError> {
+    let mut out = vec![Inserted { id: 0, created: true }; jobs.len()];
+    let plain: Vec<usize> = (0..jobs.len()).filter(|i| jobs[*i].idempotency_key.is_none()).collect();
+    if !plain.is_empty() {
+        let ids = bulk_insert(conn, plain.iter().map(|i| &jobs[*i])).await?;
+        for (slot, id) in plain.iter().zip(ids) {
+            out[*slot].id = id;
+        }
+    }
+    for (i, job) in jobs.iter().enumerate() {
+        if let Some(key) = &job.idempotency_key {
+            out[i] = insert_keyed(conn, job, key).await?;
+        }
+    }
+    Ok(out)
+}
+
+/// One multi-row INSERT over arrays (a handful of parameters whatever the row count).
+/// Returns ids in input order: RETURNING follows the order of the ordered SELECT feeding it.
+pub async fn bulk_insert<'a>(
+    conn: &mut PgConnection,
+    jobs: impl Iterator<Item = &'a NewJob>,
+) -> Result<Vec<i64>, QueueError> {
+    let (mut kinds, mut args, mut prios, mut runs, mut maxes) = (vec![], vec![], vec![], vec![], vec![]);
+    for j in jobs {
+        kinds.push(j.kind);
+        args.push(&j.args);
+        prios.push(j.priority);
+        runs.push(j.run_at);
+        maxes.push(j.max_attempts);
+    }
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO jobs (kind, args, priority, run_at, max_attempts)
+         SELECT k, a, p, coalesce(r, now()), m
+           FROM unnest($1::text[], $2::jsonb[], $3::smallint[], $4::timestamptz[], $5::int[])
+                WITH ORDINALITY AS u(k, a, p, r, m, ord)
+          ORDER BY ord
+         RETURNING id",
+    )
+    .bind(&kinds)
+    .bind(&args)
+    .bind(&prios)
+    .bind(&runs)
+    .bind(&maxes)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(ids)
+}
+
+async fn insert_keyed(conn: &mut PgConnection, job: &NewJob, key: &str) -> Result<Inserted, QueueError> {
+    let id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO jobs (kind, args, priority, run_at, max_attempts, idempotency_key)
+         VALUES ($1, $2, $3, coalesce($4, now()), $5, $6)
+         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+         RETURNING id",
+    )
+    .bind(job.kind)
+    .bind(&job.args)
+    .bind(job.priority)
+    .bind(job.run_at)
+    .bind(job.max_attempts)
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(id) = id {
+        return Ok(Inserted { id, created: true });
+    }
+    let existing: Option<(i64, String, Value)> =
+        sqlx::query_as("SELECT id, kind, args FROM jobs WHERE idempotency_key = $1")
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?;
+    match existing {
+        Some((id, kind, args)) if kind == job.kind && args == job.args => Ok(Inserted { id, created: false }),
+        Some((id, ..)) => Err(QueueError::Conflict(format!(
+            "idempotency key {key:?} was used for job {id} with a different kind or arguments"
+        ))),
+        // The key's job was deleted between the two statements (retention): rare; ask to retry.
+        None => Err(QueueError::Conflict(format!("idempotency key {key:?} is being reused; retry the request"))),
+    }
+}
+
+pub async fn get(pool: &PgPool, id: i64) -> Result<JobRow, QueueError> {
+    sqlx::query_as(AssertSqlSafe(format!("SELECT {COLUMNS} FROM jobs j WHERE j.id = $1")))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(QueueError::NotFound)
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub kind: Option<String>,
+    pub state: Option<JobState>,
+    /// Keyset cursor: only ids below this one (newest first).
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
+/// Newest first, keyset-paginated by id.
+pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<JobRow>, QueueError> {
+    let state = f.state.map(JobState::sql).unwrap_or("true");
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM jobs j
+          WHERE ($1::text IS NULL OR j.kind = $1) AND ($2::bigint IS NULL OR j.id < $2) AND {state}
+          ORDER BY j.id DESC LIMIT $3"
+    )))
+    .bind(&f.kind)
+    .bind(f.before_id)
+    .bind(i64::from(f.limit))
+    .fetch_all(pool)
+    .await
+    .map_err(Into::into)
+}
+
+/// Runs a dead or cancelled job again now, granting one more attempt if it had used them all.
+pub async fn retry(pool: &PgPool, id: i64) -> Result<JobRow, QueueError> {
+    let row: Option<JobRow> = sqlx::query_as(AssertSqlSafe(format!(
+        "UPDATE jobs j SET state = 'available', run_at = now(), finished_at = NULL, result = NULL,
+                max_attempts = greatest(j.max_attempts, j.attempt + 1)
+          WHERE j.id = $1 AND j.state IN ('dead', 'cancelled')
+         RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    match row {
+        Some(r) => Ok(r),
+        None => {
+            let cur = get(pool, id).await?;
+            Err(QueueError::Conflict(format!(
+                "job {id} is {}; only dead or cancelled jobs can be retried",
+                cur.public_state(Utc::now()).as_str()
+            )))
+        }
+    }
+}
+
+/// Cancels a job that has not started (scheduled, pending or retrying); it will never run.
+pub async fn cancel(pool: &PgPool, id: i64) -> Result<JobRow, QueueError> {
+    let row: Option<JobRow> = sqlx::query_as(AssertSqlSafe(format!(
+        "UPDATE jobs j SET state = 'cancelled', finished_at = now()
+          WHERE j.id = $1 AND j.state = 'available'
+         RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    match row {
+        Some(r) => Ok(r),
+        None => {
+            let cur = get(pool, id).await?;
+            Err(QueueError::Conflict(format!(
+                "job {id} is {}; only scheduled, pending or retrying jobs can be cancelled",
+                cur.public_state(Utc::now()).as_str()
+            )))
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+pub struct KindStats {
+    pub kind: String,
+    pub scheduled: i64,
+    pub pending: i64,
+    pub running: i64,
+    pub retrying: i64,
+    pub done: i64,
+    pub dead: i64,
+    pub cancelled: i64,
+    /// Age in seconds of the oldest job ready to run and not yet claimed.
+    pub oldest_pending_age_s: Option<f64>,
+}
+
+/// Counts per kind and state. Every known kind appears, with zeros when it has no jobs.
+pub async fn stats(pool: &PgPool, kinds: &[&str]) -> Result<Vec<KindStats>, QueueError> {
+    sqlx::query_as(
+        "SELECT k.kind,
+                count(j.id) FILTER (WHERE j.state = 'available' AND j.attempt = 0 AND j.run_at > now()) AS scheduled,
+                count(j.id) FILTER (WHERE j.state = 'available' AND j.attempt = 0 AND j.run_at <= now()) AS pending,
+                count(j.id) FILTER (WHERE j.state = 'running') AS running,
+                count(j.id) FILTER (WHERE j.state = 'available' AND j.attempt > 0) AS retrying,
+                count(j.id) FILTER (WHERE j.state = 'done') AS done,
+                count(j.id) FILTER (WHERE j.state = 'dead') AS dead,
+                count(j.id) FILTER (WHERE j.state = 'cancelled') AS cancelled,
+                extract(epoch FROM now() - min(j.run_at) FILTER (WHERE j.state = 'available' AND j.run_at <= now()))::float8
+                  AS oldest_pending_age_s
+           FROM unnest($1::text[]) AS k(kind)
+           LEFT JOIN jobs j ON j.kind = k.kind
+          GROUP BY k.kind ORDER BY k.kind",
+    )
+    .bind(kinds)
+    .fetch_all(pool)
+    .await
+    .map_err(Into::into)
+}
+
+/// Deletes up to `batch` rows per statement of `state` finished more than `hours` ago, until none
+/// are left. Returns how many were deleted.
+pub async fn prune(pool: &PgPool, state: &str, hours: u32, batch: u32) -> Result<u64, sqlx::Error> {
+    let mut total = 0;
+    loop {
+        let n = sqlx::query(
+            "DELETE FROM jobs WHERE id = ANY(ARRAY(
+                SELECT id FROM jobs WHERE state = $1 AND finished_at < now() - make_interval(hours => $2)
+                 LIMIT $3))",
+        )
+        .bind(state)
+        .bind(hours as i32)
+        .bind(i64::from(batch))
+        .execute(pool)
+        .await?
+        .rows_affected();
+        total += n;
+        if n < u64::from(batch) {
+            return Ok(total);
+        }
+    }
+}
+
+/// Wakes idle workers after enqueue, outside the enqueue transaction: a NOTIFY inside every
+/// enqueue transaction would serialise enqueue commits on Postgres' notify lock. Pokes that
+/// arrive while one NOTIFY is in flight are coalesced into the next one (one per kind).
+#[derive(Clone)]
+pub struct Notifier {
+    tx: mpsc::UnboundedSender<&'static str>,
+}
+
+impl Notifier {
+    pub fn spawn(pool: PgPool) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<&'static str>();
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut kinds = BTreeSet::from([first]);
+                while let Ok(k) = rx.try_recv() {
+                    kinds.insert(k);
+                }
+                let kinds: Vec<&str> = kinds.into_iter().collect();
+                let res = sqlx::query(AssertSqlSafe(format!("SELECT pg_notify('{CHANNEL}', k) FROM unnest($1::text[]) AS k")))
+                    .bind(&kinds)
+                    .execute(&pool)
+                    .await;
+                if let Err(e) = res {
+                    // Workers still poll; a lost wake-up costs at most one poll interval.
+                    tracing::warn!(error = %e, "notify failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        });
+        Self { tx }
+    }
+
+    pub fn poke(&self, kind: &'static str) {
+        let _ = self.tx.send(kind);
+    }
+}

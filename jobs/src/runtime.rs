@@ -1,0 +1,403 @@
+//! The process-wide half of the queue backend, shared by every kind's [`crate::backend::PgBackend`]:
+//! the worker row and its heartbeat (the lease on every job this process holds), rescue of jobs
+//! held by dead processes, the LISTEN connection that wakes fetchers, and the batched acker.
+//!
+//! Leases are per process, renewed by a task of their own, so a busy or buffering worker is never
+//! mistaken for a dead one (apalis-postgres D4). Worker ids are unique per process start (D8).
+//! Every ack is fenced by (locked_by, attempt): a late ack from a process presumed dead matches no
+//! row and is dropped with a warning instead of overwriting the new owner's result.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::job::Policy;
+use crate::queue::CHANNEL;
+
+/// What became of one claimed run.
+#[derive(Debug)]
+pub enum Outcome {
+    Done(Value),
+    /// Back to waiting after `delay`; the attempt stays consumed.
+    Retry { delay: Duration, error: Value },
+    /// Back to waiting after `delay`; the attempt is given back.
+    Snooze { delay: Duration, error: Value },
+    Dead { error: Value },
+    /// Claimed but never started (shutdown): waiting again now, attempt given back.
+    Release,
+}
+
+#[derive(Debug)]
+pub struct Ack {
+    pub id: i64,
+    pub attempt: i32,
+    pub outcome: Outcome,
+}
+
+enum AckMsg {
+    Ack(Ack),
+    Flush(oneshot::Sender<()>),
+}
+
+/// An error entry as stored in `last_error` / `errors[]`.
+pub fn error_entry(attempt: i32, class: &str, message: &str) -> Value {
+    json!({ "attempt": attempt, "at": chrono::Utc::now(), "class": class, "message": message })
+}
+
+pub struct Runtime {
+    pub worker_id: String,
+    pub pool: PgPool,
+    pub settings: Arc<Settings>,
+    wake: HashMap<&'static str, Arc<Notify>>,
+    acks: mpsc::UnboundedSender<AckMsg>,
+    /// Cancelled on SIGTERM: fetchers stop claiming.
+    stop_fetching: CancellationToken,
+    /// Cancelled when the process is done: heartbeat and listener stop.
+    stop_all: CancellationToken,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    stopped: AtomicBool,
+}
+
+impl Runtime {
+    /// Registers this process and starts its heartbeat, rescuer, listener and acker.
+    pub async fn start(
+        pool: PgPool,
+        settings: Arc<Settings>,
+        kinds: &[(&'static str, Policy)],
+    ) -> Result<Arc<Self>, sqlx::Error> {
+        let host = hostname();
+        let pid = std::process::id();
+        let worker_id = format!("{host}-{pid}-{:08x}", rand::random::<u32>());
+        let concurrency: serde_json::Map<String, Value> =
+            kinds.iter().map(|(k, p)| (k.to_string(), json!(p.concurrency))).collect();
+        let names: Vec<&str> = kinds.iter().map(|(k, _)| *k).collect();
+        sqlx::query("INSERT INTO workers (id, host, pid, kinds, concurrency) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&worker_id)
+            .bind(&host)
+            .bind(pid as i32)
+            .bind(&names)
+            .bind(Value::Object(concurrency))
+            .execute(&pool)
+            .await?;
+
+        let (tx, rx) = mpsc::unbounded_channel();
+        let rt = Arc::new(Self {
+            worker_id,
+            pool,
+            settings,
+            wake: kinds.iter().map(|(k, _)| (*k, Arc::new(Notify::new()))).collect(),
+            acks: tx,
+            stop_fetching: CancellationToken::new(),
+            stop_all: CancellationToken::new(),
+            tasks: Mutex::new(Vec::new()),
+            stopped: AtomicBool::new(false),
+        });
+        let handles = vec![
+            tokio::spawn(rt.clone().acker(rx)),
+            tokio::spawn(rt.clone().heartbeat()),
+            tokio::spawn(rt.clone().listen()),
+        ];
+        *rt.tasks.lock().await = handles;
+        tracing::info!(worker_id = %rt.worker_id, kinds = ?names, "worker process registered");
+        Ok(rt)
+    }
+
+    /// The wake-up of `kind`'s fetcher (notified by LISTEN; stores one permit if nobody waits).
+    pub fn waker(&self, kind: &str) -> Arc<Notify> {
+        self.wake.get(kind).cloned().unwrap_or_default()
+    }
+
+    pub fn fetching_stopped(&self) -> CancellationToken {
+        self.stop_fetching.clone()
+    }
+
+    /// First step of graceful shutdown: no fetcher claims anything more.
+    pub fn stop_fetching(&self) {
+        self.stop_fetching.cancel();
+    }
+
+    pub fn ack(&self, ack: Ack) {
+        if self.acks.send(AckMsg::Ack(ack)).is_err() {
+            tracing::error!("acker gone; the job's lease will expire and it will run again");
+        }
+    }
+
+    /// Waits until every ack sent before this call is written.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.acks.send(AckMsg::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Last step of shutdown: flush acks, hand back jobs still marked running here (handlers cut
+    /// off by the shutdown deadline) without consuming their attempt, deregister.
+    pub async fn stop(&self) -> Result<(), sqlx::Error> {
+        if self.stopped.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.stop_fetching.cancel();
+        self.flush().await;
+        let handed_back = sqlx::query(
+            "UPDATE jobs SET state = 'available', attempt = greatest(attempt - 1, 0), run_at = now(), locked_by = NULL
+              WHERE state = 'running' AND locked_by = $1",
+        )
+        .bind(&self.worker_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if handed_back > 0 {
+            tracing::warn!(handed_back, "jobs cut off by the shutdown deadline were handed back");
+        }
+        sqlx::query("UPDATE workers SET stopped_at = now() WHERE id = $1")
+            .bind(&self.worker_id)
+            .execute(&self.pool)
+            .await?;
+        self.stop_all.cancel();
+        for h in self.tasks.lock().await.drain(..) {
+            let _ = h.await;
+        }
+        tracing::info!(worker_id = %self.worker_id, "worker process deregistered");
+        Ok(())
+    }
+
+    async fn acker(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
+        let max = self.settings.worker.ack_batch;
+        let mut batch = Vec::with_capacity(max);
+        let mut flushes = Vec::new();
+        while let Some(first) = rx.recv().await {
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    AckMsg::Ack(a) => batch.push(a),
+                    AckMsg::Flush(tx) => flushes.push(tx),
+                }
+                if batch.len() < max {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !batch.is_empty() {
+                self.write_acks(&batch).await;
+                batch.clear();
+            }
+            for f in flushes.drain(..) {
+                let _ = f.send(());
+            }
+        }
+    }
+
+    /// Writes a batch of outcomes in one statement, retrying while the database is unreachable
+    /// (for at most one lease: after that the jobs were rescued and the acks are stale anyway).
+    async fn write_acks(&self, batch: &[Ack]) {
+        let n = batch.len();
+        let (mut ids, mut attempts, mut states, mut delays) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut attempt_deltas, mut snooze_deltas, mut results, mut last_errors, mut history) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        for a in batch {
+            ids.push(a.id);
+            attempts.push(a.attempt);
+            let (state, delay, attempt_delta, snooze_delta, result, last, hist) = match &a.outcome {
+                Outcome::Done(v) => ("done", Duration::ZERO, 0, 0, Some(v), None, None),
+                Outcome::Retry { delay, error } => ("available", *delay, 0, 0, None, Some(error), Some(error)),
+                Outcome::Snooze { delay, error } => ("available", *delay, -1, 1, None, Some(error), None),
+                Outcome::Dead { error } => ("dead", Duration::ZERO, 0, 0, None, Some(error), Some(error)),
+                Outcome::Release => ("available", Duration::ZERO, -1, 0, None, None, None),
+            };
+            states.push(state);
+            delays.push(delay.as_millis() as i64);
+            attempt_deltas.push(attempt_delta);
+            snooze_deltas.push(snooze_delta);
+            results.push(result.cloned());
+            last_errors.push(last.cloned());
+            history.push(hist.cloned());
+        }
+        let started = Instant::now();
+        loop {
+            let res = sqlx::query(
+                "UPDATE jobs j SET
+                    state = u.state,
+                    run_at = CASE WHEN u.state = 'available' THEN now() + u.delay_ms * interval '1 millisecond' ELSE j.run_at END,
+                    attempt = j.attempt + u.attempt_delta,
+                    snoozes = j.snoozes + u.snooze_delta,
+                    finished_at = CASE WHEN u.state IN ('done', 'dead') THEN now() END,
+                    result = CASE WHEN u.state = 'done' THEN u.result ELSE j.result END,
+                    last_error = coalesce(u.last_error, j.last_error),
+                    errors = CASE WHEN u.hist IS NULL THEN j.errors ELSE j.errors || jsonb_build_array(u.hist) END,
+                    locked_by = NULL
+                  FROM unnest($2::bigint[], $3::int[], $4::text[], $5::bigint[], $6::int[], $7::int[],
+                              $8::jsonb[], $9::jsonb[], $10::jsonb[])
+                       AS u(id, attempt, state, delay_ms, attempt_delta, snooze_delta, result, last_error, hist)
+                 WHERE j.id = u.id AND j.state = 'running' AND j.locked_by = $1 AND j.attempt = u.attempt",
+            )
+            .bind(&self.worker_id)
+            .bind(&ids)
+            .bind(&attempts)
+            .bind(&states)
+            .bind(&delays)
+            .bind(&attempt_deltas)
+            .bind(&snooze_deltas)
+            .bind(&results)
+            .bind(&last_errors)
+            .bind(&history)
+            .execute(&self.pool)
+            .await;
+            match res {
+                Ok(r) => {
+                    if (r.rows_affected() as usize) < n {
+                        tracing::warn!(
+                            written = r.rows_affected(),
+                            sent = n,
+                            "some acks were fenced off: those jobs were rescued by another process"
+                        );
+                    }
+                    return;
+                }
+                Err(e) if started.elapsed() < self.settings.worker.lease_timeout() => {
+                    tracing::warn!(error = %e, "ack write failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, acks = n, "ack write failed for a whole lease; giving up, the jobs will be rescued");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn heartbeat(self: Arc<Self>) {
+        let w = &self.settings.worker;
+        let mut tick = tokio::time::interval(w.heartbeat());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_ok = Instant::now();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.stop_all.cancelled() => return,
+            }
+            match self.beat().await {
+                Ok(true) => last_ok = Instant::now(),
+                Ok(false) => self.lease_lost("another process declared this worker dead"),
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+            }
+            if last_ok.elapsed() >= w.lease_timeout() {
+                self.lease_lost("no heartbeat succeeded for a whole lease");
+            }
+            match rescue(&self.pool, w.lease_timeout()).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::warn!(rescued = n, "jobs of dead worker processes put back to run again");
+                    for w in self.wake.values() {
+                        w.notify_one();
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "rescue failed"),
+            }
+        }
+    }
+
+    async fn beat(&self) -> Result<bool, sqlx::Error> {
+        let r = sqlx::query("UPDATE workers SET heartbeat_at = now() WHERE id = $1 AND stopped_at IS NULL")
+            .bind(&self.worker_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Our jobs may already run elsewhere: stopping at once is the only way to keep "never twice
+    /// in parallel". The supervisor (Procfile, compose, systemd) starts a fresh process.
+    fn lease_lost(&self, why: &str) -> ! {
+        tracing::error!(worker_id = %self.worker_id, why, "lease lost; exiting so no job runs twice");
+        std::process::exit(70);
+    }
+
+    async fn listen(self: Arc<Self>) {
+        loop {
+            match self.listen_once().await {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(error = %e, "listener lost; reconnecting (polling covers the gap)"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = self.stop_all.cancelled() => return,
+            }
+        }
+    }
+
+    async fn listen_once(&self) -> Result<(), sqlx::Error> {
+        let mut l = PgListener::connect_with(&self.pool).await?;
+        l.listen(CHANNEL).await?;
+        // Anything enqueued while we were not listening is picked up now, not at the next poll.
+        for w in self.wake.values() {
+            w.notify_one();
+        }
+        loop {
+            tokio::select! {
+                n = l.recv() => {
+                    let n = n?;
+                    if let Some(w) = self.wake.get(n.payload()) {
+                        w.notify_one();
+                    }
+                }
+                _ = self.stop_all.cancelled() => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Puts jobs held by dead worker processes back to run (or dead, when that was their last
+/// attempt), and marks those processes stopped. Safe to run from every process concurrently.
+pub async fn rescue(pool: &PgPool, lease: Duration) -> Result<u64, sqlx::Error> {
+    let secs = lease.as_secs_f64();
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "UPDATE workers SET stopped_at = now()
+          WHERE stopped_at IS NULL AND heartbeat_at < now() - make_interval(secs => $1)",
+    )
+    .bind(secs)
+    .execute(&mut *tx)
+    .await?;
+    let n = sqlx::query(
+        "WITH orphans AS (
+            SELECT j.id,
+                   jsonb_build_object('attempt', j.attempt, 'at', now(), 'class', 'rescued',
+                     'message', 'worker process ' || coalesce(j.locked_by, '?') ||
+                                ' stopped heartbeating while running this job') AS entry
+              FROM jobs j
+             WHERE j.state = 'running'
+               AND NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = j.locked_by AND w.stopped_at IS NULL)
+             FOR UPDATE OF j SKIP LOCKED)
+         UPDATE jobs j SET
+            state = CASE WHEN j.attempt >= j.max_attempts THEN 'dead' ELSE 'available' END,
+            finished_at = CASE WHEN j.attempt >= j.max_attempts THEN now() END,
+            run_at = now(),
+            last_error = o.entry,
+            errors = j.errors || jsonb_build_array(o.entry),
+            locked_by = NULL
+           FROM orphans o
+          WHERE j.id = o.id",
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(n)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}

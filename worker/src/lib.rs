@@ -1,0 +1,87 @@
+//! The worker process: registers one apalis worker per consumed kind on the Postgres backend,
+//! runs them under an apalis `Monitor`, and shuts down gracefully on SIGTERM/SIGINT.
+
+pub mod scheduler;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use apalis_core::monitor::Monitor;
+use jobs::kinds::{KindVisitor, for_each_kind};
+use jobs::runtime::Runtime;
+use jobs::{Job, JobContext, Policy, Settings};
+
+pub async fn connect(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
+    let url = settings.database_url()?;
+    let pool = jobs::db::connect(url, settings.database.max_connections)
+        .await
+        .context("cannot connect to Postgres (database.url / DATABASE_URL)")?;
+    jobs::db::migrate(&pool).await.context("migrations failed")?;
+    Ok(pool)
+}
+
+pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
+    connect(&settings).await?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+/// The kinds this process consumes with their resolved policies.
+pub fn consumed_kinds(settings: &Settings) -> Vec<(&'static str, Policy)> {
+    struct Collect<'a>(&'a Settings, Vec<(&'static str, Policy)>);
+    impl KindVisitor for Collect<'_> {
+        fn visit<J: Job>(&mut self) {
+            if self.0.consumes(J::KIND) {
+                self.1.push((J::KIND, J::POLICY.resolved(J::KIND, self.0)));
+            }
+        }
+    }
+    let mut c = Collect(settings, vec![]);
+    for_each_kind(&mut c);
+    c.1
+}
+
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let pool = connect(&settings).await?;
+    let settings = Arc::new(settings);
+    let kinds = consumed_kinds(&settings);
+    let rt = Runtime::start(pool.clone(), settings.clone(), &kinds).await?;
+    let ctx = JobContext { pool, settings: settings.clone() };
+
+    struct Register<'a> {
+        monitor: Option<Monitor>,
+        rt: &'a Arc<Runtime>,
+        ctx: &'a JobContext,
+    }
+    impl KindVisitor for Register<'_> {
+        fn visit<J: Job>(&mut self) {
+            if self.ctx.settings.consumes(J::KIND) {
+                let m = self.monitor.take().expect("monitor");
+                self.monitor = Some(jobs::backend::register::<J>(m, self.rt, self.ctx));
+            }
+        }
+    }
+    let mut reg = Register {
+        monitor: Some(Monitor::new().shutdown_timeout(settings.worker.shutdown_timeout())),
+        rt: &rt,
+        ctx: &ctx,
+    };
+    for_each_kind(&mut reg);
+    let monitor = reg.monitor.expect("monitor");
+
+    let signal_rt = rt.clone();
+    let result = monitor
+        .run_with_signal(async move {
+            shutdown_signal().await;
+            tracing::info!("shutdown requested: no new jobs are fetched; in-flight jobs are finishing");
+            signal_rt.stop_fetching();
+            Ok(())
+        })
+        .await;
+    rt.stop().await.context("deregistering the worker")?;
+    result.context("monitor")?;
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+pub use jobs::shutdown_signal;

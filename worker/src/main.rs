@@ -1,0 +1,54 @@
+//! `worker [run] [--kinds a,b]`: a worker process; run as many as you like, anywhere.
+//! `worker scheduler`: enqueues periodic jobs (each tick once, however many replicas run).
+//! `worker migrate`: applies migrations and exits (the Procfile's release step).
+
+use std::process::ExitCode;
+
+use jobs::Settings;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    jobs::telemetry::init();
+    let mut args = std::env::args().skip(1).peekable();
+    let cmd = match args.peek().map(String::as_str) {
+        Some(c) if !c.starts_with('-') => args.next().unwrap_or_default(),
+        _ => "run".to_string(),
+    };
+    let mut settings = match Settings::load() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    while let Some(a) = args.next() {
+        match (a.as_str(), args.next()) {
+            ("--kinds", Some(k)) => settings.worker.kinds = k.split(',').map(str::to_string).collect(),
+            _ => {
+                eprintln!("usage: worker [run|scheduler|migrate] [--kinds kind1,kind2]");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let Err(e) = settings.validate() {
+        eprintln!("{e}");
+        return ExitCode::from(2);
+    }
+    let res = match cmd.as_str() {
+        "run" => worker::run(settings).await,
+        "scheduler" => worker::scheduler::run(settings).await,
+        "migrate" => worker::migrate(settings).await,
+        other => {
+            eprintln!("unknown command {other:?}; usage: worker [run|scheduler|migrate] [--kinds kind1,kind2]");
+            return ExitCode::from(2);
+        }
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "worker exited with an error");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
