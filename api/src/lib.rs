@@ -44,18 +44,31 @@ pub fn app(st: Arc<AppState>) -> impl Endpoint {
 }
 
 /// Rejects bodies over `limit` bytes with 413, whether or not they declare a Content-Length.
-async fn limit_body<E: Endpoint>(ep: Arc<E>, mut req: Request, limit: usize) -> poem::Result<poem::Response> {
+async fn limit_body<E: Endpoint>(
+    ep: Arc<E>,
+    mut req: Request,
+    limit: usize,
+) -> poem::Result<poem::Response> {
     let declared = req
         .headers()
         .get(poem::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    let too_large = || poem::Error::from_string(format!("request body exceeds {limit} bytes"), StatusCode::PAYLOAD_TOO_LARGE);
+    let too_large = || {
+        poem::Error::from_string(
+            format!("request body exceeds {limit} bytes"),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        )
+    };
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
     if declared.is_none() && ![Method::GET, Method::HEAD].contains(req.method()) {
-        let body = req.take_body().into_bytes_limit(limit).await.map_err(|_| too_large())?;
+        let body = req
+            .take_body()
+            .into_bytes_limit(limit)
+            .await
+            .map_err(|_| too_large())?;
         req.set_body(body);
     }
     if req.method() == Method::POST && matches!(req.uri().path(), "/v1/jobs" | "/v1/jobs/batch") {
@@ -68,25 +81,47 @@ async fn limit_body<E: Endpoint>(ep: Arc<E>, mut req: Request, limit: usize) -> 
     ep.call(req).await.map(poem::IntoResponse::into_response)
 }
 
-/// Names the first argument field a job's kind does not have (a typo must not be ignored).
+/// Names the first argument field a job's kind does not have (a typo must not be ignored) or
+/// whose value does not fit, before the typed parser, whose messages do not name fields.
 /// Bodies that are not JSON objects are left to the typed parser, which explains them.
 fn unknown_job_fields(body: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     let items: Vec<(String, &serde_json::Value)> = match v.get("jobs").and_then(|j| j.as_array()) {
-        Some(list) => list.iter().enumerate().filter_map(|(i, r)| Some((format!("jobs[{i}].job"), r.get("job")?))).collect(),
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| Some((format!("jobs[{i}].job"), r.get("job")?)))
+            .collect(),
         None => vec![("job".to_string(), v.get("job")?)],
     };
     for (at, job) in items {
         let obj = job.as_object()?;
         let public = jobs::kinds::PUBLIC_KINDS;
         let Some(kind) = obj.get("kind").and_then(|k| k.as_str()) else {
-            return Some(format!("{at}.kind is required: one of {}", public.join(", ")));
+            return Some(format!(
+                "{at}.kind is required: one of {}",
+                public.join(", ")
+            ));
         };
         let Some(known) = jobs::kinds::field_names(kind) else {
-            return Some(format!("{at}.kind {kind:?} is not a kind that can be enqueued; one of {}", public.join(", ")));
+            return Some(format!(
+                "{at}.kind {kind:?} is not a kind that can be enqueued; one of {}",
+                public.join(", ")
+            ));
         };
-        if let Some(bad) = obj.keys().find(|k| *k != "kind" && !known.contains(&k.as_str())) {
-            return Some(format!("{at}: unknown field {bad:?} for kind {kind:?}; expected one of: {}", known.join(", ")));
+        if let Some(bad) = obj
+            .keys()
+            .find(|k| *k != "kind" && !known.contains(&k.as_str()))
+        {
+            return Some(format!(
+                "{at}: unknown field {bad:?} for kind {kind:?}; expected one of: {}",
+                known.join(", ")
+            ));
+        }
+        let mut args = obj.clone();
+        args.remove("kind");
+        if let Some(Err(e)) = jobs::kinds::check_args(kind, serde_json::Value::Object(args)) {
+            return Some(format!("{at} ({kind}): {e}"));
         }
     }
     None
@@ -97,9 +132,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let pool = jobs::db::connect(url, settings.database.max_connections)
         .await
         .context("cannot connect to Postgres (database.url / DATABASE_URL)")?;
-    jobs::db::migrate(&pool).await.context("migrations failed")?;
+    jobs::db::migrate(&pool)
+        .await
+        .context("migrations failed")?;
     let bind = settings.api.bind.clone();
-    let st = Arc::new(AppState { notifier: Notifier::spawn(pool.clone()), pool, settings: Arc::new(settings) });
+    let st = Arc::new(AppState {
+        notifier: Notifier::spawn(pool.clone()),
+        pool,
+        settings: Arc::new(settings),
+    });
     tracing::info!(%bind, "api listening");
     Server::new(TcpListener::bind(bind))
         .run_with_graceful_shutdown(

@@ -76,7 +76,10 @@ impl Problem {
     /// Logs the cause; the client gets no internals.
     pub fn internal(e: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %e, "internal error");
-        Self::Internal(body(StatusCode::INTERNAL_SERVER_ERROR, "internal error; it has been logged"))
+        Self::Internal(body(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error; it has been logged",
+        ))
     }
 }
 
@@ -98,11 +101,21 @@ impl From<sqlx::Error> for Problem {
 
 /// Turns every error that escaped an operation (routing, parsing, limits) into a problem response.
 pub async fn render(err: poem::Error) -> Response {
+    // Problems returned by operations already are complete responses.
+    if err.is_from_response() {
+        return err.into_response();
+    }
     let status = err.status();
     if status.is_server_error() {
         tracing::error!(error = %err, "unhandled error");
     }
-    let detail = if status.is_server_error() { "internal error; it has been logged".to_string() } else { err.to_string() };
+    let detail = if status.is_server_error() {
+        "internal error; it has been logged".to_string()
+    } else {
+        // poem-openapi names path parameters by position; every route here has just `id`.
+        err.to_string()
+            .replace("path `param0`", "path parameter `id`")
+    };
     let Json(b) = body(status, detail);
     let text = serde_json::to_string(&b).expect("problem serializes");
     Response::builder()

@@ -15,7 +15,9 @@ fn main() -> ExitCode {
     let cmd = std::env::args().nth(1).unwrap_or_else(|| "up".into());
     let res = match cmd.as_str() {
         "up" => up(),
-        "pg" => dev::database(PG_FOLDER, PG_PORT).map(|(url, _)| println!("{url}")).map_err(Into::into),
+        "pg" => dev::database(PG_FOLDER, PG_PORT)
+            .map(|(url, _)| println!("{url}"))
+            .map_err(Into::into),
         "pg-stop" => dev::pg::Cluster::ensure(&dev::workspace_root().join(PG_FOLDER), PG_PORT)
             .and_then(|c| c.stop())
             .map_err(Into::into),
@@ -36,7 +38,10 @@ fn up() -> anyhow::Result<()> {
         println!("Postgres: private cluster in {PG_FOLDER} ({url})");
     }
     let bind = std::env::var("STOFLOW_API__BIND").unwrap_or_else(|_| "127.0.0.1:8080".into());
-    let env = [("DATABASE_URL", url.clone()), ("STOFLOW_API__BIND", bind.clone())];
+    let env = [
+        ("DATABASE_URL", url.clone()),
+        ("STOFLOW_API__BIND", bind.clone()),
+    ];
 
     let status = proc::spawn("worker", &["migrate"], &env, None)?.wait()?;
     anyhow::ensure!(status.success(), "migrations failed");
@@ -45,7 +50,10 @@ fn up() -> anyhow::Result<()> {
         ("api", proc::spawn("api", &[], &env, None)?),
         ("worker-1", proc::spawn("worker", &["run"], &env, None)?),
         ("worker-2", proc::spawn("worker", &["run"], &env, None)?),
-        ("scheduler", proc::spawn("worker", &["scheduler"], &env, None)?),
+        (
+            "scheduler",
+            proc::spawn("worker", &["scheduler"], &env, None)?,
+        ),
     ];
 
     let base = format!("http://{bind}");
@@ -55,10 +63,14 @@ fn up() -> anyhow::Result<()> {
             "\nStoflow Jobs is up:\n  API        {base}/v1/jobs\n  Queues     {base}/v1/queues\n  Docs       {base}/docs\n  OpenAPI    {base}/openapi.json\n  Health     {base}/health/ready\n\nTry:\n  curl -s -XPOST {base}/v1/jobs -H 'content-type: application/json' -d '{{\"job\":{{\"kind\":\"noop\",\"sleep_ms\":100}}}}'\n\nCtrl-C stops everything.\n"
         );
     } else {
-        eprintln!("the API did not become ready at {base}/health/ready within 30 s; see the logs above");
+        eprintln!(
+            "the API did not become ready at {base}/health/ready within 30 s; see the logs above"
+        );
     }
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let exited = rt.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
@@ -97,15 +109,18 @@ fn up() -> anyhow::Result<()> {
 }
 
 fn wait_ready(url: &str, within: Duration) -> bool {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
-            if let Ok(r) = client.get(url).send().await {
-                if r.status().is_success() {
-                    return true;
-                }
+            if let Ok(r) = client.get(url).send().await
+                && r.status().is_success()
+            {
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -49,7 +49,11 @@ pub fn find_bin_dir() -> Result<PathBuf, PgError> {
 }
 
 fn running_as_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
 }
 
 impl Cluster {
@@ -59,13 +63,34 @@ impl Cluster {
         let bin = find_bin_dir()?;
         std::fs::create_dir_all(data_dir)?;
         let data_dir = data_dir.canonicalize()?;
-        let c = Self { data_dir, port, bin };
+        let c = Self {
+            data_dir,
+            port,
+            bin,
+        };
         let root = running_as_root();
         if root {
-            c.run("chown", Command::new("chown").args(["-R", "postgres:postgres"]).arg(&c.data_dir))?;
+            c.run(
+                "chown",
+                Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(&c.data_dir),
+            )?;
         }
         if !c.data_dir.join("PG_VERSION").exists() {
-            c.pg("initdb", &["-D", &c.dir(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-instructions"])?;
+            c.pg(
+                "initdb",
+                &[
+                    "-D",
+                    &c.dir(),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-instructions",
+                ],
+            )?;
             let conf = format!(
                 "\n# stoflow private cluster\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{dir}'\n\
                  max_connections = 300\nshared_buffers = 256MB\nfsync = on\nsynchronous_commit = on\n",
@@ -78,11 +103,23 @@ impl Cluster {
         }
         if !c.is_running() {
             let log = c.data_dir.join("server.log");
-            c.pg("pg_ctl start", &["-D", &c.dir(), "-l", &log.to_string_lossy(), "-w", "-t", "60", "start"])
-                .map_err(|e| PgError::Command {
-                    step: "pg_ctl start".into(),
-                    detail: format!("{e}; see {}", log.display()),
-                })?;
+            c.pg(
+                "pg_ctl start",
+                &[
+                    "-D",
+                    &c.dir(),
+                    "-l",
+                    &log.to_string_lossy(),
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ],
+            )
+            .map_err(|e| PgError::Command {
+                step: "pg_ctl start".into(),
+                detail: format!("{e}; see {}", log.display()),
+            })?;
         }
         Ok(c)
     }
@@ -96,11 +133,16 @@ impl Cluster {
     }
 
     pub fn is_running(&self) -> bool {
-        self.pg("pg_ctl status", &["-D", &self.dir(), "status"]).is_ok()
+        self.pg("pg_ctl status", &["-D", &self.dir(), "status"])
+            .is_ok()
     }
 
     pub fn stop(&self) -> Result<(), PgError> {
-        self.pg("pg_ctl stop", &["-D", &self.dir(), "-m", "fast", "-w", "stop"]).map(|_| ())
+        self.pg(
+            "pg_ctl stop",
+            &["-D", &self.dir(), "-m", "fast", "-w", "stop"],
+        )
+        .map(|_| ())
     }
 
     /// Runs a server binary, as `postgres` when we are root.
@@ -124,7 +166,11 @@ impl Cluster {
         } else {
             Err(PgError::Command {
                 step: step.into(),
-                detail: format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+                detail: format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
             })
         }
     }

@@ -17,12 +17,20 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// Spawns `name` with `args` and environment overrides, output inherited or captured to a file.
-pub fn spawn(name: &str, args: &[&str], env: &[(&str, String)], log: Option<&std::path::Path>) -> std::io::Result<Child> {
+pub fn spawn(
+    name: &str,
+    args: &[&str],
+    env: &[(&str, String)],
+    log: Option<&std::path::Path>,
+) -> std::io::Result<Child> {
     let path = bin(name);
     if !path.exists() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::NotFound,
-            format!("{} is not built; run `cargo build --bins` first", path.display()),
+            format!(
+                "{} is not built; run `cargo build --bins` first",
+                path.display()
+            ),
         ));
     }
     let mut cmd = Command::new(path);
@@ -39,7 +47,10 @@ pub fn spawn(name: &str, args: &[&str], env: &[(&str, String)], log: Option<&std
 
 /// Sends a signal by name (TERM, KILL, INT) with the system `kill`.
 pub fn signal(child: &Child, sig: &str) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status();
 }
 
 /// SIGTERM, then SIGKILL after `grace`. Returns the exit status.

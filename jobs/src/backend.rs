@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use apalis_core::backend::finalize::Ephemeral;
 use apalis_core::backend::{Backend, BackendConfig};
 use apalis_core::error::BoxDynError;
 use apalis_core::monitor::Monitor;
@@ -28,7 +29,6 @@ use apalis_core::task::from_request::FromRequest;
 use apalis_core::task::task_id::TaskId;
 use apalis_core::worker::builder::WorkerBuilder;
 use apalis_core::worker::context::WorkerContext;
-use apalis_core::backend::finalize::Ephemeral;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::Serialize;
@@ -53,6 +53,7 @@ struct Slot {
     id: i64,
     attempt: i32,
     max_attempts: i32,
+    snoozes: i32,
     permit: Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>,
 }
 
@@ -66,8 +67,17 @@ impl Slot {
 impl<J: Sync> FromRequest<Task<J>> for RunInfo {
     type Error = JobError;
     async fn from_request(task: &Task<J>) -> Result<Self, JobError> {
-        let s = task.ctx().data().get::<Slot>().ok_or_else(|| JobError::permanent("task without a claim"))?;
-        Ok(RunInfo { job_id: s.id, attempt: s.attempt, max_attempts: s.max_attempts })
+        let s = task
+            .ctx()
+            .data()
+            .get::<Slot>()
+            .ok_or_else(|| JobError::permanent("task without a claim"))?;
+        Ok(RunInfo {
+            job_id: s.id,
+            attempt: s.attempt,
+            max_attempts: s.max_attempts,
+            snoozes: s.snoozes,
+        })
     }
 }
 
@@ -81,7 +91,13 @@ pub struct PgBackend<J> {
 
 impl<J: Job> PgBackend<J> {
     pub fn new(rt: Arc<Runtime>, policy: Policy) -> Self {
-        Self { rt, policy, rx: None, fetcher: None, closing: None }
+        Self {
+            rt,
+            policy,
+            rx: None,
+            fetcher: None,
+            closing: None,
+        }
     }
 
     fn ensure_started(&mut self) {
@@ -107,11 +123,19 @@ impl<J: Job> Backend for PgBackend<J> {
     type Task = Task<J>;
     type Error = BackendError;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>, _: &WorkerContext) -> Poll<Result<(), BackendError>> {
+    fn poll_ready(
+        &mut self,
+        _: &mut Context<'_>,
+        _: &WorkerContext,
+    ) -> Poll<Result<(), BackendError>> {
         Poll::Ready(Ok(()))
     }
 
-    fn poll_next(&mut self, cx: &mut Context<'_>, _: &WorkerContext) -> Poll<Option<Result<Task<J>, BackendError>>> {
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        _: &WorkerContext,
+    ) -> Poll<Option<Result<Task<J>, BackendError>>> {
         self.ensure_started();
         let rx = self.rx.as_mut().expect("started");
         rx.poll_recv(cx).map(|t| t.map(Ok))
@@ -119,7 +143,11 @@ impl<J: Job> Backend for PgBackend<J> {
 
     /// Called once in-flight runs are over: stop the fetcher, hand back what it claimed but no
     /// run started (attempt given back), and wait until every ack of this process is written.
-    fn poll_close(&mut self, cx: &mut Context<'_>, _: &WorkerContext) -> Poll<Result<(), BackendError>> {
+    fn poll_close(
+        &mut self,
+        cx: &mut Context<'_>,
+        _: &WorkerContext,
+    ) -> Poll<Result<(), BackendError>> {
         if self.closing.is_none() {
             let fetcher = self.fetcher.take();
             let mut rx = self.rx.take();
@@ -132,7 +160,11 @@ impl<J: Job> Backend for PgBackend<J> {
                 if let Some(rx) = rx.as_mut() {
                     while let Ok(task) = rx.try_recv() {
                         if let Some(s) = task.ctx().data().get::<Slot>() {
-                            rt.ack(Ack { id: s.id, attempt: s.attempt, outcome: Outcome::Release });
+                            rt.ack(Ack {
+                                id: s.id,
+                                attempt: s.attempt,
+                                outcome: Outcome::Release,
+                            });
                         }
                     }
                 }
@@ -156,7 +188,10 @@ impl<J> BackendConfig for PgBackend<J> {
     }
 
     fn middleware(&mut self, _: &mut WorkerContext) -> AckLayer {
-        AckLayer { rt: self.rt.clone(), policy: self.policy }
+        AckLayer {
+            rt: self.rt.clone(),
+            policy: self.policy,
+        }
     }
 }
 
@@ -218,22 +253,18 @@ impl<J: Job> Fetcher<J> {
     }
 
     async fn claim(&self, n: usize) -> Result<Vec<Claimed>, sqlx::Error> {
-        let mut rows: Vec<Claimed> = sqlx::query_as(
-            "UPDATE jobs SET state = 'running', attempt = attempt + 1, attempted_at = now(), locked_by = $1
-              WHERE id = ANY(ARRAY(
-                    SELECT id FROM jobs
-                     WHERE state = 'available' AND kind = $2 AND run_at <= now()
-                     ORDER BY priority DESC, run_at, id
-                     LIMIT $3
-                     FOR UPDATE SKIP LOCKED))
-             RETURNING id, attempt, max_attempts, priority, run_at, args",
-        )
-        .bind(&self.rt.worker_id)
-        .bind(J::KIND)
-        .bind(n as i64)
-        .fetch_all(&self.rt.pool)
-        .await?;
-        rows.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)).then(a.id.cmp(&b.id)));
+        let mut rows: Vec<Claimed> = sqlx::query_as(CLAIM_SQL)
+            .bind(&self.rt.worker_id)
+            .bind(J::KIND)
+            .bind(n as i64)
+            .fetch_all(&self.rt.pool)
+            .await?;
+        rows.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then(a.run_at.cmp(&b.run_at))
+                .then(a.id.cmp(&b.id))
+        });
         Ok(rows)
     }
 
@@ -242,8 +273,16 @@ impl<J: Job> Fetcher<J> {
             Ok(a) => a,
             Err(e) => {
                 // A payload this build cannot read will never run: dead, reason kept.
-                let error = error_entry(row.attempt, "invalid_payload", &format!("cannot decode {} args: {e}", J::KIND));
-                self.rt.ack(Ack { id: row.id, attempt: row.attempt, outcome: Outcome::Dead { error } });
+                let error = error_entry(
+                    row.attempt,
+                    "invalid_payload",
+                    &format!("cannot decode {} args: {e}", J::KIND),
+                );
+                self.rt.ack(Ack {
+                    id: row.id,
+                    attempt: row.attempt,
+                    outcome: Outcome::Dead { error },
+                });
                 return;
             }
         };
@@ -251,6 +290,7 @@ impl<J: Job> Fetcher<J> {
             id: row.id,
             attempt: row.attempt,
             max_attempts: row.max_attempts,
+            snoozes: row.snoozes,
             permit: Arc::new(std::sync::Mutex::new(Some(permit))),
         };
         let task = TaskBuilder::new(args)
@@ -263,16 +303,34 @@ impl<J: Job> Fetcher<J> {
         if let Err(e) = self.tx.send(task) {
             // The worker is gone (shutdown raced the claim): give the job back untouched.
             drop(e);
-            self.rt.ack(Ack { id: slot.id, attempt: slot.attempt, outcome: Outcome::Release });
+            self.rt.ack(Ack {
+                id: slot.id,
+                attempt: slot.attempt,
+                outcome: Outcome::Release,
+            });
         }
     }
 }
+
+/// Claims up to $3 ready jobs of kind $2 for worker $1. The inner SELECT walks the partial index
+/// of waiting rows only; `id = ANY(ARRAY(…))` keeps the planner from joining against the whole
+/// table however many finished rows it holds (apalis-postgres D3).
+pub const CLAIM_SQL: &str =
+    "UPDATE jobs SET state = 'running', attempt = attempt + 1, attempted_at = now(), locked_by = $1
+  WHERE id = ANY(ARRAY(
+        SELECT id FROM jobs
+         WHERE state = 'available' AND kind = $2 AND run_at <= now()
+         ORDER BY priority DESC, run_at, id
+         LIMIT $3
+         FOR UPDATE SKIP LOCKED))
+ RETURNING id, attempt, max_attempts, snoozes, priority, run_at, args";
 
 #[derive(sqlx::FromRow)]
 struct Claimed {
     id: i64,
     attempt: i32,
     max_attempts: i32,
+    snoozes: i32,
     priority: i16,
     run_at: chrono::DateTime<chrono::Utc>,
     args: Value,
@@ -288,7 +346,11 @@ pub struct AckLayer {
 impl<S> Layer<S> for AckLayer {
     type Service = AckService<S>;
     fn layer(&self, inner: S) -> AckService<S> {
-        AckService { inner, rt: self.rt.clone(), policy: self.policy }
+        AckService {
+            inner,
+            rt: self.rt.clone(),
+            policy: self.policy,
+        }
     }
 }
 
@@ -319,12 +381,16 @@ where
         let fut = self.inner.call(task);
         let (rt, policy) = (self.rt.clone(), self.policy);
         Box::pin(async move {
-            let ran = AssertUnwindSafe(tokio::time::timeout(policy.timeout, fut)).catch_unwind().await;
+            let ran = AssertUnwindSafe(tokio::time::timeout(policy.timeout, fut))
+                .catch_unwind()
+                .await;
             let Some(slot) = slot else {
                 return Err("task without a claim".into());
             };
             slot.free();
-            let failed = |class: &str, msg: String| (retry_or_dead(&slot, &policy, class, &msg), Err(msg.into()));
+            let failed = |class: &str, msg: String| {
+                (retry_or_dead(&slot, &policy, class, &msg), Err(msg.into()))
+            };
             let (outcome, ret) = match ran {
                 Ok(Ok(Ok(resp))) => match serde_json::to_value(&resp) {
                     Ok(v) => (Outcome::Done(v), Ok(resp)),
@@ -334,10 +400,20 @@ where
                     let e: BoxDynError = e.into();
                     (classify(&e, &slot, &policy), Err(e))
                 }
-                Ok(Err(_)) => failed("timeout", format!("run exceeded the {:?} timeout", policy.timeout)),
-                Err(panic) => failed("panic", format!("handler panicked: {}", panic_message(&panic))),
+                Ok(Err(_)) => failed(
+                    "timeout",
+                    format!("run exceeded the {:?} timeout", policy.timeout),
+                ),
+                Err(panic) => failed(
+                    "panic",
+                    format!("handler panicked: {}", panic_message(&panic)),
+                ),
             };
-            rt.ack(Ack { id: slot.id, attempt: slot.attempt, outcome });
+            rt.ack(Ack {
+                id: slot.id,
+                attempt: slot.attempt,
+                outcome,
+            });
             ret
         })
     }
@@ -345,19 +421,41 @@ where
 
 fn retry_or_dead(slot: &Slot, policy: &Policy, class: &str, msg: &str) -> Outcome {
     if slot.attempt >= slot.max_attempts {
-        let msg = format!("{msg} (attempts exhausted: {}/{})", slot.attempt, slot.max_attempts);
-        Outcome::Dead { error: error_entry(slot.attempt, class, &msg) }
+        let msg = format!(
+            "{msg} (attempts exhausted: {}/{})",
+            slot.attempt, slot.max_attempts
+        );
+        Outcome::Dead {
+            error: error_entry(slot.attempt, class, &msg),
+        }
     } else {
-        Outcome::Retry { delay: policy.backoff_after(slot.attempt), error: error_entry(slot.attempt, class, msg) }
+        let delay = policy.backoff_after(slot.attempt);
+        Outcome::Retry {
+            delay,
+            error: with_delay(error_entry(slot.attempt, class, msg), delay),
+        }
     }
+}
+
+/// Records how long the queue waits before the next run, for people and for tests.
+fn with_delay(mut entry: Value, delay: Duration) -> Value {
+    entry["delay_ms"] = Value::from(delay.as_millis() as u64);
+    entry
 }
 
 fn classify(e: &BoxDynError, slot: &Slot, policy: &Policy) -> Outcome {
     match e.downcast_ref::<JobError>() {
-        Some(JobError::Permanent { class, message }) => Outcome::Dead { error: error_entry(slot.attempt, class, message) },
-        Some(JobError::Snooze { after, class, message }) => {
-            Outcome::Snooze { delay: *after, error: error_entry(slot.attempt, class, message) }
-        }
+        Some(JobError::Permanent { class, message }) => Outcome::Dead {
+            error: error_entry(slot.attempt, class, message),
+        },
+        Some(JobError::Snooze {
+            after,
+            class,
+            message,
+        }) => Outcome::Snooze {
+            delay: *after,
+            error: with_delay(error_entry(slot.attempt, class, message), *after),
+        },
         Some(JobError::Retry { class, message }) => retry_or_dead(slot, policy, class, message),
         // Not from the handler (e.g. an extractor): treat as transient.
         None => retry_or_dead(slot, policy, "retryable", &e.to_string()),
@@ -372,7 +470,11 @@ fn panic_message(p: &Box<dyn Any + Send>) -> String {
 }
 
 /// The apalis handler of every kind: hands the typed args to [`Job::run`].
-pub async fn run_job<J: Job>(args: J, ctx: Data<JobContext>, run: RunInfo) -> Result<Value, JobError> {
+pub async fn run_job<J: Job>(
+    args: J,
+    ctx: Data<JobContext>,
+    run: RunInfo,
+) -> Result<Value, JobError> {
     args.run((*ctx).clone(), run).await
 }
 

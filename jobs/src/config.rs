@@ -155,7 +155,10 @@ impl Settings {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn bad(key: &str, message: &str) -> Result<(), ConfigError> {
-            Err(ConfigError::Invalid { key: key.into(), message: message.into() })
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                message: message.into(),
+            })
         }
         let w = &self.worker;
         if w.heartbeat_ms == 0 {
@@ -175,12 +178,18 @@ impl Settings {
         }
         for k in &w.kinds {
             if !crate::kinds::ALL_KINDS.contains(&k.as_str()) {
-                return bad("worker.kinds", &format!("unknown kind {k:?}; known: {:?}", crate::kinds::ALL_KINDS));
+                return bad(
+                    "worker.kinds",
+                    &format!("unknown kind {k:?}; known: {:?}", crate::kinds::ALL_KINDS),
+                );
             }
         }
         for (k, o) in &self.kinds {
             if !crate::kinds::ALL_KINDS.contains(&k.as_str()) {
-                return bad(&format!("kinds.{k}"), &format!("unknown kind; known: {:?}", crate::kinds::ALL_KINDS));
+                return bad(
+                    &format!("kinds.{k}"),
+                    &format!("unknown kind; known: {:?}", crate::kinds::ALL_KINDS),
+                );
             }
             if o.concurrency == Some(0) {
                 return bad(&format!("kinds.{k}.concurrency"), "must be > 0");

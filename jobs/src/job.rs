@@ -52,22 +52,40 @@ impl Policy {
 
     /// This policy with the config overrides for `kind` applied.
     pub fn resolved(self, kind: &str, settings: &Settings) -> Self {
-        let Some(o) = settings.kinds.get(kind) else { return self };
+        let Some(o) = settings.kinds.get(kind) else {
+            return self;
+        };
         Self {
             max_attempts: o.max_attempts.unwrap_or(self.max_attempts),
-            timeout: o.timeout_ms.map(Duration::from_millis).unwrap_or(self.timeout),
+            timeout: o
+                .timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(self.timeout),
             concurrency: o.concurrency.unwrap_or(self.concurrency),
-            backoff_base: o.backoff_base_ms.map(Duration::from_millis).unwrap_or(self.backoff_base),
-            backoff_cap: o.backoff_cap_ms.map(Duration::from_millis).unwrap_or(self.backoff_cap),
+            backoff_base: o
+                .backoff_base_ms
+                .map(Duration::from_millis)
+                .unwrap_or(self.backoff_base),
+            backoff_cap: o
+                .backoff_cap_ms
+                .map(Duration::from_millis)
+                .unwrap_or(self.backoff_cap),
         }
     }
 
     /// Delay before the run after failed attempt `attempt` (1-based), with full jitter.
     pub fn backoff_after(&self, attempt: i32) -> Duration {
         let exp = (attempt.max(1) - 1).min(30) as u32;
-        let ceiling = self.backoff_base.saturating_mul(1u32 << exp).min(self.backoff_cap);
+        let ceiling = self
+            .backoff_base
+            .saturating_mul(1u32 << exp)
+            .min(self.backoff_cap);
         let ms = ceiling.as_millis() as u64;
-        Duration::from_millis(if ms == 0 { 0 } else { rand::rng().random_range(0..=ms) })
+        Duration::from_millis(if ms == 0 {
+            0
+        } else {
+            rand::rng().random_range(0..=ms)
+        })
     }
 }
 
@@ -77,31 +95,54 @@ impl Policy {
 pub enum JobError {
     /// Transient: run again after backoff; consumes an attempt; dead once attempts run out.
     #[error("{message}")]
-    Retry { class: Cow<'static, str>, message: String },
+    Retry {
+        class: Cow<'static, str>,
+        message: String,
+    },
     /// Not now: run again after `after`, without consuming an attempt (rate limits, locks).
     #[error("{message}")]
-    Snooze { after: Duration, class: Cow<'static, str>, message: String },
+    Snooze {
+        after: Duration,
+        class: Cow<'static, str>,
+        message: String,
+    },
     /// Will never succeed: dead at once, reason kept.
     #[error("{message}")]
-    Permanent { class: Cow<'static, str>, message: String },
+    Permanent {
+        class: Cow<'static, str>,
+        message: String,
+    },
 }
 
 impl JobError {
     pub fn retry(message: impl std::fmt::Display) -> Self {
-        Self::Retry { class: "retryable".into(), message: message.to_string() }
+        Self::Retry {
+            class: "retryable".into(),
+            message: message.to_string(),
+        }
     }
     pub fn permanent(message: impl std::fmt::Display) -> Self {
-        Self::Permanent { class: "permanent".into(), message: message.to_string() }
+        Self::Permanent {
+            class: "permanent".into(),
+            message: message.to_string(),
+        }
     }
     pub fn snooze(after: Duration, message: impl std::fmt::Display) -> Self {
-        Self::Snooze { after, class: "snoozed".into(), message: message.to_string() }
+        Self::Snooze {
+            after,
+            class: "snoozed".into(),
+            message: message.to_string(),
+        }
     }
 }
 
 /// Our own database failing is transient.
 impl From<sqlx::Error> for JobError {
     fn from(e: sqlx::Error) -> Self {
-        Self::Retry { class: "database".into(), message: e.to_string() }
+        Self::Retry {
+            class: "database".into(),
+            message: e.to_string(),
+        }
     }
 }
 
@@ -118,6 +159,8 @@ pub struct RunInfo {
     pub job_id: i64,
     pub attempt: i32,
     pub max_attempts: i32,
+    /// Times this job asked to be run later so far.
+    pub snoozes: i32,
 }
 
 /// A job kind: its arguments are `Self`; `run` is its handler.
@@ -129,7 +172,11 @@ pub trait Job: Kind + Serialize + DeserializeOwned + Send + Sync + Unpin + 'stat
         Ok(())
     }
 
-    fn run(self, ctx: JobContext, run: RunInfo) -> impl Future<Output = Result<Value, JobError>> + Send;
+    fn run(
+        self,
+        ctx: JobContext,
+        run: RunInfo,
+    ) -> impl Future<Output = Result<Value, JobError>> + Send;
 }
 
 #[cfg(test)]

@@ -145,8 +145,16 @@ pub struct Inserted {
 /// Jobs without an idempotency key go in one multi-row INSERT; keyed jobs one by one, each
 /// answering with the existing job when its key is taken. Call [`Notifier::poke`] after commit.
 pub async fn insert(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Vec<Inserted>, QueueError> {
-    let mut out = vec![Inserted { id: 0, created: true }; jobs.len()];
-    let plain: Vec<usize> = (0..jobs.len()).filter(|i| jobs[*i].idempotency_key.is_none()).collect();
+    let mut out = vec![
+        Inserted {
+            id: 0,
+            created: true
+        };
+        jobs.len()
+    ];
+    let plain: Vec<usize> = (0..jobs.len())
+        .filter(|i| jobs[*i].idempotency_key.is_none())
+        .collect();
     if !plain.is_empty() {
         let ids = bulk_insert(conn, plain.iter().map(|i| &jobs[*i])).await?;
         for (slot, id) in plain.iter().zip(ids) {
@@ -167,7 +175,8 @@ pub async fn bulk_insert<'a>(
     conn: &mut PgConnection,
     jobs: impl Iterator<Item = &'a NewJob>,
 ) -> Result<Vec<i64>, QueueError> {
-    let (mut kinds, mut args, mut prios, mut runs, mut maxes) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut kinds, mut args, mut prios, mut runs, mut maxes) =
+        (vec![], vec![], vec![], vec![], vec![]);
     for j in jobs {
         kinds.push(j.kind);
         args.push(&j.args);
@@ -193,7 +202,11 @@ pub async fn bulk_insert<'a>(
     Ok(ids)
 }
 
-async fn insert_keyed(conn: &mut PgConnection, job: &NewJob, key: &str) -> Result<Inserted, QueueError> {
+async fn insert_keyed(
+    conn: &mut PgConnection,
+    job: &NewJob,
+    key: &str,
+) -> Result<Inserted, QueueError> {
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO jobs (kind, args, priority, run_at, max_attempts, idempotency_key)
          VALUES ($1, $2, $3, coalesce($4, now()), $5, $6)
@@ -217,21 +230,27 @@ async fn insert_keyed(conn: &mut PgConnection, job: &NewJob, key: &str) -> Resul
             .fetch_optional(&mut *conn)
             .await?;
     match existing {
-        Some((id, kind, args)) if kind == job.kind && args == job.args => Ok(Inserted { id, created: false }),
+        Some((id, kind, args)) if kind == job.kind && args == job.args => {
+            Ok(Inserted { id, created: false })
+        }
         Some((id, ..)) => Err(QueueError::Conflict(format!(
             "idempotency key {key:?} was used for job {id} with a different kind or arguments"
         ))),
         // The key's job was deleted between the two statements (retention): rare; ask to retry.
-        None => Err(QueueError::Conflict(format!("idempotency key {key:?} is being reused; retry the request"))),
+        None => Err(QueueError::Conflict(format!(
+            "idempotency key {key:?} is being reused; retry the request"
+        ))),
     }
 }
 
 pub async fn get(pool: &PgPool, id: i64) -> Result<JobRow, QueueError> {
-    sqlx::query_as(AssertSqlSafe(format!("SELECT {COLUMNS} FROM jobs j WHERE j.id = $1")))
-        .bind(id)
-        .fetch_optional(pool)
-        .await?
-        .ok_or(QueueError::NotFound)
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM jobs j WHERE j.id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(QueueError::NotFound)
 }
 
 #[derive(Debug, Clone, Default)]
@@ -383,10 +402,12 @@ impl Notifier {
                     kinds.insert(k);
                 }
                 let kinds: Vec<&str> = kinds.into_iter().collect();
-                let res = sqlx::query(AssertSqlSafe(format!("SELECT pg_notify('{CHANNEL}', k) FROM unnest($1::text[]) AS k")))
-                    .bind(&kinds)
-                    .execute(&pool)
-                    .await;
+                let res = sqlx::query(AssertSqlSafe(format!(
+                    "SELECT pg_notify('{CHANNEL}', k) FROM unnest($1::text[]) AS k"
+                )))
+                .bind(&kinds)
+                .execute(&pool)
+                .await;
                 if let Err(e) = res {
                     // Workers still poll; a lost wake-up costs at most one poll interval.
                     tracing::warn!(error = %e, "notify failed");

@@ -28,10 +28,18 @@ use crate::queue::CHANNEL;
 pub enum Outcome {
     Done(Value),
     /// Back to waiting after `delay`; the attempt stays consumed.
-    Retry { delay: Duration, error: Value },
+    Retry {
+        delay: Duration,
+        error: Value,
+    },
     /// Back to waiting after `delay`; the attempt is given back.
-    Snooze { delay: Duration, error: Value },
-    Dead { error: Value },
+    Snooze {
+        delay: Duration,
+        error: Value,
+    },
+    Dead {
+        error: Value,
+    },
     /// Claimed but never started (shutdown): waiting again now, attempt given back.
     Release,
 }
@@ -77,24 +85,31 @@ impl Runtime {
         let host = hostname();
         let pid = std::process::id();
         let worker_id = format!("{host}-{pid}-{:08x}", rand::random::<u32>());
-        let concurrency: serde_json::Map<String, Value> =
-            kinds.iter().map(|(k, p)| (k.to_string(), json!(p.concurrency))).collect();
+        let concurrency: serde_json::Map<String, Value> = kinds
+            .iter()
+            .map(|(k, p)| (k.to_string(), json!(p.concurrency)))
+            .collect();
         let names: Vec<&str> = kinds.iter().map(|(k, _)| *k).collect();
-        sqlx::query("INSERT INTO workers (id, host, pid, kinds, concurrency) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&worker_id)
-            .bind(&host)
-            .bind(pid as i32)
-            .bind(&names)
-            .bind(Value::Object(concurrency))
-            .execute(&pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO workers (id, host, pid, kinds, concurrency) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&worker_id)
+        .bind(&host)
+        .bind(pid as i32)
+        .bind(&names)
+        .bind(Value::Object(concurrency))
+        .execute(&pool)
+        .await?;
 
         let (tx, rx) = mpsc::unbounded_channel();
         let rt = Arc::new(Self {
             worker_id,
             pool,
             settings,
-            wake: kinds.iter().map(|(k, _)| (*k, Arc::new(Notify::new()))).collect(),
+            wake: kinds
+                .iter()
+                .map(|(k, _)| (*k, Arc::new(Notify::new())))
+                .collect(),
             acks: tx,
             stop_fetching: CancellationToken::new(),
             stop_all: CancellationToken::new(),
@@ -156,7 +171,10 @@ impl Runtime {
         .await?
         .rows_affected();
         if handed_back > 0 {
-            tracing::warn!(handed_back, "jobs cut off by the shutdown deadline were handed back");
+            tracing::warn!(
+                handed_back,
+                "jobs cut off by the shutdown deadline were handed back"
+            );
         }
         sqlx::query("UPDATE workers SET stopped_at = now() WHERE id = $1")
             .bind(&self.worker_id)
@@ -174,7 +192,13 @@ impl Runtime {
         let max = self.settings.worker.ack_batch;
         let mut batch = Vec::with_capacity(max);
         let mut flushes = Vec::new();
-        while let Some(first) = rx.recv().await {
+        loop {
+            // `stop` flushes before it cancels, so nothing sent before the stop is lost.
+            let first = tokio::select! {
+                m = rx.recv() => m,
+                _ = self.stop_all.cancelled() => None,
+            };
+            let Some(first) = first else { return };
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 match msg {
@@ -199,18 +223,33 @@ impl Runtime {
     /// (for at most one lease: after that the jobs were rescued and the acks are stale anyway).
     async fn write_acks(&self, batch: &[Ack]) {
         let n = batch.len();
-        let (mut ids, mut attempts, mut states, mut delays) =
-            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        let (mut attempt_deltas, mut snooze_deltas, mut results, mut last_errors, mut history) =
-            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut ids, mut attempts, mut states, mut delays) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut attempt_deltas, mut snooze_deltas, mut results, mut last_errors, mut history) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
         for a in batch {
             ids.push(a.id);
             attempts.push(a.attempt);
             let (state, delay, attempt_delta, snooze_delta, result, last, hist) = match &a.outcome {
                 Outcome::Done(v) => ("done", Duration::ZERO, 0, 0, Some(v), None, None),
-                Outcome::Retry { delay, error } => ("available", *delay, 0, 0, None, Some(error), Some(error)),
-                Outcome::Snooze { delay, error } => ("available", *delay, -1, 1, None, Some(error), None),
-                Outcome::Dead { error } => ("dead", Duration::ZERO, 0, 0, None, Some(error), Some(error)),
+                Outcome::Retry { delay, error } => {
+                    ("available", *delay, 0, 0, None, Some(error), Some(error))
+                }
+                Outcome::Snooze { delay, error } => {
+                    ("available", *delay, -1, 1, None, Some(error), None)
+                }
+                Outcome::Dead { error } => {
+                    ("dead", Duration::ZERO, 0, 0, None, Some(error), Some(error))
+                }
                 Outcome::Release => ("available", Duration::ZERO, -1, 0, None, None, None),
             };
             states.push(state);
@@ -295,7 +334,10 @@ impl Runtime {
             match rescue(&self.pool, w.lease_timeout()).await {
                 Ok(0) => {}
                 Ok(n) => {
-                    tracing::warn!(rescued = n, "jobs of dead worker processes put back to run again");
+                    tracing::warn!(
+                        rescued = n,
+                        "jobs of dead worker processes put back to run again"
+                    );
                     for w in self.wake.values() {
                         w.notify_one();
                     }
@@ -306,10 +348,12 @@ impl Runtime {
     }
 
     async fn beat(&self) -> Result<bool, sqlx::Error> {
-        let r = sqlx::query("UPDATE workers SET heartbeat_at = now() WHERE id = $1 AND stopped_at IS NULL")
-            .bind(&self.worker_id)
-            .execute(&self.pool)
-            .await?;
+        let r = sqlx::query(
+            "UPDATE workers SET heartbeat_at = now() WHERE id = $1 AND stopped_at IS NULL",
+        )
+        .bind(&self.worker_id)
+        .execute(&self.pool)
+        .await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -324,7 +368,9 @@ impl Runtime {
         loop {
             match self.listen_once().await {
                 Ok(()) => return,
-                Err(e) => tracing::warn!(error = %e, "listener lost; reconnecting (polling covers the gap)"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "listener lost; reconnecting (polling covers the gap)")
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}

@@ -16,7 +16,9 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
     let pool = jobs::db::connect(url, settings.database.max_connections)
         .await
         .context("cannot connect to Postgres (database.url / DATABASE_URL)")?;
-    jobs::db::migrate(&pool).await.context("migrations failed")?;
+    jobs::db::migrate(&pool)
+        .await
+        .context("migrations failed")?;
     Ok(pool)
 }
 
@@ -46,7 +48,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     let kinds = consumed_kinds(&settings);
     let rt = Runtime::start(pool.clone(), settings.clone(), &kinds).await?;
-    let ctx = JobContext { pool, settings: settings.clone() };
+    let ctx = JobContext {
+        pool,
+        settings: settings.clone(),
+    };
 
     struct Register<'a> {
         monitor: Option<Monitor>,
@@ -73,7 +78,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let result = monitor
         .run_with_signal(async move {
             shutdown_signal().await;
-            tracing::info!("shutdown requested: no new jobs are fetched; in-flight jobs are finishing");
+            tracing::info!(
+                "shutdown requested: no new jobs are fetched; in-flight jobs are finishing"
+            );
             signal_rt.stop_fetching();
             Ok(())
         })

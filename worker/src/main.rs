@@ -23,7 +23,9 @@ async fn main() -> ExitCode {
     };
     while let Some(a) = args.next() {
         match (a.as_str(), args.next()) {
-            ("--kinds", Some(k)) => settings.worker.kinds = k.split(',').map(str::to_string).collect(),
+            ("--kinds", Some(k)) => {
+                settings.worker.kinds = k.split(',').map(str::to_string).collect()
+            }
             _ => {
                 eprintln!("usage: worker [run|scheduler|migrate] [--kinds kind1,kind2]");
                 return ExitCode::from(2);
@@ -39,7 +41,9 @@ async fn main() -> ExitCode {
         "scheduler" => worker::scheduler::run(settings).await,
         "migrate" => worker::migrate(settings).await,
         other => {
-            eprintln!("unknown command {other:?}; usage: worker [run|scheduler|migrate] [--kinds kind1,kind2]");
+            eprintln!(
+                "unknown command {other:?}; usage: worker [run|scheduler|migrate] [--kinds kind1,kind2]"
+            );
             return ExitCode::from(2);
         }
     };

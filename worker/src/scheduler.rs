@@ -16,8 +16,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let pool = crate::connect(&settings).await?;
     let settings = Arc::new(settings);
     let notifier = Notifier::spawn(pool.clone());
-    let schedule = cron::Schedule::from_str(&settings.scheduler.prune_cron)
-        .with_context(|| format!("scheduler.prune_cron {:?} is not a cron expression", settings.scheduler.prune_cron))?;
+    let schedule = cron::Schedule::from_str(&settings.scheduler.prune_cron).with_context(|| {
+        format!(
+            "scheduler.prune_cron {:?} is not a cron expression",
+            settings.scheduler.prune_cron
+        )
+    })?;
     let mut ticks = Box::pin(CronScheduler::new(schedule).into_stream());
     tracing::info!(prune_cron = %settings.scheduler.prune_cron, "scheduler started");
     loop {
@@ -33,13 +37,19 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 continue;
             }
         };
-        let at = chrono::DateTime::from_timestamp(ts as i64, 0).unwrap_or_default().to_rfc3339();
+        let at = chrono::DateTime::from_timestamp(ts as i64, 0)
+            .unwrap_or_default()
+            .to_rfc3339();
         let job = NewJob {
             kind: PruneJobs::KIND,
-            args: serde_json::to_value(PruneJobs { tick: Some(at.clone()) })?,
+            args: serde_json::to_value(PruneJobs {
+                tick: Some(at.clone()),
+            })?,
             priority: 0,
             run_at: None,
-            max_attempts: PruneJobs::POLICY.resolved(PruneJobs::KIND, &settings).max_attempts,
+            max_attempts: PruneJobs::POLICY
+                .resolved(PruneJobs::KIND, &settings)
+                .max_attempts,
             idempotency_key: Some(format!("cron:{}:{ts}", PruneJobs::KIND)),
         };
         let mut conn = match pool.acquire().await {

@@ -23,15 +23,21 @@ impl HealthApi {
     /// The process is up
     #[oai(path = "/health/live", method = "get")]
     async fn live(&self) -> Json<Health> {
-        Json(Health { status: "ok".into() })
+        Json(Health {
+            status: "ok".into(),
+        })
     }
 
     /// The database is reachable and every migration is applied
     #[oai(path = "/health/ready", method = "get")]
     async fn ready(&self) -> Result<Json<Health>, Problem> {
         match jobs::db::migrations_applied(&self.st.pool).await {
-            Ok(true) => Ok(Json(Health { status: "ready".into() })),
-            Ok(false) => Err(Problem::unavailable("migrations are not applied; run `worker migrate`")),
+            Ok(true) => Ok(Json(Health {
+                status: "ready".into(),
+            })),
+            Ok(false) => Err(Problem::unavailable(
+                "migrations are not applied; run `worker migrate`",
+            )),
             Err(e) => Err(Problem::unavailable(format!("database unreachable: {e}"))),
         }
     }

@@ -67,6 +67,8 @@ pub struct ErrorEntry {
     /// What kind of failure: retryable, permanent, timeout, panic, rescued, snoozed, …
     pub class: String,
     pub message: String,
+    /// How long the queue waited before the next run (retries and snoozes).
+    pub delay_ms: Option<u64>,
 }
 
 #[derive(Debug, Object)]
@@ -97,7 +99,10 @@ pub struct JobView {
 impl JobView {
     fn from_row(r: JobRow) -> Self {
         let state = r.public_state(Utc::now());
-        let waiting = matches!(state, JobState::Scheduled | JobState::Pending | JobState::Retrying);
+        let waiting = matches!(
+            state,
+            JobState::Scheduled | JobState::Pending | JobState::Retrying
+        );
         Self {
             next_run_at: waiting.then_some(r.run_at),
             last_error: r.last_error.and_then(|v| serde_json::from_value(v).ok()),
@@ -154,16 +159,22 @@ fn status_url(id: i64) -> String {
 impl JobsApi {
     fn to_new_job(&self, r: &EnqueueRequest, header_key: Option<&str>) -> Result<NewJob, Problem> {
         let kind = r.job.kind();
-        r.job.validate().map_err(|e| Problem::unprocessable(format!("job ({kind}): {e}")))?;
+        r.job
+            .validate()
+            .map_err(|e| Problem::unprocessable(format!("job ({kind}): {e}")))?;
         let run_at = match (r.run_at, r.delay_ms) {
-            (Some(_), Some(_)) => return Err(Problem::unprocessable("set run_at or delay_ms, not both")),
+            (Some(_), Some(_)) => {
+                return Err(Problem::unprocessable("set run_at or delay_ms, not both"));
+            }
             (Some(at), None) => Some(at),
             (None, Some(ms)) => Some(Utc::now() + chrono::Duration::milliseconds(ms as i64)),
             (None, None) => None,
         };
         let key = match (header_key, r.idempotency_key.as_deref()) {
             (Some(h), Some(b)) if h != b => {
-                return Err(Problem::unprocessable("Idempotency-Key header and idempotency_key differ"));
+                return Err(Problem::unprocessable(
+                    "Idempotency-Key header and idempotency_key differ",
+                ));
             }
             (h, b) => h.or(b).map(str::to_string),
         };
@@ -195,7 +206,11 @@ impl JobsApi {
                 EnqueuedJob {
                     id: i.id,
                     kind: j.kind.to_string(),
-                    state: if due { JobState::Pending } else { JobState::Scheduled },
+                    state: if due {
+                        JobState::Pending
+                    } else {
+                        JobState::Scheduled
+                    },
                     created: i.created,
                     status_url: status_url(i.id),
                 }
@@ -218,37 +233,55 @@ impl JobsApi {
     async fn enqueue(
         &self,
         body: Json<EnqueueRequest>,
-        #[oai(name = "Idempotency-Key", validator(min_length = 1, max_length = 255))] idempotency_key: Header<
-            Option<String>,
-        >,
+        #[oai(name = "Idempotency-Key", validator(min_length = 1, max_length = 255))]
+        idempotency_key: Header<Option<String>>,
     ) -> Result<EnqueueResponse, Problem> {
         let job = self.to_new_job(&body.0, idempotency_key.0.as_deref())?;
-        let e = self.insert(vec![job]).await?.pop().expect("one job in, one out");
+        let e = self
+            .insert(vec![job])
+            .await?
+            .pop()
+            .expect("one job in, one out");
         let loc = e.status_url.clone();
-        Ok(if e.created { EnqueueResponse::Accepted(Json(e), loc) } else { EnqueueResponse::Existing(Json(e), loc) })
+        Ok(if e.created {
+            EnqueueResponse::Accepted(Json(e), loc)
+        } else {
+            EnqueueResponse::Existing(Json(e), loc)
+        })
     }
 
     /// Enqueue many jobs at once
     ///
     /// All or nothing: if any job is invalid nothing is enqueued and the problem names it by index.
     #[oai(path = "/v1/jobs/batch", method = "post")]
-    async fn enqueue_batch(&self, body: Json<BatchRequest>) -> Result<BatchEnqueueResponse, Problem> {
+    async fn enqueue_batch(
+        &self,
+        body: Json<BatchRequest>,
+    ) -> Result<BatchEnqueueResponse, Problem> {
         let max = self.st.settings.api.batch_max;
         if body.0.jobs.len() > max {
-            return Err(Problem::unprocessable(format!("at most {max} jobs per batch, got {}", body.0.jobs.len())));
+            return Err(Problem::unprocessable(format!(
+                "at most {max} jobs per batch, got {}",
+                body.0.jobs.len()
+            )));
         }
         let mut new = Vec::with_capacity(body.0.jobs.len());
         for (i, r) in body.0.jobs.iter().enumerate() {
-            new.push(self.to_new_job(r, None).map_err(|p| prefix(p, &format!("jobs[{i}]: ")))?);
+            new.push(
+                self.to_new_job(r, None)
+                    .map_err(|p| prefix(p, &format!("jobs[{i}]: ")))?,
+            );
         }
         let jobs = self.insert(new).await?;
         Ok(BatchEnqueueResponse::Accepted(Json(BatchResponse { jobs })))
     }
 
     /// Get a job
-    #[oai(path = "/v1/jobs/{id}", method = "get")]
+    #[oai(path = "/v1/jobs/:id", method = "get")]
     async fn get(&self, id: Path<i64>) -> Result<Json<JobView>, Problem> {
-        Ok(Json(JobView::from_row(queue::get(&self.st.pool, id.0).await?)))
+        Ok(Json(JobView::from_row(
+            queue::get(&self.st.pool, id.0).await?,
+        )))
     }
 
     /// List jobs, newest first
@@ -262,10 +295,13 @@ impl JobsApi {
         #[oai(validator(minimum(value = "1")))] limit: Query<Option<u32>>,
         cursor: Query<Option<String>>,
     ) -> Result<Json<JobList>, Problem> {
-        if let Some(k) = kind.0.as_deref() {
-            if !ALL_KINDS.contains(&k) {
-                return Err(Problem::bad_request(format!("unknown kind {k:?}; known kinds: {}", ALL_KINDS.join(", "))));
-            }
+        if let Some(k) = kind.0.as_deref()
+            && !ALL_KINDS.contains(&k)
+        {
+            return Err(Problem::bad_request(format!(
+                "unknown kind {k:?}; known kinds: {}",
+                ALL_KINDS.join(", ")
+            )));
         }
         let max = self.st.settings.api.list_max;
         let limit = limit.0.unwrap_or(50);
@@ -275,17 +311,29 @@ impl JobsApi {
         let before_id = match cursor.0.as_deref() {
             None => None,
             Some(c) => Some(c.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| {
-                Problem::bad_request(format!("cursor {c:?} is not a cursor returned by this endpoint"))
+                Problem::bad_request(format!(
+                    "cursor {c:?} is not a cursor returned by this endpoint"
+                ))
             })?),
         };
-        let filter = ListFilter { kind: kind.0, state: state.0, before_id, limit };
+        let filter = ListFilter {
+            kind: kind.0,
+            state: state.0,
+            before_id,
+            limit,
+        };
         let rows = queue::list(&self.st.pool, &filter).await?;
-        let next_cursor = (rows.len() == limit as usize).then(|| rows.last().map(|r| r.id.to_string())).flatten();
-        Ok(Json(JobList { jobs: rows.into_iter().map(JobView::from_row).collect(), next_cursor }))
+        let next_cursor = (rows.len() == limit as usize)
+            .then(|| rows.last().map(|r| r.id.to_string()))
+            .flatten();
+        Ok(Json(JobList {
+            jobs: rows.into_iter().map(JobView::from_row).collect(),
+            next_cursor,
+        }))
     }
 
     /// Retry a dead or cancelled job now
-    #[oai(path = "/v1/jobs/{id}/retry", method = "post")]
+    #[oai(path = "/v1/jobs/:id/retry", method = "post")]
     async fn retry(&self, id: Path<i64>) -> Result<Json<JobView>, Problem> {
         let row = queue::retry(&self.st.pool, id.0).await?;
         self.st.notifier.poke(kind_name(&row.kind));
@@ -293,15 +341,21 @@ impl JobsApi {
     }
 
     /// Cancel a job that has not started
-    #[oai(path = "/v1/jobs/{id}/cancel", method = "post")]
+    #[oai(path = "/v1/jobs/:id/cancel", method = "post")]
     async fn cancel(&self, id: Path<i64>) -> Result<Json<JobView>, Problem> {
-        Ok(Json(JobView::from_row(queue::cancel(&self.st.pool, id.0).await?)))
+        Ok(Json(JobView::from_row(
+            queue::cancel(&self.st.pool, id.0).await?,
+        )))
     }
 }
 
 /// The static name of a stored kind (the notifier takes `&'static str`).
 fn kind_name(k: &str) -> &'static str {
-    ALL_KINDS.iter().find(|n| **n == k).copied().unwrap_or("unknown")
+    ALL_KINDS
+        .iter()
+        .find(|n| **n == k)
+        .copied()
+        .unwrap_or("unknown")
 }
 
 fn prefix(p: Problem, pre: &str) -> Problem {

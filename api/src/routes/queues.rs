@@ -27,6 +27,8 @@ impl QueuesApi {
     /// Counts per kind and state, and the age of the oldest ready job
     #[oai(path = "/v1/queues", method = "get")]
     async fn queues(&self) -> Result<Json<Queues>, Problem> {
-        Ok(Json(Queues { queues: queue::stats(&self.st.pool, ALL_KINDS).await? }))
+        Ok(Json(Queues {
+            queues: queue::stats(&self.st.pool, ALL_KINDS).await?,
+        }))
     }
 }

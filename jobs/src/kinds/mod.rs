@@ -77,6 +77,21 @@ macro_rules! job_kinds {
             }
         }
 
+        /// Deserializes a public kind's arguments, naming the field at fault when they do not fit.
+        pub fn check_args(kind: &str, args: serde_json::Value) -> Option<Result<(), String>> {
+            match kind {
+                $($name => Some(
+                    serde_path_to_error::deserialize::<_, $ty>(args)
+                        .map(|_| ())
+                        .map_err(|e| match e.path().to_string().as_str() {
+                            "." => e.inner().to_string(),
+                            p => format!("{p}: {}", e.inner()),
+                        }),
+                ),)*
+                _ => None,
+            }
+        }
+
         /// The declared policy of a kind, by name.
         pub fn declared_policy(kind: &str) -> Option<Policy> {
             match kind {
@@ -124,7 +139,10 @@ mod tests {
     fn every_kind_has_a_usable_policy() {
         for k in ALL_KINDS {
             let p = declared_policy(k).unwrap();
-            assert!(p.max_attempts >= 1 && p.concurrency >= 1 && !p.timeout.is_zero(), "{k}");
+            assert!(
+                p.max_attempts >= 1 && p.concurrency >= 1 && !p.timeout.is_zero(),
+                "{k}"
+            );
         }
     }
 }
@@ -133,7 +151,10 @@ mod tests {
 fn object_fields<T: poem_openapi::types::Type>() -> Vec<&'static str> {
     let mut reg = poem_openapi::registry::Registry::new();
     T::register(&mut reg);
-    reg.schemas.get(T::name().as_ref()).map(|s| s.properties.iter().map(|(k, _)| *k).collect()).unwrap_or_default()
+    reg.schemas
+        .get(T::name().as_ref())
+        .map(|s| s.properties.iter().map(|(k, _)| *k).collect())
+        .unwrap_or_default()
 }
 
 /// The outcome of a kind whose marketplace work is not built yet: dead at once, saying so.

@@ -36,7 +36,8 @@ pub struct Noop {
     /// How to fail, if at all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail: Option<NoopFailure>,
-    /// Fail only on attempts 1..=fail_attempts, then succeed. Unset: fail on every attempt.
+    /// Fail only on attempts 1..=fail_attempts (snooze: on the first fail_attempts runs), then
+    /// succeed. Unset: fail every time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", oai(validator(maximum(value = "1000"))))]
     pub fail_attempts: Option<i32>,
@@ -53,14 +54,26 @@ impl Job for Noop {
         if let Some(ms) = self.sleep_ms.filter(|ms| *ms > 0) {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
-        let failing = self.fail_attempts.is_none_or(|n| run.attempt <= n);
+        // A snooze gives its attempt back, so snoozes are counted apart.
+        let count = if self.fail == Some(NoopFailure::Snooze) {
+            run.snoozes + 1
+        } else {
+            run.attempt
+        };
+        let failing = self.fail_attempts.is_none_or(|n| count <= n);
         match self.fail.unwrap_or_default() {
             f if f == NoopFailure::None || !failing => {}
             NoopFailure::Retryable => {
-                return Err(JobError::retry(format!("noop: retryable failure on attempt {}", run.attempt)));
+                return Err(JobError::retry(format!(
+                    "noop: retryable failure on attempt {}",
+                    run.attempt
+                )));
             }
             NoopFailure::Permanent => {
-                return Err(JobError::permanent(format!("noop: permanent failure on attempt {}", run.attempt)));
+                return Err(JobError::permanent(format!(
+                    "noop: permanent failure on attempt {}",
+                    run.attempt
+                )));
             }
             NoopFailure::Snooze => {
                 let after = Duration::from_millis(self.snooze_ms.unwrap_or(1_000));

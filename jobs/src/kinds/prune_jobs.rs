@@ -20,7 +20,11 @@ impl Job for PruneJobs {
     async fn run(self, ctx: JobContext, _run: RunInfo) -> Result<Value, JobError> {
         let r = &ctx.settings.retention;
         let mut deleted = 0u64;
-        for (state, hours) in [("done", r.done_hours), ("dead", r.dead_hours), ("cancelled", r.cancelled_hours)] {
+        for (state, hours) in [
+            ("done", r.done_hours),
+            ("dead", r.dead_hours),
+            ("cancelled", r.cancelled_hours),
+        ] {
             deleted += crate::queue::prune(&ctx.pool, state, hours, r.prune_batch).await?;
         }
         let workers = sqlx::query(

@@ -1,0 +1,6 @@
+//! One test binary (links once). Each test gets its own database and its own processes.
+
+mod api;
+mod crash;
+mod lifecycle;
+mod regressions;

@@ -1,0 +1,386 @@
+//! Test harness: a database per test (copied from a migrated template on a private cluster, or on
+//! the server named by `DATABASE_URL`), and the platform's real binaries started as child
+//! processes against it. Nothing is mocked.
+
+use std::path::PathBuf;
+use std::process::Child;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio::sync::OnceCell;
+
+/// Server URL (database `postgres`) and the migrated template's name.
+static SERVER: OnceCell<(String, String)> = OnceCell::const_new();
+static BUILT: OnceLock<()> = OnceLock::new();
+
+fn with_db(url: &str, db: &str) -> String {
+    match url.rsplit_once('/') {
+        Some((base, last)) if !last.contains('@') => {
+            let query = last
+                .split_once('?')
+                .map(|(_, q)| format!("?{q}"))
+                .unwrap_or_default();
+            format!("{base}/{db}{query}")
+        }
+        _ => format!("{url}/{db}"),
+    }
+}
+
+/// The api and worker binaries under test, built with the test's profile if missing or stale.
+pub fn ensure_binaries() {
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--quiet", "-p", "api", "-p", "worker"])
+            .current_dir(dev::workspace_root())
+            .status()
+            .expect("run cargo build");
+        assert!(
+            status.success(),
+            "building the api and worker binaries failed"
+        );
+    });
+}
+
+async fn server() -> &'static (String, String) {
+    SERVER
+        .get_or_init(|| async {
+            let (url, _cluster) = tokio::task::spawn_blocking(|| {
+                dev::database("target/pgtest", 54330)
+            })
+            .await
+            .expect("join")
+            .expect(
+                "a Postgres for the tests (set DATABASE_URL or install Postgres server binaries)",
+            );
+            let admin = PgPoolOptions::new()
+                .max_connections(2)
+                .connect(&url)
+                .await
+                .expect("connect to test server");
+            // Template per migration set, so a schema change never reuses a stale template.
+            let hash = jobs::db::MIGRATOR.iter().fold(0u64, |h, m| {
+                m.checksum
+                    .iter()
+                    .fold(h, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(*b)))
+            });
+            let tmpl = format!("stoflow_tmpl_{:x}", hash & 0xffff_ffff);
+            // Serialise template creation across test processes.
+            sqlx::query("SELECT pg_advisory_lock(424242)")
+                .execute(&admin)
+                .await
+                .expect("lock");
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                    .bind(&tmpl)
+                    .fetch_one(&admin)
+                    .await
+                    .expect("query");
+            if !exists {
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {tmpl}")))
+                    .execute(&admin)
+                    .await
+                    .expect("create template");
+                let pool = PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect(&with_db(&url, &tmpl))
+                    .await
+                    .expect("template");
+                jobs::db::migrate(&pool).await.expect("migrate template");
+                pool.close().await;
+            }
+            // Databases left by earlier runs (tests cannot drop theirs: there is no async drop).
+            let old: Vec<String> = sqlx::query_scalar(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'stoflow\\_t\\_%'",
+            )
+            .fetch_all(&admin)
+            .await
+            .expect("list old");
+            for db in old {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+                )))
+                .execute(&admin)
+                .await;
+            }
+            sqlx::query("SELECT pg_advisory_unlock(424242)")
+                .execute(&admin)
+                .await
+                .expect("unlock");
+            admin.close().await;
+            (url, tmpl)
+        })
+        .await
+}
+
+/// A fresh, migrated database for one test. Dropped at the start of a later run.
+pub struct TestDb {
+    pub url: String,
+    pub pool: PgPool,
+    pub name: String,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let (server_url, tmpl) = server().await;
+        let name = format!("stoflow_t_{:016x}", rand::random::<u64>());
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(server_url)
+            .await
+            .expect("connect");
+        // A template must have no other session while it is copied; retry briefly if busy.
+        let mut tries = 0;
+        loop {
+            let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE DATABASE {name} TEMPLATE {tmpl} STRATEGY FILE_COPY"
+            )))
+            .execute(&admin)
+            .await;
+            match r {
+                Ok(_) => break,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("create test database: {e}"),
+            }
+        }
+        admin.close().await;
+        let url = with_db(server_url, &name);
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&url)
+            .await
+            .expect("connect test db");
+        Self { url, pool, name }
+    }
+
+    pub async fn count(&self, sql_where: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM jobs WHERE {sql_where}"
+        )))
+        .fetch_one(&self.pool)
+        .await
+        .expect("count")
+    }
+}
+
+/// Settings for processes under test: fast heartbeats and polls so tests finish quickly.
+pub fn test_env(db: &TestDb) -> Vec<(&'static str, String)> {
+    vec![
+        ("DATABASE_URL", db.url.clone()),
+        ("STOFLOW_CONFIG", "/nonexistent".into()),
+        ("STOFLOW_WORKER__HEARTBEAT_MS", "250".into()),
+        ("STOFLOW_WORKER__LEASE_TIMEOUT_MS", "1500".into()),
+        ("STOFLOW_WORKER__POLL_INTERVAL_MS", "100".into()),
+        ("STOFLOW_DATABASE__MAX_CONNECTIONS", "6".into()),
+        ("RUST_LOG", "info,sqlx=warn".into()),
+    ]
+}
+
+fn log_path(name: &str) -> PathBuf {
+    let dir = dev::workspace_root().join("target/test-logs");
+    std::fs::create_dir_all(&dir).expect("log dir");
+    dir.join(format!("{name}-{:08x}.log", rand::random::<u32>()))
+}
+
+/// A platform process under test; killed (SIGKILL) when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(bin: &str, args: &[&str], env: &[(&'static str, String)]) -> Self {
+        ensure_binaries();
+        let log = log_path(bin);
+        let child = dev::proc::spawn(bin, args, env, Some(&log)).expect("spawn");
+        Self { child, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn kill9(&mut self) {
+        dev::proc::signal(&self.child, "KILL");
+        let _ = self.child.wait();
+    }
+
+    pub fn sigterm(&self) {
+        dev::proc::signal(&self.child, "TERM");
+    }
+
+    /// Waits for exit; None if still running after `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A worker process with the test settings plus `extra` overrides.
+pub fn worker(db: &TestDb, extra: &[(&'static str, &str)]) -> Proc {
+    let mut env = test_env(db);
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    Proc::spawn("worker", &["run"], &env)
+}
+
+/// The API process on a free port, ready to serve.
+pub struct Api {
+    pub proc: Proc,
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub async fn spawn(db: &TestDb, extra: &[(&'static str, &str)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let mut env = test_env(db);
+        env.push(("STOFLOW_API__BIND", format!("127.0.0.1:{port}")));
+        env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        let proc = Proc::spawn("api", &[], &env);
+        let api = Self {
+            proc,
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+        };
+        let ready = format!("{}/health/ready", api.base);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = api.http.get(&ready).send().await
+                && r.status().is_success()
+            {
+                return api;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "api not ready; log:\n{}",
+                api.proc.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POST JSON; returns status and body (JSON, or the raw text as a string).
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("post");
+        Self::read(r).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).send().await.expect("get");
+        Self::read(r).await
+    }
+
+    pub async fn read(r: reqwest::Response) -> (u16, Value) {
+        let status = r.status().as_u16();
+        let text = r.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Enqueues `job` (a kind-tagged object) with extra request fields; returns the job id.
+    pub async fn enqueue(&self, job: Value, extra: Value) -> i64 {
+        let mut body = json!({ "job": job });
+        if let Value::Object(m) = extra {
+            body.as_object_mut().expect("object").extend(m);
+        }
+        let (status, v) = self.post("/v1/jobs", &body).await;
+        assert_eq!(status, 202, "enqueue failed: {v}");
+        v["id"].as_i64().expect("id")
+    }
+
+    pub async fn job(&self, id: i64) -> Value {
+        let (status, v) = self.get(&format!("/v1/jobs/{id}")).await;
+        assert_eq!(status, 200, "get job {id}: {v}");
+        v
+    }
+
+    /// Polls the job until `pred` holds; panics with the last view after `within`.
+    pub async fn wait_job(
+        &self,
+        id: i64,
+        within: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let v = self.job(id).await;
+            if pred(&v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} did not reach the expected state in {within:?}: {v:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn wait_state(&self, id: i64, state: &str, within: Duration) -> Value {
+        self.wait_job(id, within, |v| v["state"] == state).await
+    }
+}
+
+/// Polls an async condition until true; panics with `what` after `within`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !f().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The pid encoded in a worker id (`host-pid-random`).
+pub fn pid_of_worker(worker_id: &str) -> u32 {
+    worker_id
+        .rsplit('-')
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("worker id has a pid")
+}
