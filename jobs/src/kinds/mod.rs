@@ -122,6 +122,24 @@ job_kinds! {
     }
 }
 
+#[cfg(feature = "openapi")]
+fn object_fields<T: poem_openapi::types::Type>() -> Vec<&'static str> {
+    let mut reg = poem_openapi::registry::Registry::new();
+    T::register(&mut reg);
+    reg.schemas
+        .get(T::name().as_ref())
+        .map(|s| s.properties.iter().map(|(k, _)| *k).collect())
+        .unwrap_or_default()
+}
+
+/// The outcome of a kind whose marketplace work is not built yet: dead at once, saying so.
+fn not_built<J: Kind>() -> crate::job::JobError {
+    crate::job::JobError::Permanent {
+        class: "not_implemented".into(),
+        message: format!("{}: marketplace integration is not built yet", J::KIND),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,23 +162,5 @@ mod tests {
                 "{k}"
             );
         }
-    }
-}
-
-#[cfg(feature = "openapi")]
-fn object_fields<T: poem_openapi::types::Type>() -> Vec<&'static str> {
-    let mut reg = poem_openapi::registry::Registry::new();
-    T::register(&mut reg);
-    reg.schemas
-        .get(T::name().as_ref())
-        .map(|s| s.properties.iter().map(|(k, _)| *k).collect())
-        .unwrap_or_default()
-}
-
-/// The outcome of a kind whose marketplace work is not built yet: dead at once, saying so.
-fn not_built<J: Kind>() -> crate::job::JobError {
-    crate::job::JobError::Permanent {
-        class: "not_implemented".into(),
-        message: format!("{}: marketplace integration is not built yet", J::KIND),
     }
 }
