@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         "pg" => dev::database(PG_FOLDER, PG_PORT)
             .map(|(url, _)| println!("{url}"))
             .map_err(Into::into),
-        "pg-stop" => dev::pg::Cluster::ensure(&dev::workspace_root().join(PG_FOLDER), PG_PORT)
+        "pg-stop" => dev::pg::Cluster::ensure(&dev::data_dir(PG_FOLDER), PG_PORT)
             .and_then(|c| c.stop())
             .map_err(Into::into),
         _ => Err(anyhow::anyhow!("usage: stoflow-dev [up|pg|pg-stop]")),
@@ -35,7 +35,10 @@ fn main() -> ExitCode {
 fn up() -> anyhow::Result<()> {
     let (url, cluster) = dev::database(PG_FOLDER, PG_PORT)?;
     if cluster.is_some() {
-        println!("Postgres: private cluster in {PG_FOLDER} ({url})");
+        println!(
+            "Postgres: private cluster in {} ({url})",
+            dev::data_dir(PG_FOLDER).display()
+        );
     }
     let bind = std::env::var("STOFLOW_API__BIND").unwrap_or_else(|_| "127.0.0.1:8080".into());
     let env = [

@@ -48,7 +48,7 @@ pub fn find_bin_dir() -> Result<PathBuf, PgError> {
         .ok_or(PgError::NotInstalled)
 }
 
-fn running_as_root() -> bool {
+pub fn running_as_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
