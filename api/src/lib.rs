@@ -27,6 +27,7 @@ pub fn app(st: Arc<AppState>) -> impl Endpoint {
     let limit = st.settings.api.body_limit_bytes;
     let apis = (
         routes::jobs::JobsApi { st: st.clone() },
+        routes::products::ProductsApi { st: st.clone() },
         routes::queues::QueuesApi { st: st.clone() },
         routes::health::HealthApi { st },
     );

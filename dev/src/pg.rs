@@ -57,15 +57,20 @@ pub fn running_as_root() -> bool {
 }
 
 impl Cluster {
-    /// Starts the cluster in `data_dir` on `port` (creating it on first use), or reuses it if it
-    /// is already running.
+    /// Starts the cluster in `data_dir` (creating it on first use), or reuses it if it is already
+    /// running. It listens on `port` when that is free, otherwise on any free port; the port is
+    /// remembered in the data folder (`stoflow.port`).
     pub fn ensure(data_dir: &Path, port: u16) -> Result<Self, PgError> {
         let bin = find_bin_dir()?;
         std::fs::create_dir_all(data_dir)?;
         let data_dir = data_dir.canonicalize()?;
-        let c = Self {
+        let port_file = data_dir.join("stoflow.port");
+        let remembered = std::fs::read_to_string(&port_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<u16>().ok());
+        let mut c = Self {
             data_dir,
-            port,
+            port: remembered.unwrap_or(port),
             bin,
         };
         let root = running_as_root();
@@ -92,7 +97,7 @@ impl Cluster {
                 ],
             )?;
             let conf = format!(
-                "\n# stoflow private cluster\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{dir}'\n\
+                "\n# stoflow private cluster (port: see stoflow.port)\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{dir}'\n\
                  max_connections = 300\nshared_buffers = 256MB\nfsync = on\nsynchronous_commit = on\n",
                 dir = c.dir()
             );
@@ -102,12 +107,22 @@ impl Cluster {
             std::fs::write(&path, text)?;
         }
         if !c.is_running() {
+            if std::net::TcpListener::bind(("127.0.0.1", c.port)).is_err() {
+                // Taken by another program (or another checkout's cluster): any free port will do.
+                c.port = std::net::TcpListener::bind("127.0.0.1:0")?
+                    .local_addr()?
+                    .port();
+            }
+            std::fs::write(&port_file, c.port.to_string())?;
             let log = c.data_dir.join("server.log");
+            let opts = format!("-p {}", c.port);
             c.pg(
                 "pg_ctl start",
                 &[
                     "-D",
                     &c.dir(),
+                    "-o",
+                    &opts,
                     "-l",
                     &log.to_string_lossy(),
                     "-w",

@@ -10,6 +10,7 @@
 //! - [`db`]: pool and migrations. [`config`]: layered settings.
 
 pub mod backend;
+pub mod catalogue;
 pub mod config;
 pub mod db;
 pub mod domain;

@@ -3,4 +3,5 @@
 mod api;
 mod crash;
 mod lifecycle;
+mod products;
 mod regressions;

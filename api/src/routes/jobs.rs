@@ -315,14 +315,7 @@ impl JobsApi {
         if limit > max {
             return Err(Problem::bad_request(format!("limit must be at most {max}")));
         }
-        let before_id = match cursor.0.as_deref() {
-            None => None,
-            Some(c) => Some(c.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| {
-                Problem::bad_request(format!(
-                    "cursor {c:?} is not a cursor returned by this endpoint"
-                ))
-            })?),
-        };
+        let before_id = super::parse_cursor(cursor.0.as_deref())?;
         let filter = ListFilter {
             kind: kind.0,
             state: state.0,

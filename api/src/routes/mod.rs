@@ -1,13 +1,33 @@
 pub mod health;
 pub mod jobs;
+pub mod products;
 pub mod queues;
 
 #[derive(poem_openapi::Tags)]
 pub enum Tag {
     /// Enqueue and follow jobs.
     Jobs,
+    /// The seller's catalogue.
+    Products,
     /// Queue depth per kind.
     Queues,
     /// Liveness and readiness probes.
     Health,
+}
+
+/// Parses a keyset cursor given out by a list endpoint (the last id of the previous page).
+pub fn parse_cursor(c: Option<&str>) -> Result<Option<i64>, crate::problem::Problem> {
+    match c {
+        None => Ok(None),
+        Some(c) => c
+            .parse::<i64>()
+            .ok()
+            .filter(|v| *v > 0)
+            .map(Some)
+            .ok_or_else(|| {
+                crate::problem::Problem::bad_request(format!(
+                    "cursor {c:?} is not a cursor returned by this endpoint"
+                ))
+            }),
+    }
 }

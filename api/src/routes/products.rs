@@ -1,0 +1,325 @@
+//! `/v1/products`: the seller's catalogue, and publishing a product to marketplaces.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
+
+use jobs::catalogue::{self, CatalogueError, Product, ProductFields};
+use jobs::domain::Marketplace;
+
+use crate::AppState;
+use crate::problem::Problem;
+use crate::routes::Tag;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum Condition {
+    NewWithTags,
+    NewWithoutTags,
+    VeryGood,
+    Good,
+    Satisfactory,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum ProductStatus {
+    Draft,
+    Published,
+    Sold,
+    Archived,
+}
+
+fn name<T: poem_openapi::types::ToJSON>(v: T) -> String {
+    v.to_json()
+        .and_then(|j| j.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// A product as the seller writes it. On create, `title`, `condition` and `price` are required;
+/// on update (PATCH) every field is optional and only the ones sent change.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct ProductInput {
+    /// The marketplace SKU: letters, digits, `-`, `_`, at most 50. Generated when omitted.
+    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,50}$"))]
+    pub sku: Option<String>,
+    #[oai(validator(min_length = 1, max_length = 255))]
+    pub title: Option<String>,
+    #[oai(validator(max_length = 10000))]
+    pub description: Option<String>,
+    #[oai(validator(max_length = 100))]
+    pub brand: Option<String>,
+    #[oai(validator(max_length = 200))]
+    pub category: Option<String>,
+    pub condition: Option<Condition>,
+    /// A decimal amount with at most two decimals, e.g. "12.50".
+    #[oai(validator(pattern = r"^[0-9]{1,9}(\.[0-9]{1,2})?$"))]
+    pub price: Option<String>,
+    /// ISO 4217 code, e.g. EUR.
+    #[oai(validator(pattern = "^[A-Z]{3}$"))]
+    pub currency: Option<String>,
+    #[oai(validator(max_length = 50))]
+    pub size: Option<String>,
+    #[oai(validator(max_length = 50))]
+    pub color: Option<String>,
+    #[oai(validator(minimum(value = "0"), maximum(value = "100000")))]
+    pub stock_quantity: Option<i32>,
+    /// Image URLs (http or https), at most 24.
+    #[oai(validator(max_items = 24))]
+    pub images: Option<Vec<String>>,
+    pub status: Option<ProductStatus>,
+}
+
+#[derive(Debug, Object)]
+pub struct ProductView {
+    pub id: i64,
+    pub sku: String,
+    pub title: String,
+    pub description: String,
+    pub brand: Option<String>,
+    pub category: Option<String>,
+    pub condition: String,
+    pub price: String,
+    pub currency: String,
+    pub size: Option<String>,
+    pub color: Option<String>,
+    pub stock_quantity: i32,
+    pub images: Vec<String>,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Product> for ProductView {
+    fn from(p: Product) -> Self {
+        Self {
+            price: format!("{}.{:02}", p.price_cents / 100, p.price_cents % 100),
+            images: serde_json::from_value(p.images).unwrap_or_default(),
+            id: p.id,
+            sku: p.sku,
+            title: p.title,
+            description: p.description,
+            brand: p.brand,
+            category: p.category,
+            condition: p.condition,
+            currency: p.currency,
+            size: p.size,
+            color: p.color,
+            stock_quantity: p.stock_quantity,
+            status: p.status,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct ProductList {
+    pub products: Vec<ProductView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct PublishRequest {
+    #[oai(validator(min_items = 1, max_items = 3, unique_items))]
+    pub marketplaces: Vec<Marketplace>,
+}
+
+#[derive(Debug, Object)]
+pub struct PublishJob {
+    pub marketplace: Marketplace,
+    pub job_id: i64,
+    /// False when this version of the product was already sent to this marketplace.
+    pub created: bool,
+    pub status_url: String,
+}
+
+#[derive(Debug, Object)]
+pub struct PublishResponse {
+    pub jobs: Vec<PublishJob>,
+}
+
+#[derive(ApiResponse)]
+pub enum CreatedProduct {
+    #[oai(status = 201)]
+    Created(Json<ProductView>, #[oai(header = "Location")] String),
+}
+
+#[derive(ApiResponse)]
+pub enum Deleted {
+    #[oai(status = 204)]
+    NoContent,
+}
+
+#[derive(ApiResponse)]
+pub enum Publishing {
+    /// The publish jobs are enqueued; follow each at its `status_url`.
+    #[oai(status = 202)]
+    Accepted(Json<PublishResponse>),
+}
+
+impl From<CatalogueError> for Problem {
+    fn from(e: CatalogueError) -> Self {
+        match e {
+            CatalogueError::NotFound => Problem::not_found("no product with this id"),
+            CatalogueError::Conflict(d) => Problem::conflict(d),
+            CatalogueError::Queue(q) => q.into(),
+            CatalogueError::Database(e) => Problem::internal(&e),
+        }
+    }
+}
+
+/// Checks beyond the schema and converts to the catalogue's fields.
+fn fields(p: ProductInput, creating: bool) -> Result<ProductFields, Problem> {
+    if creating {
+        for (field, missing) in [
+            ("title", p.title.is_none()),
+            ("condition", p.condition.is_none()),
+            ("price", p.price.is_none()),
+        ] {
+            if missing {
+                return Err(Problem::unprocessable(format!(
+                    "{field} is required to create a product"
+                )));
+            }
+        }
+    }
+    let price_cents = match p.price.as_deref() {
+        None => None,
+        Some(s) => {
+            let (whole, frac) = s.split_once('.').unwrap_or((s, "0"));
+            let frac = format!("{frac:0<2}");
+            let cents = whole
+                .parse::<i64>()
+                .ok()
+                .zip(frac.parse::<i64>().ok())
+                .map(|(w, f)| w * 100 + f);
+            match cents {
+                Some(c) if c > 0 => Some(c),
+                _ => return Err(Problem::unprocessable("price must be greater than 0")),
+            }
+        }
+    };
+    if let Some(bad) = p
+        .images
+        .iter()
+        .flatten()
+        .find(|u| !(u.starts_with("https://") || u.starts_with("http://")) || u.len() > 2048)
+    {
+        return Err(Problem::unprocessable(format!(
+            "images: {bad:?} is not an http(s) URL of at most 2048 characters"
+        )));
+    }
+    Ok(ProductFields {
+        sku: p.sku,
+        title: p.title,
+        description: p.description,
+        brand: p.brand,
+        category: p.category,
+        condition: p.condition.map(name),
+        price_cents,
+        currency: p.currency,
+        size: p.size,
+        color: p.color,
+        stock_quantity: p.stock_quantity,
+        images: p.images,
+        status: p.status.map(name),
+    })
+}
+
+pub struct ProductsApi {
+    pub st: Arc<AppState>,
+}
+
+#[OpenApi(tag = "Tag::Products")]
+impl ProductsApi {
+    /// Create a product
+    #[oai(path = "/v1/products", method = "post")]
+    async fn create(&self, body: Json<ProductInput>) -> Result<CreatedProduct, Problem> {
+        let p = catalogue::create(&self.st.pool, fields(body.0, true)?).await?;
+        let loc = format!("/v1/products/{}", p.id);
+        Ok(CreatedProduct::Created(Json(p.into()), loc))
+    }
+
+    /// List products, newest first
+    #[oai(path = "/v1/products", method = "get")]
+    async fn list(
+        &self,
+        status: Query<Option<ProductStatus>>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))] limit: Query<Option<u32>>,
+        cursor: Query<Option<String>>,
+    ) -> Result<Json<ProductList>, Problem> {
+        let limit = limit.0.unwrap_or(50);
+        let before = super::parse_cursor(cursor.0.as_deref())?;
+        let rows =
+            catalogue::list(&self.st.pool, status.0.map(name).as_deref(), before, limit).await?;
+        let next_cursor = (rows.len() == limit as usize)
+            .then(|| rows.last().map(|r| r.id.to_string()))
+            .flatten();
+        Ok(Json(ProductList {
+            products: rows.into_iter().map(Into::into).collect(),
+            next_cursor,
+        }))
+    }
+
+    /// Get a product
+    #[oai(path = "/v1/products/:id", method = "get")]
+    async fn get(&self, id: Path<i64>) -> Result<Json<ProductView>, Problem> {
+        Ok(Json(catalogue::get(&self.st.pool, id.0).await?.into()))
+    }
+
+    /// Change some fields of a product
+    #[oai(path = "/v1/products/:id", method = "patch")]
+    async fn update(
+        &self,
+        id: Path<i64>,
+        body: Json<ProductInput>,
+    ) -> Result<Json<ProductView>, Problem> {
+        Ok(Json(
+            catalogue::update(&self.st.pool, id.0, fields(body.0, false)?)
+                .await?
+                .into(),
+        ))
+    }
+
+    /// Delete a product (soft: it leaves the catalogue, its history stays)
+    #[oai(path = "/v1/products/:id", method = "delete")]
+    async fn delete(&self, id: Path<i64>) -> Result<Deleted, Problem> {
+        catalogue::delete(&self.st.pool, id.0).await?;
+        Ok(Deleted::NoContent)
+    }
+
+    /// Publish a product to marketplaces
+    ///
+    /// Marks it published and enqueues one `publish_listing` job per marketplace in the same
+    /// transaction. Repeating the request for an unchanged product returns the same jobs.
+    #[oai(path = "/v1/products/:id/publish", method = "post")]
+    async fn publish(
+        &self,
+        id: Path<i64>,
+        body: Json<PublishRequest>,
+    ) -> Result<Publishing, Problem> {
+        let res = catalogue::publish(&self.st.pool, &self.st.settings, id.0, &body.0.marketplaces)
+            .await?;
+        if res.iter().any(|(_, i)| i.created) {
+            self.st
+                .notifier
+                .poke(<jobs::kinds::PublishListing as jobs::Kind>::KIND);
+        }
+        let jobs = res
+            .into_iter()
+            .map(|(m, i)| PublishJob {
+                marketplace: m,
+                job_id: i.id,
+                created: i.created,
+                status_url: format!("/v1/jobs/{}", i.id),
+            })
+            .collect();
+        Ok(Publishing::Accepted(Json(PublishResponse { jobs })))
+    }
+}

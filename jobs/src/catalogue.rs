@@ -1,0 +1,252 @@
+//! The seller's catalogue: products, and publishing them (which enqueues `publish_listing` jobs in
+//! the same transaction as the status change, so a product is never marked published without its
+//! jobs, nor jobs enqueued for a change that rolled back).
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgPool, Postgres, QueryBuilder};
+
+use crate::Settings;
+use crate::domain::Marketplace;
+use crate::job::{Job, Kind};
+use crate::kinds::PublishListing;
+use crate::queue::{self, Inserted, NewJob};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogueError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("no product with this id")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Queue(#[from] queue::QueueError),
+}
+
+/// Condition on Vinted's scale (eBay's and Etsy's are derived from it when publishing).
+pub const CONDITIONS: &[&str] = &[
+    "new_with_tags",
+    "new_without_tags",
+    "very_good",
+    "good",
+    "satisfactory",
+];
+pub const STATUSES: &[&str] = &["draft", "published", "sold", "archived"];
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Product {
+    pub id: i64,
+    pub sku: String,
+    pub title: String,
+    pub description: String,
+    pub brand: Option<String>,
+    pub category: Option<String>,
+    pub condition: String,
+    pub price_cents: i64,
+    pub currency: String,
+    pub size: Option<String>,
+    pub color: Option<String>,
+    pub stock_quantity: i32,
+    pub images: Value,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Every field of a product a seller sets; `None` in an update leaves the field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ProductFields {
+    pub sku: Option<String>,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub brand: Option<String>,
+    pub category: Option<String>,
+    pub condition: Option<String>,
+    pub price_cents: Option<i64>,
+    pub currency: Option<String>,
+    pub size: Option<String>,
+    pub color: Option<String>,
+    pub stock_quantity: Option<i32>,
+    pub images: Option<Vec<String>>,
+    pub status: Option<String>,
+}
+
+const COLUMNS: &str = "id, sku, title, description, brand, category, condition, price_cents, currency, size, \
+                       color, stock_quantity, images, status, created_at, updated_at";
+
+fn map_unique(e: sqlx::Error) -> CatalogueError {
+    match &e {
+        sqlx::Error::Database(d) if d.constraint() == Some("products_sku_key") => {
+            CatalogueError::Conflict("another product already has this sku".into())
+        }
+        _ => CatalogueError::Database(e),
+    }
+}
+
+/// A SKU for a product that came without one: `SF` and 10 random characters.
+fn generated_sku() -> String {
+    use rand::Rng;
+    const CHARS: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rng();
+    let tail: String = (0..10)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect();
+    format!("SF{tail}")
+}
+
+/// Creates a product. `title`, `condition` and `price_cents` must be set (the API checks).
+pub async fn create(pool: &PgPool, f: ProductFields) -> Result<Product, CatalogueError> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO products (sku, title, description, brand, category, condition, price_cents, currency,
+                               size, color, stock_quantity, images, status)
+         VALUES ($1, $2, coalesce($3, ''), $4, $5, $6, $7, coalesce($8, 'EUR'), $9, $10, coalesce($11, 1),
+                 coalesce($12, '[]'::jsonb), coalesce($13, 'draft'))
+         RETURNING {COLUMNS}"
+    )))
+    .bind(f.sku.unwrap_or_else(generated_sku))
+    .bind(f.title)
+    .bind(f.description)
+    .bind(f.brand)
+    .bind(f.category)
+    .bind(f.condition)
+    .bind(f.price_cents)
+    .bind(f.currency)
+    .bind(f.size)
+    .bind(f.color)
+    .bind(f.stock_quantity)
+    .bind(f.images.map(Value::from))
+    .bind(f.status)
+    .fetch_one(pool)
+    .await
+    .map_err(map_unique)
+}
+
+pub async fn get(pool: &PgPool, id: i64) -> Result<Product, CatalogueError> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM products WHERE id = $1 AND deleted_at IS NULL"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(CatalogueError::NotFound)
+}
+
+/// Newest first, keyset-paginated by id.
+pub async fn list(
+    pool: &PgPool,
+    status: Option<&str>,
+    before_id: Option<i64>,
+    limit: u32,
+) -> Result<Vec<Product>, CatalogueError> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM products
+          WHERE deleted_at IS NULL AND ($1::text IS NULL OR status = $1) AND ($2::bigint IS NULL OR id < $2)
+          ORDER BY id DESC LIMIT $3"
+    )))
+    .bind(status)
+    .bind(before_id)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(Into::into)
+}
+
+/// Sets the given fields; the others keep their values.
+pub async fn update(pool: &PgPool, id: i64, f: ProductFields) -> Result<Product, CatalogueError> {
+    let mut q: QueryBuilder<Postgres> = QueryBuilder::new("UPDATE products SET updated_at = now()");
+    macro_rules! set {
+        ($col:literal, $v:expr) => {
+            if let Some(v) = $v {
+                q.push(concat!(", ", $col, " = ")).push_bind(v);
+            }
+        };
+    }
+    set!("sku", f.sku);
+    set!("title", f.title);
+    set!("description", f.description);
+    set!("brand", f.brand);
+    set!("category", f.category);
+    set!("condition", f.condition);
+    set!("price_cents", f.price_cents);
+    set!("currency", f.currency);
+    set!("size", f.size);
+    set!("color", f.color);
+    set!("stock_quantity", f.stock_quantity);
+    set!("images", f.images.map(Value::from));
+    set!("status", f.status);
+    q.push(" WHERE id = ")
+        .push_bind(id)
+        .push(" AND deleted_at IS NULL RETURNING ")
+        .push(COLUMNS);
+    q.build_query_as()
+        .fetch_optional(pool)
+        .await
+        .map_err(map_unique)?
+        .ok_or(CatalogueError::NotFound)
+}
+
+/// Soft delete: the product disappears from the catalogue; its row stays for history.
+pub async fn delete(pool: &PgPool, id: i64) -> Result<(), CatalogueError> {
+    let n = sqlx::query("UPDATE products SET deleted_at = now(), updated_at = now() WHERE id = $1 AND deleted_at IS NULL")
+        .bind(id)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    if n == 0 {
+        Err(CatalogueError::NotFound)
+    } else {
+        Ok(())
+    }
+}
+
+/// Marks the product published and enqueues one `publish_listing` per marketplace, atomically.
+/// The idempotency key carries the product's version (`updated_at`), so a repeated request for
+/// the same version returns the same jobs, and an edited product is published anew.
+pub async fn publish(
+    pool: &PgPool,
+    settings: &Settings,
+    id: i64,
+    marketplaces: &[Marketplace],
+) -> Result<Vec<(Marketplace, Inserted)>, CatalogueError> {
+    let mut tx = pool.begin().await?;
+    let row: Option<(String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT status, updated_at FROM products WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (status, version) = row.ok_or(CatalogueError::NotFound)?;
+    if matches!(status.as_str(), "sold" | "archived") {
+        return Err(CatalogueError::Conflict(format!(
+            "product {id} is {status}; only draft or published products can be published"
+        )));
+    }
+    let policy = PublishListing::POLICY.resolved(PublishListing::KIND, settings);
+    let jobs: Vec<NewJob> = marketplaces
+        .iter()
+        .map(|m| NewJob {
+            kind: PublishListing::KIND,
+            args: serde_json::to_value(PublishListing {
+                product_id: id,
+                marketplace: *m,
+            })
+            .expect("args serialize"),
+            priority: 0,
+            run_at: None,
+            max_attempts: policy.max_attempts,
+            idempotency_key: Some(format!(
+                "publish:{id}:{}:{}",
+                m.as_str(),
+                version.timestamp_micros()
+            )),
+        })
+        .collect();
+    let inserted = queue::insert(&mut tx, &jobs).await?;
+    sqlx::query("UPDATE products SET status = 'published' WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(marketplaces.iter().copied().zip(inserted).collect())
+}
