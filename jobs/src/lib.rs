@@ -16,6 +16,7 @@ pub mod db;
 pub mod domain;
 pub mod job;
 pub mod kinds;
+pub mod marketplace;
 pub mod queue;
 pub mod runtime;
 pub mod telemetry;
