@@ -227,6 +227,7 @@ impl<J: Job> Fetcher<J> {
             let got = match self.claim(want).await {
                 Ok(rows) => {
                     let got = rows.len();
+                    self.rt.hold(rows.iter().map(|r| r.id));
                     for (row, permit) in rows.into_iter().zip(permits.drain(..)) {
                         self.dispatch(row, permit);
                     }

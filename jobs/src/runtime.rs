@@ -7,7 +7,7 @@
 //! Every ack is fenced by (locked_by, attempt): a late ack from a process presumed dead matches no
 //! row and is dropped with a warning instead of overwriting the new owner's result.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -73,6 +73,10 @@ pub struct Runtime {
     stop_all: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     stopped: AtomicBool,
+    /// Jobs claimed by this process whose outcome is not written yet. A row running under our
+    /// id but missing here was claimed by a statement whose answer never arrived (connection
+    /// lost): our live lease would hold it forever, so the heartbeat hands it back.
+    held: std::sync::Mutex<HashSet<i64>>,
 }
 
 impl Runtime {
@@ -115,6 +119,7 @@ impl Runtime {
             stop_all: CancellationToken::new(),
             tasks: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
+            held: std::sync::Mutex::new(HashSet::new()),
         });
         let handles = vec![
             tokio::spawn(rt.clone().acker(rx)),
@@ -138,6 +143,11 @@ impl Runtime {
     /// First step of graceful shutdown: no fetcher claims anything more.
     pub fn stop_fetching(&self) {
         self.stop_fetching.cancel();
+    }
+
+    /// Records jobs just claimed by this process (before they are dispatched).
+    pub fn hold(&self, ids: impl IntoIterator<Item = i64>) {
+        self.held.lock().expect("held lock").extend(ids);
     }
 
     pub fn ack(&self, ack: Ack) {
@@ -211,6 +221,11 @@ impl Runtime {
             }
             if !batch.is_empty() {
                 self.write_acks(&batch).await;
+                let mut held = self.held.lock().expect("held lock");
+                for a in &batch {
+                    held.remove(&a.id);
+                }
+                drop(held);
                 batch.clear();
             }
             for f in flushes.drain(..) {
@@ -335,6 +350,9 @@ impl Runtime {
             if last_ok.elapsed() >= w.lease_timeout() {
                 self.lease_lost("no heartbeat succeeded for a whole lease");
             }
+            if let Err(e) = self.release_stranded().await {
+                tracing::warn!(error = %e, "stranded-claim check failed");
+            }
             match rescue(&self.pool, w.lease_timeout()).await {
                 Ok(0) => {}
                 Ok(n) => {
@@ -349,6 +367,44 @@ impl Runtime {
                 Err(e) => tracing::warn!(error = %e, "rescue failed"),
             }
         }
+    }
+
+    /// Hands back rows running under our id that no part of this process holds (see `held`).
+    /// Only rows claimed more than a heartbeat ago are looked at, so a claim whose rows are
+    /// being recorded right now is never mistaken for a lost one.
+    async fn release_stranded(&self) -> Result<(), sqlx::Error> {
+        let running: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE state = 'running' AND locked_by = $1
+                AND attempted_at < now() - make_interval(secs => $2)",
+        )
+        .bind(&self.worker_id)
+        .bind(self.settings.worker.heartbeat().as_secs_f64())
+        .fetch_all(&self.pool)
+        .await?;
+        let stranded: Vec<i64> = {
+            let held = self.held.lock().expect("held lock");
+            running
+                .into_iter()
+                .filter(|id| !held.contains(id))
+                .collect()
+        };
+        if stranded.is_empty() {
+            return Ok(());
+        }
+        let n = sqlx::query(
+            "UPDATE jobs SET state = 'available', attempt = greatest(attempt - 1, 0), run_at = now(), locked_by = NULL
+              WHERE id = ANY($1) AND state = 'running' AND locked_by = $2",
+        )
+        .bind(&stranded)
+        .bind(&self.worker_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        tracing::warn!(
+            released = n,
+            "claimed jobs whose claim answer was lost were handed back"
+        );
+        Ok(())
     }
 
     async fn beat(&self) -> Result<bool, sqlx::Error> {

@@ -119,3 +119,34 @@ async fn a_job_cut_off_by_the_shutdown_deadline_is_handed_back_without_losing_an
     let _w2 = worker(&db, &[]);
     api.wait_state(id, "running", T).await;
 }
+
+/// A claim whose answer never reached the worker (connection lost mid-statement) leaves a row
+/// running under a live worker's id; the worker notices it holds no such job and hands it back.
+#[tokio::test]
+async fn a_claim_whose_answer_was_lost_is_handed_back_and_run() {
+    let db = TestDb::new().await;
+    let api = Api::spawn(&db, &[]).await;
+    let _w = worker(&db, &[]);
+    integration::eventually(T, "worker registered", || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM workers")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+            == 1
+    })
+    .await;
+    let worker_id: String = sqlx::query_scalar("SELECT id FROM workers")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO jobs (kind, args, max_attempts, state, attempt, attempted_at, locked_by)
+         VALUES ('noop', '{}', 3, 'running', 1, now() - interval '10 seconds', $1) RETURNING id",
+    )
+    .bind(&worker_id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let done = api.wait_state(id, "done", T).await;
+    assert_eq!(done["attempt"], 1, "the lost claim did not cost an attempt");
+}
