@@ -216,6 +216,16 @@ impl<J: Job> Fetcher<J> {
                 _ = self.stop.cancelled() => return,
                 _ = sigterm.cancelled() => return,
             };
+            if self.rt.is_paused(J::KIND) {
+                drop(first);
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(poll) => {}
+                    _ = self.stop.cancelled() => return,
+                    _ = sigterm.cancelled() => return,
+                }
+                continue;
+            }
             let mut permits = vec![first];
             while permits.len() < self.batch {
                 match self.slots.clone().try_acquire_owned() {

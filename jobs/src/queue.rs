@@ -12,6 +12,8 @@ use tokio::sync::mpsc;
 
 /// LISTEN/NOTIFY channel; the payload is the kind that has new work.
 pub const CHANNEL: &str = "stoflow_jobs";
+/// LISTEN/NOTIFY channel of operator switches (pause/resume); the payload is the kind.
+pub const CONTROL_CHANNEL: &str = "stoflow_control";
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -336,6 +338,8 @@ pub struct KindStats {
     pub cancelled: i64,
     /// Age in seconds of the oldest job ready to run and not yet claimed.
     pub oldest_pending_age_s: Option<f64>,
+    /// Paused kinds are not fetched by any worker process.
+    pub paused: bool,
 }
 
 /// Counts per kind and state. Every known kind appears, with zeros when it has no jobs.
@@ -350,15 +354,50 @@ pub async fn stats(pool: &PgPool, kinds: &[&str]) -> Result<Vec<KindStats>, Queu
                 count(j.id) FILTER (WHERE j.state = 'dead') AS dead,
                 count(j.id) FILTER (WHERE j.state = 'cancelled') AS cancelled,
                 extract(epoch FROM now() - min(j.run_at) FILTER (WHERE j.state = 'available' AND j.run_at <= now()))::float8
-                  AS oldest_pending_age_s
+                  AS oldest_pending_age_s,
+                coalesce(bool_or(c.paused), false) AS paused
            FROM unnest($1::text[]) AS k(kind)
            LEFT JOIN jobs j ON j.kind = k.kind
+           LEFT JOIN kind_controls c ON c.kind = k.kind
           GROUP BY k.kind ORDER BY k.kind",
     )
     .bind(kinds)
     .fetch_all(pool)
     .await
     .map_err(Into::into)
+}
+
+/// Pauses or resumes a kind for every worker process, which hear it at once (NOTIFY) or at
+/// their next heartbeat. Running jobs finish; a paused kind's jobs wait, nothing is lost.
+pub async fn set_paused(
+    pool: &PgPool,
+    kind: &str,
+    paused: bool,
+    reason: Option<&str>,
+) -> Result<(), QueueError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO kind_controls (kind, paused, reason) VALUES ($1, $2, $3)
+         ON CONFLICT (kind) DO UPDATE SET paused = $2, reason = $3, changed_at = now()",
+    )
+    .bind(kind)
+    .bind(paused)
+    .bind(reason)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CONTROL_CHANNEL)
+        .bind(kind)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn paused_kinds(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT kind FROM kind_controls WHERE paused")
+        .fetch_all(pool)
+        .await
 }
 
 /// Deletes up to `batch` rows per statement of `state` finished more than `hours` ago, until none

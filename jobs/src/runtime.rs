@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::job::Policy;
-use crate::queue::CHANNEL;
+use crate::queue::{CHANNEL, CONTROL_CHANNEL};
 
 /// What became of one claimed run.
 #[derive(Debug)]
@@ -77,6 +77,8 @@ pub struct Runtime {
     /// id but missing here was claimed by a statement whose answer never arrived (connection
     /// lost): our live lease would hold it forever, so the heartbeat hands it back.
     held: std::sync::Mutex<HashSet<i64>>,
+    /// Kinds an operator paused: their fetchers claim nothing.
+    paused: std::sync::RwLock<HashSet<String>>,
 }
 
 impl Runtime {
@@ -120,7 +122,9 @@ impl Runtime {
             tasks: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
             held: std::sync::Mutex::new(HashSet::new()),
+            paused: std::sync::RwLock::new(HashSet::new()),
         });
+        rt.refresh_paused().await?;
         let handles = vec![
             tokio::spawn(rt.clone().acker(rx)),
             tokio::spawn(rt.clone().heartbeat()),
@@ -143,6 +147,30 @@ impl Runtime {
     /// First step of graceful shutdown: no fetcher claims anything more.
     pub fn stop_fetching(&self) {
         self.stop_fetching.cancel();
+    }
+
+    pub fn is_paused(&self, kind: &str) -> bool {
+        self.paused.read().expect("paused lock").contains(kind)
+    }
+
+    /// Reloads the paused kinds; wakes the fetchers of kinds that were resumed.
+    async fn refresh_paused(&self) -> Result<(), sqlx::Error> {
+        let now: HashSet<String> = crate::queue::paused_kinds(&self.pool)
+            .await?
+            .into_iter()
+            .collect();
+        let resumed: Vec<String> = {
+            let mut cur = self.paused.write().expect("paused lock");
+            let resumed = cur.difference(&now).cloned().collect();
+            *cur = now;
+            resumed
+        };
+        for k in resumed {
+            if let Some(w) = self.wake.get(k.as_str()) {
+                w.notify_one();
+            }
+        }
+        Ok(())
     }
 
     /// Records jobs just claimed by this process (before they are dispatched).
@@ -350,6 +378,9 @@ impl Runtime {
             if last_ok.elapsed() >= w.lease_timeout() {
                 self.lease_lost("no heartbeat succeeded for a whole lease");
             }
+            if let Err(e) = self.refresh_paused().await {
+                tracing::warn!(error = %e, "reading paused kinds failed");
+            }
             if let Err(e) = self.release_stranded().await {
                 tracing::warn!(error = %e, "stranded-claim check failed");
             }
@@ -441,7 +472,8 @@ impl Runtime {
 
     async fn listen_once(&self) -> Result<(), sqlx::Error> {
         let mut l = PgListener::connect_with(&self.pool).await?;
-        l.listen(CHANNEL).await?;
+        l.listen_all([CHANNEL, CONTROL_CHANNEL]).await?;
+        self.refresh_paused().await?;
         // Anything enqueued while we were not listening is picked up now, not at the next poll.
         for w in self.wake.values() {
             w.notify_one();
@@ -450,7 +482,9 @@ impl Runtime {
             tokio::select! {
                 n = l.recv() => {
                     let n = n?;
-                    if let Some(w) = self.wake.get(n.payload()) {
+                    if n.channel() == CONTROL_CHANNEL {
+                        self.refresh_paused().await?;
+                    } else if let Some(w) = self.wake.get(n.payload()) {
                         w.notify_one();
                     }
                 }

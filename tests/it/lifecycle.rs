@@ -265,3 +265,48 @@ async fn a_backoff_wait_holds_no_slot_and_survives_restarting_every_worker() {
     let done = api.wait_state(flaky, "done", T).await;
     assert_eq!(done["attempt"], 2);
 }
+
+#[tokio::test]
+async fn a_paused_kind_is_not_fetched_until_it_is_resumed() {
+    let db = TestDb::new().await;
+    let api = Api::spawn(&db, &[]).await;
+    let _w = worker(&db, &[]);
+    let (s, v) = api
+        .post(
+            "/v1/queues/noop/pause",
+            &json!({"reason": "marketplace incident"}),
+        )
+        .await;
+    assert_eq!((s, v["paused"].clone()), (200, json!(true)), "{v}");
+    tokio::time::sleep(Duration::from_millis(300)).await; // the worker hears it (NOTIFY)
+
+    let id = api.enqueue(json!({"kind": "noop"}), json!({})).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let waiting = api.job(id).await;
+    assert_eq!(
+        (waiting["state"].clone(), waiting["attempt"].clone()),
+        (json!("pending"), json!(0))
+    );
+    let (_, q) = api.get("/v1/queues").await;
+    let noop = q["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kind"] == "noop")
+        .unwrap()
+        .clone();
+    assert_eq!(noop["paused"], true);
+
+    let r = api
+        .http
+        .post(api.url("/v1/queues/noop/resume"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    api.wait_state(id, "done", T).await;
+    assert_eq!(
+        api.post("/v1/queues/teleport/pause", &json!({})).await.0,
+        404
+    );
+}

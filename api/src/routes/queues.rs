@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
@@ -18,6 +19,20 @@ pub struct Queues {
     pub queues: Vec<KindStats>,
 }
 
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct PauseRequest {
+    /// Why, for the people who will wonder.
+    #[oai(validator(max_length = 500))]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Object)]
+pub struct KindControl {
+    pub kind: String,
+    pub paused: bool,
+}
+
 pub struct QueuesApi {
     pub st: Arc<AppState>,
 }
@@ -30,5 +45,42 @@ impl QueuesApi {
         Ok(Json(Queues {
             queues: queue::stats(&self.st.pool, ALL_KINDS).await?,
         }))
+    }
+
+    /// Pause a kind: no worker process fetches it until it is resumed
+    ///
+    /// Running jobs finish; waiting jobs stay waiting.
+    #[oai(path = "/v1/queues/:kind/pause", method = "post")]
+    async fn pause(
+        &self,
+        kind: Path<String>,
+        body: Json<Option<PauseRequest>>,
+    ) -> Result<Json<KindControl>, Problem> {
+        let reason = body.0.and_then(|b| b.reason);
+        self.set(kind.0, true, reason.as_deref()).await
+    }
+
+    /// Resume a paused kind
+    #[oai(path = "/v1/queues/:kind/resume", method = "post")]
+    async fn resume(&self, kind: Path<String>) -> Result<Json<KindControl>, Problem> {
+        self.set(kind.0, false, None).await
+    }
+}
+
+impl QueuesApi {
+    async fn set(
+        &self,
+        kind: String,
+        paused: bool,
+        reason: Option<&str>,
+    ) -> Result<Json<KindControl>, Problem> {
+        if !ALL_KINDS.contains(&kind.as_str()) {
+            return Err(Problem::not_found(format!(
+                "no kind {kind:?}; known kinds: {}",
+                ALL_KINDS.join(", ")
+            )));
+        }
+        queue::set_paused(&self.st.pool, &kind, paused, reason).await?;
+        Ok(Json(KindControl { kind, paused }))
     }
 }
