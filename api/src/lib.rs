@@ -20,11 +20,13 @@ pub struct AppState {
     pub pool: sqlx::PgPool,
     pub settings: Arc<Settings>,
     pub notifier: Notifier,
+    pub metrics: jobs::metrics::Metrics,
 }
 
 /// The whole HTTP application, ready to serve.
 pub fn app(st: Arc<AppState>) -> impl Endpoint {
     let limit = st.settings.api.body_limit_bytes;
+    let st_for_metrics = st.clone();
     let apis = (
         routes::jobs::JobsApi { st: st.clone() },
         routes::products::ProductsApi { st: st.clone() },
@@ -34,14 +36,86 @@ pub fn app(st: Arc<AppState>) -> impl Endpoint {
     let service = OpenApiService::new(apis, "Stoflow Jobs", env!("CARGO_PKG_VERSION"))
         .description("Typed jobs over HTTP into Postgres, run by separate worker processes.");
     let spec = service.spec_endpoint();
+    let metrics_st = st_for_metrics.clone();
     let docs = service.swagger_ui();
     Route::new()
         .nest("/", service)
         .at("/openapi.json", spec)
+        .at(
+            "/metrics",
+            poem::get(poem::endpoint::make(move |_| {
+                let st = metrics_st.clone();
+                async move { metrics(&st).await }
+            })),
+        )
         .nest("/docs", docs)
         .around(move |ep, req| limit_body(ep, req, limit))
         .with(Tracing)
         .catch_all_error(problem::render)
+}
+
+/// Prometheus metrics: this process's counters plus queue gauges read from the database
+/// (the same numbers as `GET /v1/queues`).
+async fn metrics(st: &AppState) -> poem::Result<poem::Response> {
+    use jobs::metrics::{label_text, render_gauge};
+    let mut out = st.metrics.render();
+    let stats = jobs::queue::stats(&st.pool, jobs::kinds::ALL_KINDS)
+        .await
+        .map_err(poem::error::InternalServerError)?;
+    let mut depth = vec![];
+    let (mut oldest, mut paused) = (vec![], vec![]);
+    for k in &stats {
+        for (state, n) in [
+            ("scheduled", k.scheduled),
+            ("pending", k.pending),
+            ("running", k.running),
+            ("retrying", k.retrying),
+            ("done", k.done),
+            ("dead", k.dead),
+            ("cancelled", k.cancelled),
+        ] {
+            depth.push((label_text(&[("kind", &k.kind), ("state", state)]), n as f64));
+        }
+        oldest.push((
+            label_text(&[("kind", &k.kind)]),
+            k.oldest_pending_age_s.unwrap_or(0.0),
+        ));
+        paused.push((
+            label_text(&[("kind", &k.kind)]),
+            if k.paused { 1.0 } else { 0.0 },
+        ));
+    }
+    render_gauge(
+        &mut out,
+        "stoflow_queue_jobs",
+        "Jobs in the queue table by kind and state.",
+        &depth,
+    );
+    render_gauge(
+        &mut out,
+        "stoflow_queue_oldest_pending_seconds",
+        "Age of the oldest job ready to run and not claimed.",
+        &oldest,
+    );
+    render_gauge(
+        &mut out,
+        "stoflow_queue_paused",
+        "1 when the kind is paused.",
+        &paused,
+    );
+    let alive: i64 = sqlx::query_scalar("SELECT count(*) FROM workers WHERE stopped_at IS NULL")
+        .fetch_one(&st.pool)
+        .await
+        .map_err(poem::error::InternalServerError)?;
+    render_gauge(
+        &mut out,
+        "stoflow_worker_processes",
+        "Worker processes holding a live lease.",
+        &[(String::new(), alive as f64)],
+    );
+    Ok(poem::Response::builder()
+        .content_type("text/plain; version=0.0.4")
+        .body(out))
 }
 
 /// Rejects bodies over `limit` bytes with 413, whether or not they declare a Content-Length.
@@ -129,6 +203,7 @@ fn unknown_job_fields(body: &[u8]) -> Option<String> {
 }
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let signal = jobs::shutdown_signal();
     let url = settings.database_url()?;
     let pool = jobs::db::connect(url, settings.database.max_connections)
         .await
@@ -138,17 +213,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .context("migrations failed")?;
     let bind = settings.api.bind.clone();
     let st = Arc::new(AppState {
+        metrics: Default::default(),
         notifier: Notifier::spawn(pool.clone()),
         pool,
         settings: Arc::new(settings),
     });
     tracing::info!(%bind, "api listening");
     Server::new(TcpListener::bind(bind))
-        .run_with_graceful_shutdown(
-            app(st),
-            jobs::shutdown_signal(),
-            Some(std::time::Duration::from_secs(10)),
-        )
+        .run_with_graceful_shutdown(app(st), signal, Some(std::time::Duration::from_secs(10)))
         .await
         .context("http server")
 }

@@ -58,12 +58,22 @@ fn up() -> anyhow::Result<()> {
             proc::spawn("worker", &["scheduler"], &env, None)?,
         ),
     ];
+    // Marketplace simulators, so every flow works with no credentials (STOFLOW_DEV_NO_SIM=1: off).
+    let sim = std::env::var("STOFLOW_DEV_NO_SIM").is_err();
+    if sim {
+        children.push(("simulators", proc::spawn("stoflow-sim", &[], &[], None)?));
+    }
 
     let base = format!("http://{bind}");
     let ready = wait_ready(&format!("{base}/health/ready"), Duration::from_secs(30));
     if ready {
+        let sims = if sim {
+            "  Simulators eBay http://127.0.0.1:8481, Etsy http://127.0.0.1:8482, Vinted http://127.0.0.1:8483 (sim/README.md)\n"
+        } else {
+            ""
+        };
         println!(
-            "\nStoflow Jobs is up:\n  API        {base}/v1/jobs\n  Queues     {base}/v1/queues\n  Docs       {base}/docs\n  OpenAPI    {base}/openapi.json\n  Health     {base}/health/ready\n\nTry:\n  curl -s -XPOST {base}/v1/jobs -H 'content-type: application/json' -d '{{\"job\":{{\"kind\":\"noop\",\"sleep_ms\":100}}}}'\n\nCtrl-C stops everything.\n"
+            "\nStoflow Jobs is up:\n  API        {base}/v1/jobs\n  Queues     {base}/v1/queues\n  Docs       {base}/docs\n  OpenAPI    {base}/openapi.json\n  Health     {base}/health/ready\n  Metrics    {base}/metrics\n{sims}\nTry:\n  curl -s -XPOST {base}/v1/jobs -H 'content-type: application/json' -d '{{\"job\":{{\"kind\":\"noop\",\"sleep_ms\":100}}}}'\n\nCtrl-C stops everything.\n"
         );
     } else {
         eprintln!(

@@ -54,6 +54,8 @@ struct Slot {
     attempt: i32,
     max_attempts: i32,
     snoozes: i32,
+    /// When the job became due (its run time when claimed).
+    due: chrono::DateTime<chrono::Utc>,
     permit: Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>,
 }
 
@@ -160,6 +162,11 @@ impl<J: Job> Backend for PgBackend<J> {
                 if let Some(rx) = rx.as_mut() {
                     while let Ok(task) = rx.try_recv() {
                         if let Some(s) = task.ctx().data().get::<Slot>() {
+                            rt.metrics.inc(
+                                "stoflow_jobs_finished_total",
+                                &[("kind", J::KIND), ("outcome", "released")],
+                                1,
+                            );
                             rt.ack(Ack {
                                 id: s.id,
                                 attempt: s.attempt,
@@ -176,7 +183,7 @@ impl<J: Job> Backend for PgBackend<J> {
     }
 }
 
-impl<J> BackendConfig for PgBackend<J> {
+impl<J: Job> BackendConfig for PgBackend<J> {
     type Args = J;
     type Id = u64;
     type Kind = Ephemeral;
@@ -191,6 +198,7 @@ impl<J> BackendConfig for PgBackend<J> {
         AckLayer {
             rt: self.rt.clone(),
             policy: self.policy,
+            kind: J::KIND,
         }
     }
 }
@@ -302,6 +310,7 @@ impl<J: Job> Fetcher<J> {
             attempt: row.attempt,
             max_attempts: row.max_attempts,
             snoozes: row.snoozes,
+            due: row.run_at,
             permit: Arc::new(std::sync::Mutex::new(Some(permit))),
         };
         let task = TaskBuilder::new(args)
@@ -352,6 +361,7 @@ struct Claimed {
 pub struct AckLayer {
     rt: Arc<Runtime>,
     policy: Policy,
+    kind: &'static str,
 }
 
 impl<S> Layer<S> for AckLayer {
@@ -361,6 +371,7 @@ impl<S> Layer<S> for AckLayer {
             inner,
             rt: self.rt.clone(),
             policy: self.policy,
+            kind: self.kind,
         }
     }
 }
@@ -370,6 +381,7 @@ pub struct AckService<S> {
     inner: S,
     rt: Arc<Runtime>,
     policy: Policy,
+    kind: &'static str,
 }
 
 impl<S, J> Service<Task<J>> for AckService<S>
@@ -390,8 +402,16 @@ where
     fn call(&mut self, task: Task<J>) -> Self::Future {
         let slot = task.ctx().data().get::<Slot>().cloned();
         let fut = self.inner.call(task);
-        let (rt, policy) = (self.rt.clone(), self.policy);
+        let (rt, policy, kind) = (self.rt.clone(), self.policy, self.kind);
         Box::pin(async move {
+            let started = std::time::Instant::now();
+            if let Some(s) = &slot {
+                let late = (chrono::Utc::now() - s.due).to_std().unwrap_or_default();
+                rt.metrics
+                    .inc("stoflow_jobs_started_total", &[("kind", kind)], 1);
+                rt.metrics
+                    .observe("stoflow_job_start_latency_seconds", &[("kind", kind)], late);
+            }
             let ran = AssertUnwindSafe(tokio::time::timeout(policy.timeout, fut))
                 .catch_unwind()
                 .await;
@@ -399,6 +419,11 @@ where
                 return Err("task without a claim".into());
             };
             slot.free();
+            rt.metrics.observe(
+                "stoflow_job_run_seconds",
+                &[("kind", kind)],
+                started.elapsed(),
+            );
             let failed = |class: &str, msg: String| {
                 (retry_or_dead(&slot, &policy, class, &msg), Err(msg.into()))
             };
@@ -420,6 +445,18 @@ where
                     format!("handler panicked: {}", panic_message(&panic)),
                 ),
             };
+            let label = match &outcome {
+                Outcome::Done(_) => "done",
+                Outcome::Retry { .. } => "retry",
+                Outcome::Snooze { .. } => "snooze",
+                Outcome::Dead { .. } => "dead",
+                Outcome::Release => "released",
+            };
+            rt.metrics.inc(
+                "stoflow_jobs_finished_total",
+                &[("kind", kind), ("outcome", label)],
+                1,
+            );
             rt.ack(Ack {
                 id: slot.id,
                 attempt: slot.attempt,

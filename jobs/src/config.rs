@@ -84,6 +84,7 @@ pub struct WorkerSettings {
     pub claim_batch: usize,
     pub ack_batch: usize,
     pub shutdown_timeout_ms: u64,
+    pub metrics_bind: String,
 }
 
 impl WorkerSettings {

@@ -17,6 +17,7 @@ pub mod domain;
 pub mod job;
 pub mod kinds;
 pub mod marketplace;
+pub mod metrics;
 pub mod queue;
 pub mod runtime;
 pub mod telemetry;
@@ -24,12 +25,17 @@ pub mod telemetry;
 pub use config::Settings;
 pub use job::{Job, JobContext, JobError, Kind, Policy, RunInfo};
 
-/// Resolves on SIGTERM (process managers) or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
+/// Resolves on SIGTERM (process managers) or SIGINT (Ctrl-C). The handlers are installed when
+/// this is called, not when the future is first polled, so call it first thing: a signal that
+/// arrives during start-up is then kept for the shutdown path instead of killing the process.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }

@@ -63,6 +63,7 @@ pub fn error_entry(attempt: i32, class: &str, message: &str) -> Value {
 
 pub struct Runtime {
     pub worker_id: String,
+    pub metrics: crate::metrics::Metrics,
     pub pool: PgPool,
     pub settings: Arc<Settings>,
     wake: HashMap<&'static str, Arc<Notify>>,
@@ -110,6 +111,7 @@ impl Runtime {
         let (tx, rx) = mpsc::unbounded_channel();
         let rt = Arc::new(Self {
             worker_id,
+            metrics: Default::default(),
             pool,
             settings,
             wake: kinds
@@ -171,6 +173,16 @@ impl Runtime {
             }
         }
         Ok(())
+    }
+
+    /// Records where this process serves its metrics.
+    pub async fn set_metrics_url(&self, url: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE workers SET metrics_url = $2 WHERE id = $1")
+            .bind(&self.worker_id)
+            .bind(url)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
     }
 
     /// Records jobs just claimed by this process (before they are dispatched).

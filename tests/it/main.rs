@@ -3,5 +3,6 @@
 mod api;
 mod crash;
 mod lifecycle;
+mod metrics;
 mod products;
 mod regressions;

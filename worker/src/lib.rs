@@ -44,10 +44,12 @@ pub fn consumed_kinds(settings: &Settings) -> Vec<(&'static str, Policy)> {
 }
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let signal = shutdown_signal();
     let pool = connect(&settings).await?;
     let settings = Arc::new(settings);
     let kinds = consumed_kinds(&settings);
     let rt = Runtime::start(pool.clone(), settings.clone(), &kinds).await?;
+    let metrics_server = serve_metrics(&rt).await?;
     let ctx = JobContext {
         pool,
         settings: settings.clone(),
@@ -77,7 +79,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let signal_rt = rt.clone();
     let result = monitor
         .run_with_signal(async move {
-            shutdown_signal().await;
+            signal.await;
             tracing::info!(
                 "shutdown requested: no new jobs are fetched; in-flight jobs are finishing"
             );
@@ -86,9 +88,48 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         })
         .await;
     rt.stop().await.context("deregistering the worker")?;
+    if let Some(h) = metrics_server {
+        h.abort();
+    }
     result.context("monitor")?;
     tracing::info!("worker stopped");
     Ok(())
 }
 
 pub use jobs::shutdown_signal;
+
+/// Serves this process's Prometheus metrics at `worker.metrics_bind` and records the URL in its
+/// workers row, so scrapers and the dashboard can find every worker process.
+async fn serve_metrics(rt: &Arc<Runtime>) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    use poem::listener::{Acceptor, Listener, TcpListener};
+    let bind = rt.settings.worker.metrics_bind.clone();
+    if bind.is_empty() {
+        return Ok(None);
+    }
+    let acceptor = TcpListener::bind(bind.clone())
+        .into_acceptor()
+        .await
+        .with_context(|| format!("worker.metrics_bind {bind:?}"))?;
+    let addr = acceptor
+        .local_addr()
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+        .context("metrics listener has no address")?;
+    let url = format!("http://{addr}/metrics");
+    rt.set_metrics_url(&url).await?;
+    tracing::info!(%url, "metrics");
+    let rt2 = rt.clone();
+    let app = poem::Route::new().at(
+        "/metrics",
+        poem::get(poem::endpoint::make_sync(move |_| {
+            poem::Response::builder()
+                .content_type("text/plain; version=0.0.4")
+                .body(rt2.metrics.render())
+        })),
+    );
+    Ok(Some(tokio::spawn(async move {
+        if let Err(e) = poem::Server::new_with_acceptor(acceptor).run(app).await {
+            tracing::warn!(error = %e, "metrics server stopped");
+        }
+    })))
+}

@@ -13,6 +13,7 @@ use jobs::queue::{self, NewJob, Notifier};
 use jobs::{Job, Kind, Settings};
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let mut signal = Box::pin(crate::shutdown_signal());
     let pool = crate::connect(&settings).await?;
     let settings = Arc::new(settings);
     let notifier = Notifier::spawn(pool.clone());
@@ -27,7 +28,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     loop {
         let tick = tokio::select! {
             t = ticks.next() => t,
-            _ = crate::shutdown_signal() => break,
+            _ = &mut signal => break,
         };
         let Some(tick) = tick else { break };
         let ts = match tick {

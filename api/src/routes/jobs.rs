@@ -207,6 +207,11 @@ impl JobsApi {
             .zip(ins)
             .map(|(j, i)| {
                 let due = j.run_at.is_none_or(|at| at <= now);
+                if i.created {
+                    self.st
+                        .metrics
+                        .inc("stoflow_jobs_enqueued_total", &[("kind", j.kind)], 1);
+                }
                 if i.created && due {
                     kinds_to_wake.insert(j.kind);
                 }

@@ -306,7 +306,12 @@ impl ProductsApi {
     ) -> Result<Publishing, Problem> {
         let res = catalogue::publish(&self.st.pool, &self.st.settings, id.0, &body.0.marketplaces)
             .await?;
-        if res.iter().any(|(_, i)| i.created) {
+        let created = res.iter().filter(|(_, i)| i.created).count() as u64;
+        let kind = <jobs::kinds::PublishListing as jobs::Kind>::KIND;
+        self.st
+            .metrics
+            .inc("stoflow_jobs_enqueued_total", &[("kind", kind)], created);
+        if created > 0 {
             self.st
                 .notifier
                 .poke(<jobs::kinds::PublishListing as jobs::Kind>::KIND);

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use poem_openapi::param::Path;
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
@@ -17,14 +17,6 @@ use crate::routes::Tag;
 pub struct Queues {
     /// One entry per kind, including kinds with no jobs.
     pub queues: Vec<KindStats>,
-}
-
-#[derive(Debug, Object)]
-#[oai(deny_unknown_fields)]
-pub struct PauseRequest {
-    /// Why, for the people who will wonder.
-    #[oai(validator(max_length = 500))]
-    pub reason: Option<String>,
 }
 
 #[derive(Debug, Object)]
@@ -54,10 +46,11 @@ impl QueuesApi {
     async fn pause(
         &self,
         kind: Path<String>,
-        body: Json<Option<PauseRequest>>,
+        /// Why, for the people who will wonder.
+        #[oai(validator(max_length = 500))]
+        reason: Query<Option<String>>,
     ) -> Result<Json<KindControl>, Problem> {
-        let reason = body.0.and_then(|b| b.reason);
-        self.set(kind.0, true, reason.as_deref()).await
+        self.set(kind.0, true, reason.0.as_deref()).await
     }
 
     /// Resume a paused kind
