@@ -54,6 +54,7 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub retention: RetentionSettings,
     pub scheduler: SchedulerSettings,
+    pub marketplaces: MarketplaceSettings,
     #[serde(default)]
     pub kinds: BTreeMap<String, PolicyOverride>,
 }
@@ -115,6 +116,37 @@ pub struct RetentionSettings {
 #[serde(deny_unknown_fields)]
 pub struct SchedulerSettings {
     pub prune_cron: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarketplaceSettings {
+    pub ebay: EbaySettings,
+    pub etsy: EtsySettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EbaySettings {
+    pub api_base: String,
+    pub auth_base: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub runame: String,
+    pub marketplace_id: String,
+    pub content_language: String,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtsySettings {
+    pub api_base: String,
+    pub auth_base: String,
+    pub keystring: String,
+    pub shared_secret: Secret,
+    pub redirect_uri: String,
+    pub timeout_ms: u64,
 }
 
 /// Per-kind override of a kind's declared [`crate::Policy`]; unset fields keep the declaration.

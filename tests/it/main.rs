@@ -2,6 +2,8 @@
 
 mod api;
 mod crash;
+mod ebay_client;
+mod etsy_client;
 mod lifecycle;
 mod metrics;
 mod products;

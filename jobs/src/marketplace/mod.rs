@@ -1,6 +1,54 @@
-//! Marketplace integration shared by the clients: the one place HTTP outcomes are classified.
-//! The eBay, Etsy and Vinted-plugin clients arrive with the marketplaces issue.
+//! Marketplace clients on reqwest. Base URLs and credentials come from `[marketplaces.*]` only,
+//! so pointing a client at the real eBay or Etsy is a configuration change. Every non-success
+//! outcome goes through [`send`], which classifies it once ([`error::classify`]).
 
+pub mod ebay;
 pub mod error;
+pub mod etsy;
+
+use std::time::Duration;
 
 pub use error::{MarketplaceError, classify};
+
+use crate::domain::Marketplace;
+
+/// Sends a request; a 2xx comes back as is, anything else as a classified [`MarketplaceError`].
+pub async fn send(m: Marketplace, req: reqwest::RequestBuilder) -> Result<reqwest::Response, MarketplaceError> {
+    let r = req.send().await.map_err(|e| MarketplaceError::Unavailable {
+        marketplace: m.as_str(),
+        detail: format!("request failed: {e}"),
+    })?;
+    if r.status().is_success() {
+        return Ok(r);
+    }
+    let status = r.status().as_u16();
+    let retry_after = r
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let body = r.text().await.unwrap_or_default();
+    Err(classify(m, &error::Response { status, retry_after, body: &body }))
+}
+
+/// Reads a 2xx body as JSON; a body that does not parse is the marketplace misbehaving.
+pub async fn json<T: serde::de::DeserializeOwned>(m: Marketplace, r: reqwest::Response) -> Result<T, MarketplaceError> {
+    let text = r.text().await.map_err(|e| MarketplaceError::Unavailable {
+        marketplace: m.as_str(),
+        detail: format!("reading the answer failed: {e}"),
+    })?;
+    serde_json::from_str(&text).map_err(|e| MarketplaceError::Unavailable {
+        marketplace: m.as_str(),
+        detail: format!("unexpected answer ({e}): {}", text.chars().take(200).collect::<String>()),
+    })
+}
+
+/// An HTTP client with the given timeout (connect and whole request).
+pub fn http_client(timeout_ms: u64) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_millis(timeout_ms))
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("stoflow-jobs/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("reqwest client")
+}

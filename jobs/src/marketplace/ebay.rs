@@ -1,0 +1,1 @@
+//! eBay Sell APIs client (in progress).

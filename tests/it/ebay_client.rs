@@ -1,0 +1,1 @@
+//! The eBay client against the eBay simulator (in progress).

@@ -1,0 +1,1 @@
+//! The Etsy client against the Etsy simulator (in progress).
