@@ -1,1 +1,475 @@
-//! eBay Sell APIs client (in progress).
+//! eBay REST Sell APIs: OAuth (authorization code with Basic client auth), Inventory (item →
+//! offer → publish / withdraw) and Fulfillment (orders by last-modified date). Paths and bodies
+//! follow shared/marketplaces.md §1; every non-2xx goes through [`super::send`].
+
+use base64::Engine;
+use chrono::{DateTime, SecondsFormat, Utc};
+use reqwest::header::{AUTHORIZATION, CONTENT_LANGUAGE, CONTENT_TYPE};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{MarketplaceError, json, send};
+use crate::config::EbaySettings;
+use crate::domain::Marketplace;
+
+const M: Marketplace = Marketplace::Ebay;
+
+/// The scopes the jobs need (full URLs, space-separated on the wire).
+pub const SCOPES: &[&str] = &[
+    "https://api.ebay.com/oauth/api_scope/sell.inventory",
+    "https://api.ebay.com/oauth/api_scope/sell.fulfillment",
+    "https://api.ebay.com/oauth/api_scope/sell.account",
+];
+
+/// Tokens from the authorization-code grant.
+#[derive(Debug, Clone, Deserialize)]
+pub struct UserTokens {
+    pub access_token: String,
+    pub expires_in: i64,
+    pub refresh_token: String,
+    pub refresh_token_expires_in: i64,
+}
+
+/// A refreshed access token (eBay keeps the refresh token: none comes back).
+#[derive(Debug, Clone, Deserialize)]
+pub struct AccessToken {
+    pub access_token: String,
+    pub expires_in: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Amount {
+    /// A decimal string, e.g. "29.99" (eBay wants strings, not numbers).
+    pub value: String,
+    pub currency: String,
+}
+
+/// `InventoryItem` (a full replacement on every PUT).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InventoryItem {
+    pub availability: Availability,
+    /// eBay's condition enum, e.g. `USED_VERY_GOOD`.
+    pub condition: String,
+    pub product: Product,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Availability {
+    pub ship_to_location_availability: ShipTo,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ShipTo {
+    pub quantity: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Product {
+    pub title: String,
+    pub description: String,
+    /// Name → values, e.g. {"Brand": ["Acme"]}.
+    pub aspects: std::collections::BTreeMap<String, Vec<String>>,
+    pub image_urls: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub brand: Option<String>,
+}
+
+/// `EbayOfferDetailsWithKeys`: what createOffer takes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OfferDetails {
+    pub sku: String,
+    pub marketplace_id: String,
+    /// `FIXED_PRICE`.
+    pub format: String,
+    pub available_quantity: i64,
+    pub category_id: String,
+    pub listing_description: String,
+    /// `GTC` for fixed price.
+    pub listing_duration: String,
+    pub merchant_location_key: String,
+    pub listing_policies: ListingPolicies,
+    pub pricing_summary: PricingSummary,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ListingPolicies {
+    pub fulfillment_policy_id: String,
+    pub payment_policy_id: String,
+    pub return_policy_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PricingSummary {
+    pub price: Amount,
+}
+
+/// An offer as getOffers returns it (the fields the jobs use).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Offer {
+    pub offer_id: String,
+    pub sku: String,
+    /// `PUBLISHED` or `UNPUBLISHED`.
+    pub status: String,
+    #[serde(default)]
+    pub listing: Option<OfferListing>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OfferListing {
+    pub listing_id: String,
+    #[serde(default)]
+    pub listing_status: Option<String>,
+}
+
+/// A page of getOrders.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderPage {
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+    #[serde(default)]
+    pub orders: Vec<Order>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Order {
+    pub order_id: String,
+    pub creation_date: DateTime<Utc>,
+    pub last_modified_date: DateTime<Utc>,
+    #[serde(default)]
+    pub order_fulfillment_status: Option<String>,
+    #[serde(default)]
+    pub order_payment_status: Option<String>,
+    #[serde(default)]
+    pub pricing_summary: Option<Value>,
+    #[serde(default)]
+    pub line_items: Vec<LineItem>,
+    #[serde(default)]
+    pub cancel_status: Option<Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LineItem {
+    pub line_item_id: String,
+    #[serde(default)]
+    pub sku: Option<String>,
+    /// The listing id.
+    #[serde(default)]
+    pub legacy_item_id: Option<String>,
+    pub quantity: i64,
+}
+
+pub struct EbayClient {
+    http: reqwest::Client,
+    s: EbaySettings,
+}
+
+impl EbayClient {
+    pub fn new(s: &EbaySettings) -> Self {
+        Self {
+            http: super::http_client(s.timeout_ms),
+            s: s.clone(),
+        }
+    }
+
+    fn api(&self, path: &str) -> String {
+        format!("{}{path}", self.s.api_base.trim_end_matches('/'))
+    }
+
+    fn basic(&self) -> String {
+        let raw = format!("{}:{}", self.s.client_id, self.s.client_secret.expose());
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
+    }
+
+    /// The consent page to send the seller to; eBay redirects to the RuName's accept URL with
+    /// `code` and `state`.
+    pub fn consent_url(&self, state: &str) -> String {
+        let q = serde_urlencoded::to_string([
+            ("client_id", self.s.client_id.as_str()),
+            ("redirect_uri", self.s.runame.as_str()),
+            ("response_type", "code"),
+            ("scope", &SCOPES.join(" ")),
+            ("state", state),
+        ])
+        .expect("query encodes");
+        format!(
+            "{}/oauth2/authorize?{q}",
+            self.s.auth_base.trim_end_matches('/')
+        )
+    }
+
+    /// Exchanges an authorization code (already URL-decoded once) for tokens.
+    pub async fn exchange_code(&self, code: &str) -> Result<UserTokens, MarketplaceError> {
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", self.s.runame.as_str()),
+        ];
+        let req = self
+            .http
+            .post(self.api("/identity/v1/oauth2/token"))
+            .header(AUTHORIZATION, self.basic())
+            .form(&form);
+        json(M, send(M, req).await?).await
+    }
+
+    /// A new access token from the refresh token; `invalid_grant` means the seller must reconnect.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<AccessToken, MarketplaceError> {
+        let scope = SCOPES.join(" ");
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("scope", scope.as_str()),
+        ];
+        let req = self
+            .http
+            .post(self.api("/identity/v1/oauth2/token"))
+            .header(AUTHORIZATION, self.basic())
+            .form(&form);
+        json(M, send(M, req).await?).await
+    }
+
+    fn inventory(&self, path: &str) -> String {
+        self.api(&format!("/sell/inventory/v1{path}"))
+    }
+
+    /// createOrReplaceInventoryItem: idempotent by SKU.
+    pub async fn put_inventory_item(
+        &self,
+        token: &str,
+        sku: &str,
+        item: &InventoryItem,
+    ) -> Result<(), MarketplaceError> {
+        let req = self
+            .http
+            .put(self.inventory(&format!("/inventory_item/{}", enc(sku))))
+            .bearer_auth(token)
+            .header(CONTENT_TYPE, "application/json")
+            .header(CONTENT_LANGUAGE, &self.s.content_language)
+            .json(item);
+        send(M, req).await.map(|_| ())
+    }
+
+    /// The item, or None when eBay has no such SKU.
+    pub async fn get_inventory_item(
+        &self,
+        token: &str,
+        sku: &str,
+    ) -> Result<Option<InventoryItem>, MarketplaceError> {
+        let req = self
+            .http
+            .get(self.inventory(&format!("/inventory_item/{}", enc(sku))))
+            .bearer_auth(token);
+        match send(M, req).await {
+            Ok(r) => json(M, r).await.map(Some),
+            Err(MarketplaceError::NotFound { .. }) => Ok(None),
+            Err(e) if is_unknown_sku(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes the item, its offers and its listing; deleting a missing SKU is not an error.
+    pub async fn delete_inventory_item(
+        &self,
+        token: &str,
+        sku: &str,
+    ) -> Result<(), MarketplaceError> {
+        let req = self
+            .http
+            .delete(self.inventory(&format!("/inventory_item/{}", enc(sku))))
+            .bearer_auth(token);
+        match send(M, req).await {
+            Ok(_) | Err(MarketplaceError::NotFound { .. }) => Ok(()),
+            Err(e) if is_unknown_sku(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Offers of a SKU (none when eBay knows no offer for it).
+    pub async fn offers_by_sku(
+        &self,
+        token: &str,
+        sku: &str,
+    ) -> Result<Vec<Offer>, MarketplaceError> {
+        #[derive(Deserialize)]
+        struct Offers {
+            #[serde(default)]
+            offers: Vec<Offer>,
+        }
+        let req = self
+            .http
+            .get(self.inventory("/offer"))
+            .query(&[
+                ("sku", sku),
+                ("marketplace_id", self.s.marketplace_id.as_str()),
+            ])
+            .bearer_auth(token);
+        match send(M, req).await {
+            Ok(r) => Ok(json::<Offers>(M, r).await?.offers),
+            Err(MarketplaceError::NotFound { .. }) => Ok(vec![]),
+            Err(e) if is_unknown_sku(&e) || is_offer_unavailable(&e) => Ok(vec![]),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// createOffer; when the SKU already has its offer (25002) the existing offer's id is
+    /// returned, so a publish retried after a crash never creates a second one.
+    pub async fn create_offer(
+        &self,
+        token: &str,
+        offer: &OfferDetails,
+    ) -> Result<String, MarketplaceError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Created {
+            offer_id: String,
+        }
+        let req = self
+            .http
+            .post(self.inventory("/offer"))
+            .bearer_auth(token)
+            .header(CONTENT_TYPE, "application/json")
+            .header(CONTENT_LANGUAGE, &self.s.content_language)
+            .json(offer);
+        match send(M, req).await {
+            Ok(r) => Ok(json::<Created>(M, r).await?.offer_id),
+            Err(MarketplaceError::AlreadyApplied { .. }) => {
+                let existing = self.offers_by_sku(token, &offer.sku).await?;
+                existing
+                    .into_iter()
+                    .next()
+                    .map(|o| o.offer_id)
+                    .ok_or_else(|| MarketplaceError::Unavailable {
+                        marketplace: M.as_str(),
+                        detail: format!(
+                            "offer for {} reported as existing but not found",
+                            offer.sku
+                        ),
+                    })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// publishOffer → the listing id.
+    pub async fn publish_offer(
+        &self,
+        token: &str,
+        offer_id: &str,
+    ) -> Result<String, MarketplaceError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Published {
+            listing_id: String,
+        }
+        let req = self
+            .http
+            .post(self.inventory(&format!("/offer/{}/publish", enc(offer_id))))
+            .bearer_auth(token);
+        Ok(json::<Published>(M, send(M, req).await?).await?.listing_id)
+    }
+
+    /// withdrawOffer: ends the listing, keeps the offer.
+    pub async fn withdraw_offer(
+        &self,
+        token: &str,
+        offer_id: &str,
+    ) -> Result<(), MarketplaceError> {
+        let req = self
+            .http
+            .post(self.inventory(&format!("/offer/{}/withdraw", enc(offer_id))))
+            .bearer_auth(token);
+        send(M, req).await.map(|_| ())
+    }
+
+    /// getOrders modified at or after `since`, one page.
+    pub async fn orders_modified_since(
+        &self,
+        token: &str,
+        since: DateTime<Utc>,
+        limit: u32,
+        offset: u32,
+    ) -> Result<OrderPage, MarketplaceError> {
+        let filter = format!(
+            "lastmodifieddate:[{}..]",
+            since.to_rfc3339_opts(SecondsFormat::Millis, true)
+        );
+        let req = self
+            .http
+            .get(self.api("/sell/fulfillment/v1/order"))
+            .query(&[
+                ("filter", filter),
+                ("limit", limit.to_string()),
+                ("offset", offset.to_string()),
+            ])
+            .bearer_auth(token);
+        json(M, send(M, req).await?).await
+    }
+}
+
+/// eBay answers an unknown SKU with 400 + 25702 (or 25710) rather than 404.
+fn is_unknown_sku(e: &MarketplaceError) -> bool {
+    matches!(e, MarketplaceError::Rejected { code, .. } if code == "25702" || code == "25710")
+}
+
+fn is_offer_unavailable(e: &MarketplaceError) -> bool {
+    matches!(e, MarketplaceError::Rejected { code, .. } if code == "25713")
+}
+
+fn enc(s: &str) -> String {
+    serde_urlencoded::to_string([("", s)])
+        .expect("encodes")
+        .trim_start_matches('=')
+        .replace('+', "%20")
+}
+
+/// eBay's condition for a product condition on Vinted's scale.
+pub fn condition(c: &str) -> &'static str {
+    match c {
+        "new_with_tags" => "NEW",
+        "new_without_tags" => "NEW_OTHER",
+        "very_good" => "USED_VERY_GOOD",
+        "good" => "USED_GOOD",
+        _ => "USED_ACCEPTABLE",
+    }
+}
+
+/// A price in cents as eBay's decimal string.
+pub fn price(cents: i64) -> String {
+    format!("{}.{:02}", cents / 100, cents % 100)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_are_decimal_strings_and_conditions_map() {
+        assert_eq!(price(1250), "12.50");
+        assert_eq!(price(5), "0.05");
+        assert_eq!(condition("very_good"), "USED_VERY_GOOD");
+        assert_eq!(condition("new_with_tags"), "NEW");
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(enc("SF-1_A"), "SF-1_A");
+        assert_eq!(enc("a b/c"), "a%20b%2Fc");
+    }
+}

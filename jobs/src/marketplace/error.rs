@@ -155,10 +155,14 @@ pub fn classify(m: Marketplace, r: &Response<'_>) -> MarketplaceError {
                 detail: message,
             }
         }
-        (Marketplace::Ebay, _) if code == "25002" => MarketplaceError::AlreadyApplied {
-            marketplace,
-            detail: message,
-        },
+        // 25002 is also eBay's generic "user error"; only the offer-exists form, which names the
+        // existing offerId, means the change is already there.
+        (Marketplace::Ebay, _) if code == "25002" && r.body.contains("\"offerId\"") => {
+            MarketplaceError::AlreadyApplied {
+                marketplace,
+                detail: message,
+            }
+        }
         (_, 404) => MarketplaceError::NotFound {
             marketplace,
             detail: message,
@@ -261,7 +265,7 @@ mod tests {
                 ..
             }
         ));
-        let exists = r#"{"errors":[{"errorId":25002,"domain":"API_INVENTORY","category":"REQUEST","message":"Offer entity already exists"}]}"#;
+        let exists = r#"{"errors":[{"errorId":25002,"domain":"API_INVENTORY","category":"REQUEST","message":"Offer entity already exists","parameters":[{"name":"offerId","value":"7"}]}]}"#;
         assert_eq!(
             c(Marketplace::Ebay, 400, None, exists).class(),
             "already_applied"
