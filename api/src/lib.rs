@@ -1,6 +1,7 @@
 //! The HTTP API: a thin poem + poem-openapi layer that validates, enqueues and reads. It never
 //! runs a job. Documented at `/openapi.json` and `/docs` (Swagger UI).
 
+pub mod events;
 pub mod problem;
 pub mod routes;
 
@@ -21,6 +22,10 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub notifier: Notifier,
     pub metrics: jobs::metrics::Metrics,
+    /// Ids of jobs whose state changed (from every worker process, via LISTEN).
+    pub job_changes: tokio::sync::broadcast::Sender<i64>,
+    /// Announces changes this process makes (retry, cancel).
+    pub job_events: Notifier,
 }
 
 /// The whole HTTP application, ready to serve.
@@ -214,6 +219,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let bind = settings.api.bind.clone();
     let st = Arc::new(AppState {
         metrics: Default::default(),
+        job_changes: events::spawn_listener(pool.clone()),
+        job_events: Notifier::job_events(pool.clone()),
         notifier: Notifier::spawn(pool.clone()),
         pool,
         settings: Arc::new(settings),

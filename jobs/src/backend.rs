@@ -246,6 +246,7 @@ impl<J: Job> Fetcher<J> {
                 Ok(rows) => {
                     let got = rows.len();
                     self.rt.hold(rows.iter().map(|r| r.id));
+                    self.rt.events.changed(rows.iter().map(|r| r.id));
                     for (row, permit) in rows.into_iter().zip(permits.drain(..)) {
                         self.dispatch(row, permit);
                     }

@@ -423,33 +423,53 @@ pub async fn prune(pool: &PgPool, state: &str, hours: u32, batch: u32) -> Result
     }
 }
 
-/// Wakes idle workers after enqueue, outside the enqueue transaction: a NOTIFY inside every
-/// enqueue transaction would serialise enqueue commits on Postgres' notify lock. Pokes that
-/// arrive while one NOTIFY is in flight are coalesced into the next one (one per kind).
+/// Sends NOTIFYs outside the transactions that caused them: a NOTIFY inside every enqueue
+/// transaction would serialise enqueue commits on Postgres' notify lock. Items that arrive while
+/// one NOTIFY is in flight are coalesced into the next one.
+///
+/// Two uses: [`Notifier::spawn`] wakes idle workers (channel [`CHANNEL`], one payload per kind);
+/// [`Notifier::job_events`] tells listeners (the API's live job status) which jobs changed
+/// (channel [`EVENTS_CHANNEL`], payloads of comma-separated ids under Postgres' 8000-byte limit).
 #[derive(Clone)]
 pub struct Notifier {
-    tx: mpsc::UnboundedSender<&'static str>,
+    tx: mpsc::UnboundedSender<String>,
 }
 
+/// LISTEN/NOTIFY channel of job state changes; the payload is a comma-separated list of ids.
+pub const EVENTS_CHANNEL: &str = "stoflow_job_events";
+
 impl Notifier {
+    /// Wakes the fetchers of a kind: `poke(kind)`.
     pub fn spawn(pool: PgPool) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<&'static str>();
+        Self::start(pool, CHANNEL, false)
+    }
+
+    /// Announces job state changes: `changed(ids)`.
+    pub fn job_events(pool: PgPool) -> Self {
+        Self::start(pool, EVENTS_CHANNEL, true)
+    }
+
+    fn start(pool: PgPool, channel: &'static str, join: bool) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
-                let mut kinds = BTreeSet::from([first]);
+                let mut items = BTreeSet::from([first]);
                 while let Ok(k) = rx.try_recv() {
-                    kinds.insert(k);
+                    items.insert(k);
                 }
-                let kinds: Vec<&str> = kinds.into_iter().collect();
-                let res = sqlx::query(AssertSqlSafe(format!(
-                    "SELECT pg_notify('{CHANNEL}', k) FROM unnest($1::text[]) AS k"
-                )))
-                .bind(&kinds)
-                .execute(&pool)
-                .await;
+                let payloads = if join {
+                    joined(items)
+                } else {
+                    items.into_iter().collect()
+                };
+                let res = sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
+                    .bind(channel)
+                    .bind(&payloads)
+                    .execute(&pool)
+                    .await;
                 if let Err(e) = res {
-                    // Workers still poll; a lost wake-up costs at most one poll interval.
-                    tracing::warn!(error = %e, "notify failed");
+                    // Workers still poll and live status re-reads; a lost notification only delays.
+                    tracing::warn!(error = %e, channel, "notify failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
@@ -458,6 +478,27 @@ impl Notifier {
     }
 
     pub fn poke(&self, kind: &'static str) {
-        let _ = self.tx.send(kind);
+        let _ = self.tx.send(kind.to_string());
     }
+
+    pub fn changed(&self, ids: impl IntoIterator<Item = i64>) {
+        for id in ids {
+            let _ = self.tx.send(id.to_string());
+        }
+    }
+}
+
+/// Joins items with commas into payloads of at most 7,000 bytes.
+fn joined(items: BTreeSet<String>) -> Vec<String> {
+    let mut out: Vec<String> = vec![];
+    for i in items {
+        match out.last_mut() {
+            Some(p) if p.len() + i.len() < 7_000 => {
+                p.push(',');
+                p.push_str(&i);
+            }
+            _ => out.push(i),
+        }
+    }
+    out
 }

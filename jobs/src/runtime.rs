@@ -64,6 +64,8 @@ pub fn error_entry(attempt: i32, class: &str, message: &str) -> Value {
 pub struct Runtime {
     pub worker_id: String,
     pub metrics: crate::metrics::Metrics,
+    /// Announces claimed and finished jobs to live-status listeners.
+    pub events: crate::queue::Notifier,
     pub pool: PgPool,
     pub settings: Arc<Settings>,
     wake: HashMap<&'static str, Arc<Notify>>,
@@ -112,6 +114,7 @@ impl Runtime {
         let rt = Arc::new(Self {
             worker_id,
             metrics: Default::default(),
+            events: crate::queue::Notifier::job_events(pool.clone()),
             pool,
             settings,
             wake: kinds
@@ -266,6 +269,7 @@ impl Runtime {
                     held.remove(&a.id);
                 }
                 drop(held);
+                self.events.changed(batch.iter().map(|a| a.id));
                 batch.clear();
             }
             for f in flushes.drain(..) {

@@ -4,6 +4,7 @@ mod api;
 mod crash;
 mod ebay_client;
 mod etsy_client;
+mod events;
 mod lifecycle;
 mod metrics;
 mod products;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use poem_openapi::param::{Header, Path, Query};
-use poem_openapi::payload::Json;
+use poem_openapi::payload::{EventStream, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde_json::Value;
 
@@ -121,6 +121,72 @@ impl JobView {
             worker: r.locked_by,
             idempotency_key: r.idempotency_key,
             result: r.result,
+        }
+    }
+}
+
+/// One state of a job, as sent on its event stream.
+#[derive(Debug, Clone, Object)]
+pub struct JobEvent {
+    pub id: i64,
+    pub state: JobState,
+    pub attempt: i32,
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub last_error: Option<ErrorEntry>,
+    pub result: Option<Value>,
+}
+
+impl From<JobView> for JobEvent {
+    fn from(v: JobView) -> Self {
+        Self {
+            id: v.id,
+            state: v.state,
+            attempt: v.attempt,
+            next_run_at: v.next_run_at,
+            last_error: v.last_error,
+            result: v.result,
+        }
+    }
+}
+
+/// What one event stream remembers between events.
+struct Watch {
+    st: Arc<AppState>,
+    id: i64,
+    changes: tokio::sync::broadcast::Receiver<i64>,
+    last: Option<(JobState, i32)>,
+    started: bool,
+    over: bool,
+}
+
+impl Watch {
+    /// The next distinct state of the job; None once it is final (or gone).
+    async fn next(mut self) -> Option<(JobEvent, Self)> {
+        use tokio::sync::broadcast::error::RecvError;
+        if self.over {
+            return None;
+        }
+        loop {
+            if self.started {
+                match self.changes.recv().await {
+                    Ok(id) if id != self.id => continue,
+                    // Lagged: some notifications were dropped; re-reading the row catches up.
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+            self.started = true;
+            let ev = JobEvent::from(JobView::from_row(
+                queue::get(&self.st.pool, self.id).await.ok()?,
+            ));
+            if self.last != Some((ev.state, ev.attempt)) {
+                self.last = Some((ev.state, ev.attempt));
+                self.over = matches!(
+                    ev.state,
+                    JobState::Done | JobState::Dead | JobState::Cancelled
+                );
+                return Some((ev, self));
+            }
         }
     }
 }
@@ -337,10 +403,36 @@ impl JobsApi {
         }))
     }
 
+    /// Follow a job live (Server-Sent Events)
+    ///
+    /// Sends the job's current state at once, then every change (pending → running → retrying
+    /// → … → done / dead / cancelled); the stream ends after a final state.
+    #[oai(path = "/v1/jobs/:id/events", method = "get")]
+    async fn events(
+        &self,
+        id: Path<i64>,
+    ) -> Result<EventStream<futures::stream::BoxStream<'static, JobEvent>>, Problem> {
+        use futures::StreamExt;
+        // Subscribe before the first read so no change falls between the two.
+        let changes = self.st.job_changes.subscribe();
+        queue::get(&self.st.pool, id.0).await?;
+        let watch = Watch {
+            st: self.st.clone(),
+            id: id.0,
+            changes,
+            last: None,
+            started: false,
+            over: false,
+        };
+        let stream = futures::stream::unfold(watch, Watch::next).boxed();
+        Ok(EventStream::new(stream).keep_alive(std::time::Duration::from_secs(15)))
+    }
+
     /// Retry a dead or cancelled job now
     #[oai(path = "/v1/jobs/:id/retry", method = "post")]
     async fn retry(&self, id: Path<i64>) -> Result<Json<JobView>, Problem> {
         let row = queue::retry(&self.st.pool, id.0).await?;
+        self.st.job_events.changed([row.id]);
         self.st.notifier.poke(kind_name(&row.kind));
         Ok(Json(JobView::from_row(row)))
     }

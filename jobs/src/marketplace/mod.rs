@@ -13,11 +13,17 @@ pub use error::{MarketplaceError, classify};
 use crate::domain::Marketplace;
 
 /// Sends a request; a 2xx comes back as is, anything else as a classified [`MarketplaceError`].
-pub async fn send(m: Marketplace, req: reqwest::RequestBuilder) -> Result<reqwest::Response, MarketplaceError> {
-    let r = req.send().await.map_err(|e| MarketplaceError::Unavailable {
-        marketplace: m.as_str(),
-        detail: format!("request failed: {e}"),
-    })?;
+pub async fn send(
+    m: Marketplace,
+    req: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, MarketplaceError> {
+    let r = req
+        .send()
+        .await
+        .map_err(|e| MarketplaceError::Unavailable {
+            marketplace: m.as_str(),
+            detail: format!("request failed: {e}"),
+        })?;
     if r.status().is_success() {
         return Ok(r);
     }
@@ -28,18 +34,31 @@ pub async fn send(m: Marketplace, req: reqwest::RequestBuilder) -> Result<reqwes
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     let body = r.text().await.unwrap_or_default();
-    Err(classify(m, &error::Response { status, retry_after, body: &body }))
+    Err(classify(
+        m,
+        &error::Response {
+            status,
+            retry_after,
+            body: &body,
+        },
+    ))
 }
 
 /// Reads a 2xx body as JSON; a body that does not parse is the marketplace misbehaving.
-pub async fn json<T: serde::de::DeserializeOwned>(m: Marketplace, r: reqwest::Response) -> Result<T, MarketplaceError> {
+pub async fn json<T: serde::de::DeserializeOwned>(
+    m: Marketplace,
+    r: reqwest::Response,
+) -> Result<T, MarketplaceError> {
     let text = r.text().await.map_err(|e| MarketplaceError::Unavailable {
         marketplace: m.as_str(),
         detail: format!("reading the answer failed: {e}"),
     })?;
     serde_json::from_str(&text).map_err(|e| MarketplaceError::Unavailable {
         marketplace: m.as_str(),
-        detail: format!("unexpected answer ({e}): {}", text.chars().take(200).collect::<String>()),
+        detail: format!(
+            "unexpected answer ({e}): {}",
+            text.chars().take(200).collect::<String>()
+        ),
     })
 }
 
