@@ -209,13 +209,7 @@ fn unknown_job_fields(body: &[u8]) -> Option<String> {
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let signal = jobs::shutdown_signal();
-    let url = settings.database_url()?;
-    let pool = jobs::db::connect(url, settings.database.max_connections)
-        .await
-        .context("cannot connect to Postgres (database.url / DATABASE_URL)")?;
-    jobs::db::migrate(&pool)
-        .await
-        .context("migrations failed")?;
+    let pool = jobs::db::connect_migrated(&settings).await?;
     let bind = settings.api.bind.clone();
     let st = Arc::new(AppState {
         metrics: Default::default(),

@@ -36,3 +36,23 @@ pub async fn migrations_applied(pool: &PgPool) -> Result<bool, sqlx::Error> {
             .unwrap_or_default();
     Ok(MIGRATOR.iter().all(|m| applied.contains(&m.version)))
 }
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot connect to Postgres (database.url / DATABASE_URL): {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// A pool on the configured database, migrated: what every process does at start.
+pub async fn connect_migrated(settings: &crate::Settings) -> Result<PgPool, StartError> {
+    let url = settings.database_url()?;
+    let pool = connect(url, settings.database.max_connections)
+        .await
+        .map_err(StartError::Connect)?;
+    migrate(&pool).await?;
+    Ok(pool)
+}

@@ -282,33 +282,40 @@ pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<JobRow>, QueueErr
 
 /// Runs a dead or cancelled job again now, granting one more attempt if it had used them all.
 pub async fn retry(pool: &PgPool, id: i64) -> Result<JobRow, QueueError> {
-    let row: Option<JobRow> = sqlx::query_as(AssertSqlSafe(format!(
-        "UPDATE jobs j SET state = 'available', run_at = now(), finished_at = NULL, result = NULL,
-                max_attempts = greatest(j.max_attempts, j.attempt + 1)
-          WHERE j.id = $1 AND j.state IN ('dead', 'cancelled')
-         RETURNING {COLUMNS}"
-    )))
-    .bind(id)
-    .fetch_optional(pool)
-    .await?;
-    match row {
-        Some(r) => Ok(r),
-        None => {
-            let cur = get(pool, id).await?;
-            Err(QueueError::Conflict(format!(
-                "job {id} is {}; only dead or cancelled jobs can be retried",
-                cur.public_state(Utc::now()).as_str()
-            )))
-        }
-    }
+    transition(
+        pool,
+        id,
+        "state = 'available', run_at = now(), finished_at = NULL, result = NULL,
+         max_attempts = greatest(j.max_attempts, j.attempt + 1)",
+        "j.state IN ('dead', 'cancelled')",
+        "only dead or cancelled jobs can be retried",
+    )
+    .await
 }
 
 /// Cancels a job that has not started (scheduled, pending or retrying); it will never run.
 pub async fn cancel(pool: &PgPool, id: i64) -> Result<JobRow, QueueError> {
+    transition(
+        pool,
+        id,
+        "state = 'cancelled', finished_at = now()",
+        "j.state = 'available'",
+        "only scheduled, pending or retrying jobs can be cancelled",
+    )
+    .await
+}
+
+/// Applies `set` to job `id` if it is in a state matching `allowed`; otherwise a conflict that
+/// says which state it is in and `rule`. (Both SQL fragments are constants of this module.)
+async fn transition(
+    pool: &PgPool,
+    id: i64,
+    set: &str,
+    allowed: &str,
+    rule: &str,
+) -> Result<JobRow, QueueError> {
     let row: Option<JobRow> = sqlx::query_as(AssertSqlSafe(format!(
-        "UPDATE jobs j SET state = 'cancelled', finished_at = now()
-          WHERE j.id = $1 AND j.state = 'available'
-         RETURNING {COLUMNS}"
+        "UPDATE jobs j SET {set} WHERE j.id = $1 AND {allowed} RETURNING {COLUMNS}"
     )))
     .bind(id)
     .fetch_optional(pool)
@@ -316,10 +323,10 @@ pub async fn cancel(pool: &PgPool, id: i64) -> Result<JobRow, QueueError> {
     match row {
         Some(r) => Ok(r),
         None => {
-            let cur = get(pool, id).await?;
+            let state = get(pool, id).await?.public_state(Utc::now());
             Err(QueueError::Conflict(format!(
-                "job {id} is {}; only scheduled, pending or retrying jobs can be cancelled",
-                cur.public_state(Utc::now()).as_str()
+                "job {id} is {}; {rule}",
+                state.as_str()
             )))
         }
     }

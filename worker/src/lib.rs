@@ -12,14 +12,7 @@ use jobs::runtime::Runtime;
 use jobs::{Job, JobContext, Policy, Settings};
 
 pub async fn connect(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
-    let url = settings.database_url()?;
-    let pool = jobs::db::connect(url, settings.database.max_connections)
-        .await
-        .context("cannot connect to Postgres (database.url / DATABASE_URL)")?;
-    jobs::db::migrate(&pool)
-        .await
-        .context("migrations failed")?;
-    Ok(pool)
+    Ok(jobs::db::connect_migrated(settings).await?)
 }
 
 pub async fn migrate(settings: Settings) -> anyhow::Result<()> {

@@ -123,10 +123,17 @@ pub fn classify(m: Marketplace, r: &Response<'_>) -> MarketplaceError {
             marketplace,
             detail: message,
         },
+        // Our app's credentials are wrong: a configuration error, not the seller's grant.
+        (_, 400 | 401) if code == "invalid_client" => MarketplaceError::Rejected {
+            marketplace,
+            status: r.status,
+            code,
+            message,
+        },
         (Marketplace::Ebay, 401) if code == "1001" => MarketplaceError::AuthExpired { marketplace },
-        (Marketplace::Etsy, 401)
-            if message.contains("invalid_token") || message.contains("expired") =>
-        {
+        // An access token Etsy no longer takes: refresh it; if the grant itself is gone, the
+        // refresh answers invalid_grant and that marks the connection broken.
+        (Marketplace::Etsy, 401) if code == "invalid_token" || message.contains("expired") => {
             MarketplaceError::AuthExpired { marketplace }
         }
         (Marketplace::Vinted, 401) => MarketplaceError::AuthExpired { marketplace },
@@ -216,10 +223,12 @@ fn error_code_and_message(m: Marketplace, body: &Value, raw: &str) -> (String, S
                     .join("; ");
                 (first["type"].as_str().unwrap_or_default().to_string(), msg)
             }
-            _ => (
-                String::new(),
-                body["error"].as_str().unwrap_or(raw).to_string(),
-            ),
+            _ => {
+                let e = body["error"].as_str().unwrap_or(raw);
+                // `{"error": "invalid_token"}` is a code; `{"error": "Listing not found"}` prose.
+                let code = if e.contains(' ') { "" } else { e };
+                (code.to_string(), e.to_string())
+            }
         },
         Marketplace::Vinted => {
             let code = body["code"]
