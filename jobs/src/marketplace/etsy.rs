@@ -16,10 +16,10 @@ use regex::Regex;
 use serde::{Deserialize, Serialize, Serializer};
 use sha2::{Digest as _, Sha256};
 
+use super::InvalidField;
 use super::{MarketplaceError, http_client, json, send};
 use crate::config::EtsySettings;
 use crate::domain::Marketplace;
-use crate::job::JobError;
 
 const M: Marketplace = Marketplace::Etsy;
 
@@ -1105,25 +1105,9 @@ fn cents_as_float<S: Serializer>(cents: &u64, s: S) -> Result<S::Ok, S::Error> {
 
 // ---- pure rules -----------------------------------------------------------------------
 
-/// A field Etsy would refuse, found before calling it: permanent, and it names the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("etsy {field}: {message}")]
-pub struct InvalidField {
-    pub field: &'static str,
-    pub message: String,
-}
-
-impl From<InvalidField> for JobError {
-    fn from(e: InvalidField) -> Self {
-        JobError::Permanent {
-            class: "rejected".into(),
-            message: e.to_string(),
-        }
-    }
-}
-
 fn invalid(field: &'static str, message: impl Into<String>) -> InvalidField {
     InvalidField {
+        marketplace: "etsy",
         field,
         message: message.into(),
     }
@@ -1276,6 +1260,7 @@ pub fn validate_tags(tags: &[String]) -> Result<(), InvalidField> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::JobError;
 
     #[test]
     fn when_made_follows_the_rolling_enum() {

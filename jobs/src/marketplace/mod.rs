@@ -11,6 +11,26 @@ use std::time::Duration;
 pub use error::{MarketplaceError, classify};
 
 use crate::domain::Marketplace;
+use crate::job::JobError;
+
+/// A field a marketplace would refuse, found before calling it: permanent, and it names the
+/// field so the seller knows what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{marketplace} {field}: {message}")]
+pub struct InvalidField {
+    pub marketplace: &'static str,
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl From<InvalidField> for JobError {
+    fn from(e: InvalidField) -> Self {
+        JobError::Permanent {
+            class: "rejected".into(),
+            message: e.to_string(),
+        }
+    }
+}
 
 /// Sends a request; a 2xx comes back as is, anything else as a classified [`MarketplaceError`].
 pub async fn send(
