@@ -26,6 +26,8 @@ pub struct AppState {
     pub job_changes: tokio::sync::broadcast::Sender<i64>,
     /// Announces changes this process makes (retry, cancel).
     pub job_events: Notifier,
+    /// Marketplace clients and the token cipher.
+    pub market: jobs::marketplace::Marketplaces,
 }
 
 /// The whole HTTP application, ready to serve.
@@ -35,6 +37,7 @@ pub fn app(st: Arc<AppState>) -> impl Endpoint {
     let apis = (
         routes::jobs::JobsApi { st: st.clone() },
         routes::products::ProductsApi { st: st.clone() },
+        routes::connections::ConnectionsApi { st: st.clone() },
         routes::queues::QueuesApi { st: st.clone() },
         routes::health::HealthApi { st },
     );
@@ -215,6 +218,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         metrics: Default::default(),
         job_changes: events::spawn_listener(pool.clone()),
         job_events: Notifier::job_events(pool.clone()),
+        market: jobs::marketplace::Marketplaces::new(&settings)?,
         notifier: Notifier::spawn(pool.clone()),
         pool,
         settings: Arc::new(settings),

@@ -55,6 +55,7 @@ pub struct Settings {
     pub retention: RetentionSettings,
     pub scheduler: SchedulerSettings,
     pub marketplaces: MarketplaceSettings,
+    pub security: SecuritySettings,
     #[serde(default)]
     pub kinds: BTreeMap<String, PolicyOverride>,
 }
@@ -134,6 +135,11 @@ pub struct EbaySettings {
     pub client_secret: Secret,
     pub runame: String,
     pub marketplace_id: String,
+    pub merchant_location_key: String,
+    pub fulfillment_policy_id: String,
+    pub payment_policy_id: String,
+    pub return_policy_id: String,
+    pub category_id: String,
     pub content_language: String,
     pub timeout_ms: u64,
 }
@@ -147,6 +153,13 @@ pub struct EtsySettings {
     pub shared_secret: Secret,
     pub redirect_uri: String,
     pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySettings {
+    pub token_keys: Vec<Secret>,
+    pub active_token_key: String,
 }
 
 /// Per-kind override of a kind's declared [`crate::Policy`]; unset fields keep the declaration.
@@ -236,6 +249,9 @@ impl Settings {
         }
         if self.api.batch_max == 0 || self.api.list_max == 0 {
             return bad("api.batch_max/list_max", "must be > 0");
+        }
+        if let Err(e) = crate::secrets::TokenCipher::new(&self.security) {
+            return bad("security.token_keys", &e.to_string());
         }
         if self.database.max_connections < 2 {
             return bad("database.max_connections", "must be >= 2");

@@ -151,6 +151,7 @@ impl From<sqlx::Error> for JobError {
 pub struct JobContext {
     pub pool: PgPool,
     pub settings: Arc<Settings>,
+    pub market: Arc<crate::marketplace::Marketplaces>,
 }
 
 /// Facts about the run in progress, for handlers that need them.

@@ -9,6 +9,7 @@
 //! - [`runtime`]: per-process lease/heartbeat, crash rescue, LISTEN, batched acks.
 //! - [`db`]: pool and migrations. [`config`]: layered settings.
 
+pub mod accounts;
 pub mod backend;
 pub mod catalogue;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod marketplace;
 pub mod metrics;
 pub mod queue;
 pub mod runtime;
+pub mod secrets;
 pub mod telemetry;
 
 pub use config::Settings;

@@ -8,4 +8,5 @@ mod events;
 mod lifecycle;
 mod metrics;
 mod products;
+mod publish;
 mod regressions;

@@ -256,11 +256,11 @@ pub struct Api {
 
 impl Api {
     pub async fn spawn(db: &TestDb, extra: &[(&'static str, &str)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("free port")
-            .local_addr()
-            .expect("addr")
-            .port();
+        Self::spawn_on(free_port(), db, extra).await
+    }
+
+    /// The API on `port` (when something, e.g. an OAuth redirect, must know it in advance).
+    pub async fn spawn_on(port: u16, db: &TestDb, extra: &[(&'static str, &str)]) -> Self {
         let mut env = test_env(db);
         env.push(("STOFLOW_API__BIND", format!("127.0.0.1:{port}")));
         env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
@@ -358,6 +358,15 @@ impl Api {
     pub async fn wait_state(&self, id: i64, state: &str, within: Duration) -> Value {
         self.wait_job(id, within, |v| v["state"] == state).await
     }
+}
+
+/// A TCP port free right now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// Polls an async condition until true; panics with `what` after `within`.

@@ -43,9 +43,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let kinds = consumed_kinds(&settings);
     let rt = Runtime::start(pool.clone(), settings.clone(), &kinds).await?;
     let metrics_server = serve_metrics(&rt).await?;
+    let market = Arc::new(jobs::marketplace::Marketplaces::new(&settings)?);
     let ctx = JobContext {
         pool,
         settings: settings.clone(),
+        market,
     };
 
     struct Register<'a> {

@@ -1,3 +1,4 @@
+pub mod connections;
 pub mod health;
 pub mod jobs;
 pub mod products;
@@ -9,6 +10,8 @@ pub enum Tag {
     Jobs,
     /// The seller's catalogue.
     Products,
+    /// Marketplace accounts and their OAuth consent flows.
+    Connections,
     /// Queue depth per kind.
     Queues,
     /// Liveness and readiness probes.

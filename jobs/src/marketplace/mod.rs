@@ -13,6 +13,23 @@ pub use error::{MarketplaceError, classify};
 use crate::domain::Marketplace;
 use crate::job::JobError;
 
+/// The clients and the token cipher every marketplace job uses, built once per process.
+pub struct Marketplaces {
+    pub ebay: ebay::EbayClient,
+    pub etsy: etsy::EtsyClient,
+    pub cipher: crate::secrets::TokenCipher,
+}
+
+impl Marketplaces {
+    pub fn new(s: &crate::Settings) -> Result<Self, crate::secrets::CipherError> {
+        Ok(Self {
+            ebay: ebay::EbayClient::new(&s.marketplaces.ebay),
+            etsy: etsy::EtsyClient::new(&s.marketplaces.etsy),
+            cipher: crate::secrets::TokenCipher::new(&s.security)?,
+        })
+    }
+}
+
 /// A field a marketplace would refuse, found before calling it: permanent, and it names the
 /// field so the seller knows what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,0 +1,146 @@
+//! Marketplace connections: the OAuth consent flow (eBay today; Etsy with PKCE next) and the
+//! list of connected accounts. Tokens never leave the server: they are sealed at rest and no
+//! response carries them.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use poem_openapi::param::Query;
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi};
+
+use jobs::accounts::{self, Connection};
+use jobs::domain::Marketplace;
+
+use crate::AppState;
+use crate::problem::Problem;
+use crate::routes::Tag;
+
+#[derive(Debug, Object)]
+pub struct ConsentRedirect {
+    /// Send the seller's browser here; the marketplace comes back to our callback.
+    pub consent_url: String,
+}
+
+#[derive(Debug, Object)]
+pub struct ConnectionView {
+    pub account_id: i64,
+    pub marketplace: String,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub scopes: Vec<String>,
+    pub access_expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Object)]
+pub struct Connections {
+    pub connections: Vec<ConnectionView>,
+}
+
+pub struct ConnectionsApi {
+    pub st: Arc<AppState>,
+}
+
+#[OpenApi(tag = "Tag::Connections")]
+impl ConnectionsApi {
+    /// Start connecting an eBay account
+    #[oai(path = "/v1/connections/ebay/connect", method = "get")]
+    async fn ebay_connect(&self) -> Result<Json<ConsentRedirect>, Problem> {
+        let state = accounts::new_state(&self.st.pool, Marketplace::Ebay, None).await?;
+        Ok(Json(ConsentRedirect {
+            consent_url: self.st.market.ebay.consent_url(&state),
+        }))
+    }
+
+    /// eBay's redirect after consent: exchanges the code and stores the connection
+    #[oai(path = "/oauth/ebay/callback", method = "get")]
+    async fn ebay_callback(
+        &self,
+        code: Query<Option<String>>,
+        state: Query<Option<String>>,
+    ) -> Result<Json<ConnectionView>, Problem> {
+        let (Some(code), Some(state)) = (code.0, state.0) else {
+            return Err(Problem::bad_request(
+                "code and state are required (was the consent declined?)",
+            ));
+        };
+        if accounts::take_state(&self.st.pool, Marketplace::Ebay, &state)
+            .await?
+            .is_none()
+        {
+            return Err(Problem::bad_request(
+                "state is unknown, already used or expired; start again at /v1/connections/ebay/connect",
+            ));
+        }
+        let t = self
+            .st
+            .market
+            .ebay
+            .exchange_code(&code)
+            .await
+            .map_err(|e| match e.class() {
+                "auth_revoked" | "rejected" => {
+                    Problem::bad_request(format!("eBay refused the code: {e}"))
+                }
+                _ => Problem::unavailable(format!("eBay did not answer: {e}")),
+            })?;
+        let scopes: Vec<String> = jobs::marketplace::ebay::SCOPES
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let now = Utc::now();
+        // eBay gives no user id with the tokens; one eBay seller per install until accounts
+        // are per tenant (the accounts issue).
+        let id = accounts::save(
+            &self.st.pool,
+            &self.st.market.cipher,
+            Connection {
+                marketplace: Marketplace::Ebay,
+                external_user_id: "ebay-seller",
+                shop_id: None,
+                access_token: &t.access_token,
+                access_expires_at: now + chrono::Duration::seconds(t.expires_in),
+                refresh_token: &t.refresh_token,
+                refresh_expires_at: Some(
+                    now + chrono::Duration::seconds(t.refresh_token_expires_in),
+                ),
+                scopes: &scopes,
+                setup: serde_json::json!({}),
+            },
+        )
+        .await?;
+        let list = self.list().await?;
+        list.0
+            .connections
+            .into_iter()
+            .find(|c| c.account_id == id)
+            .map(Json)
+            .ok_or_else(|| Problem::not_found("account vanished"))
+    }
+
+    /// Connected marketplace accounts (never their tokens)
+    #[oai(path = "/v1/connections", method = "get")]
+    async fn list(&self) -> Result<Json<Connections>, Problem> {
+        let rows: Vec<(i64, String, String, Option<String>, Vec<String>, Option<DateTime<Utc>>)> = sqlx::query_as(
+            "SELECT id, marketplace, status, status_reason, scopes, access_expires_at FROM marketplace_accounts ORDER BY id",
+        )
+        .fetch_all(&self.st.pool)
+        .await?;
+        let connections = rows
+            .into_iter()
+            .map(
+                |(account_id, marketplace, status, status_reason, scopes, access_expires_at)| {
+                    ConnectionView {
+                        account_id,
+                        marketplace,
+                        status,
+                        status_reason,
+                        scopes,
+                        access_expires_at,
+                    }
+                },
+            )
+            .collect();
+        Ok(Json(Connections { connections }))
+    }
+}
