@@ -22,7 +22,7 @@ pub struct ConsentRedirect {
     pub consent_url: String,
 }
 
-#[derive(Debug, Object)]
+#[derive(Debug, Object, sqlx::FromRow)]
 pub struct ConnectionView {
     pub account_id: i64,
     pub marketplace: String,
@@ -121,26 +121,12 @@ impl ConnectionsApi {
     /// Connected marketplace accounts (never their tokens)
     #[oai(path = "/v1/connections", method = "get")]
     async fn list(&self) -> Result<Json<Connections>, Problem> {
-        let rows: Vec<(i64, String, String, Option<String>, Vec<String>, Option<DateTime<Utc>>)> = sqlx::query_as(
-            "SELECT id, marketplace, status, status_reason, scopes, access_expires_at FROM marketplace_accounts ORDER BY id",
+        let connections: Vec<ConnectionView> = sqlx::query_as(
+            "SELECT id AS account_id, marketplace, status, status_reason, scopes, access_expires_at
+               FROM marketplace_accounts ORDER BY id",
         )
         .fetch_all(&self.st.pool)
         .await?;
-        let connections = rows
-            .into_iter()
-            .map(
-                |(account_id, marketplace, status, status_reason, scopes, access_expires_at)| {
-                    ConnectionView {
-                        account_id,
-                        marketplace,
-                        status,
-                        status_reason,
-                        scopes,
-                        access_expires_at,
-                    }
-                },
-            )
-            .collect();
         Ok(Json(Connections { connections }))
     }
 }
