@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use integration::{Api, TestDb, free_port, worker};
+use integration::{Api, TestDb, free_port, pid_of_worker, worker};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(30);
@@ -11,7 +11,7 @@ struct Setup {
     db: TestDb,
     api: Api,
     sims: sim::Running,
-    _w: integration::Proc,
+    workers: Vec<integration::Proc>,
 }
 
 async fn setup() -> Setup {
@@ -33,12 +33,12 @@ async fn setup() -> Setup {
         ("STOFLOW_KINDS__PUBLISH_LISTING__BACKOFF_CAP_MS", "500"),
     ];
     let api = Api::spawn_on(port, &db, &env).await;
-    let w = worker(&db, &env);
+    let workers = vec![worker(&db, &env), worker(&db, &env)];
     Setup {
         db,
         api,
         sims,
-        _w: w,
+        workers,
     }
 }
 
@@ -191,4 +191,56 @@ async fn without_a_connected_account_publishing_fails_with_a_clear_reason() {
     let job = s.publish(product).await;
     let dead = s.api.wait_state(job, "dead", T).await;
     assert_eq!(dead["last_error"]["class"], "not_connected");
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_publish_still_gives_one_listing() {
+    let mut s = setup().await;
+    s.connect_ebay().await;
+    let product = s.product("Vase").await;
+    // Slow publishOffer down so the kill lands after the offer exists and before the answer.
+    s.sim_admin(
+        "/_admin/faults",
+        json!({"latency_ms": 3000, "path_prefix": "/sell/inventory/v1/offer/"}),
+    )
+    .await;
+    let job = s.publish(product).await;
+    let running = s.api.wait_state(job, "running", T).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let owner = pid_of_worker(running["worker"].as_str().unwrap());
+    let victim = s
+        .workers
+        .iter_mut()
+        .find(|w| w.pid() == owner)
+        .expect("the running worker");
+    victim.kill9();
+    s.sim_admin("/_admin/faults", json!({})).await;
+
+    let done = s.api.wait_state(job, "done", T).await;
+    assert_eq!(done["attempt"], 2, "{done}");
+    assert_eq!(done["errors"][0]["class"], "rescued");
+    assert_eq!(s.sim_offers().await.len(), 1, "the retry reused the offer");
+    // The retry's createOffer was answered "exists" (25002): the kill fell after the offer.
+    let log: Value = reqwest::get(format!("{}/_admin/requests", s.sims.ebay_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let creates: Vec<u64> = log["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["method"] == "POST" && r["path"] == "/sell/inventory/v1/offer")
+        .filter_map(|r| r["status"].as_u64())
+        .collect();
+    assert_eq!(creates, vec![201, 400], "{creates:?}");
+    let listings: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM listings WHERE product_id = $1 AND status = 'published'",
+    )
+    .bind(product)
+    .fetch_one(&s.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(listings, 1);
 }
