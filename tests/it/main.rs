@@ -1,6 +1,7 @@
 //! One test binary (links once). Each test gets its own database and its own processes.
 
 mod api;
+mod connections;
 mod crash;
 mod ebay_client;
 mod etsy_client;

@@ -41,6 +41,30 @@ pub struct ConnectionsApi {
     pub st: Arc<AppState>,
 }
 
+impl ConnectionsApi {
+    async fn view(&self, id: i64) -> Result<Json<ConnectionView>, Problem> {
+        sqlx::query_as(
+            "SELECT id AS account_id, marketplace, status, status_reason, scopes, access_expires_at
+               FROM marketplace_accounts WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.st.pool)
+        .await?
+        .map(Json)
+        .ok_or_else(|| Problem::not_found("no such account"))
+    }
+}
+
+/// A marketplace refusing our code (or our app) is the request's problem; silence is theirs.
+fn refused(name: &'static str) -> impl Fn(jobs::marketplace::MarketplaceError) -> Problem {
+    move |e| match e.class() {
+        "auth_revoked" | "rejected" => {
+            Problem::bad_request(format!("{name} refused the authorization: {e}"))
+        }
+        _ => Problem::unavailable(format!("{name} did not answer: {e}")),
+    }
+}
+
 #[OpenApi(tag = "Tag::Connections")]
 impl ConnectionsApi {
     /// Start connecting an eBay account
@@ -116,6 +140,76 @@ impl ConnectionsApi {
             .find(|c| c.account_id == id)
             .map(Json)
             .ok_or_else(|| Problem::not_found("account vanished"))
+    }
+
+    /// Start connecting an Etsy shop (OAuth with PKCE; the verifier stays on the server)
+    #[oai(path = "/v1/connections/etsy/connect", method = "get")]
+    async fn etsy_connect(&self) -> Result<Json<ConsentRedirect>, Problem> {
+        use jobs::marketplace::etsy::{Pkce, SCOPES};
+        let pkce = Pkce::new();
+        let state =
+            accounts::new_state(&self.st.pool, Marketplace::Etsy, Some(&pkce.verifier)).await?;
+        Ok(Json(ConsentRedirect {
+            consent_url: self
+                .st
+                .market
+                .etsy
+                .consent_url(&state, &pkce.challenge, SCOPES),
+        }))
+    }
+
+    /// Etsy's redirect after consent: exchanges the code with the stored verifier
+    #[oai(path = "/oauth/etsy/callback", method = "get")]
+    async fn etsy_callback(
+        &self,
+        code: Query<Option<String>>,
+        state: Query<Option<String>>,
+    ) -> Result<Json<ConnectionView>, Problem> {
+        let (Some(code), Some(state)) = (code.0, state.0) else {
+            return Err(Problem::bad_request(
+                "code and state are required (was the consent declined?)",
+            ));
+        };
+        let Some(Some(verifier)) =
+            accounts::take_state(&self.st.pool, Marketplace::Etsy, &state).await?
+        else {
+            return Err(Problem::bad_request(
+                "state is unknown, already used or expired; start again at /v1/connections/etsy/connect",
+            ));
+        };
+        let etsy = &self.st.market.etsy;
+        let t = etsy
+            .exchange_code(&code, &verifier)
+            .await
+            .map_err(refused("Etsy"))?;
+        let me = etsy
+            .get_me(&t.access_token)
+            .await
+            .map_err(refused("Etsy"))?;
+        let scopes: Vec<String> = jobs::marketplace::etsy::SCOPES
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let now = Utc::now();
+        let (user, shop) = (me.user_id.to_string(), me.shop_id.map(|s| s.to_string()));
+        let id = accounts::save(
+            &self.st.pool,
+            &self.st.market.cipher,
+            Connection {
+                marketplace: Marketplace::Etsy,
+                external_user_id: &user,
+                shop_id: shop.as_deref(),
+                access_token: &t.access_token,
+                access_expires_at: now + chrono::Duration::seconds(t.expires_in as i64),
+                refresh_token: &t.refresh_token,
+                // Etsy refresh tokens live 90 days and rotate on every refresh.
+                refresh_expires_at: Some(now + chrono::Duration::days(90)),
+                scopes: &scopes,
+                setup: serde_json::json!({}),
+            },
+        )
+        .await?;
+        self.view(id).await
     }
 
     /// Connected marketplace accounts (never their tokens)
