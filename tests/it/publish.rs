@@ -206,7 +206,19 @@ async fn a_worker_killed_mid_publish_still_gives_one_listing() {
     .await;
     let job = s.publish(product).await;
     let running = s.api.wait_state(job, "running", T).await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // The offer id is recorded just before publishOffer is called (which now takes 3 s).
+    integration::eventually(T, "offer recorded", || async {
+        sqlx::query_scalar::<_, Option<String>>(
+            "SELECT remote_offer_id FROM listings WHERE product_id = $1",
+        )
+        .bind(product)
+        .fetch_optional(&s.db.pool)
+        .await
+        .unwrap()
+        .flatten()
+        .is_some()
+    })
+    .await;
     let owner = pid_of_worker(running["worker"].as_str().unwrap());
     let victim = s
         .workers
