@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use integration::{Api, TestDb, free_port};
+use integration::{Api, TestDb, free_port, simulators};
 use serde_json::json;
 
 struct Setup {
@@ -15,33 +15,8 @@ struct Setup {
 async fn setup() -> Setup {
     let db = TestDb::new().await;
     let port = free_port();
-    let mut cfg = sim::SimConfig::default();
-    cfg.ebay.accept_url = format!("http://127.0.0.1:{port}/oauth/ebay/callback");
-    let etsy_callback = format!("http://127.0.0.1:{port}/oauth/etsy/callback");
-    cfg.etsy.redirect_uris = vec![etsy_callback.clone()];
-    let sims = sim::start(cfg).await.expect("simulators");
-    let env = [
-        (
-            "STOFLOW_MARKETPLACES__EBAY__API_BASE",
-            sims.ebay_url.as_str(),
-        ),
-        (
-            "STOFLOW_MARKETPLACES__EBAY__AUTH_BASE",
-            sims.ebay_url.as_str(),
-        ),
-        (
-            "STOFLOW_MARKETPLACES__ETSY__API_BASE",
-            sims.etsy_url.as_str(),
-        ),
-        (
-            "STOFLOW_MARKETPLACES__ETSY__AUTH_BASE",
-            sims.etsy_url.as_str(),
-        ),
-        (
-            "STOFLOW_MARKETPLACES__ETSY__REDIRECT_URI",
-            etsy_callback.as_str(),
-        ),
-    ];
+    let (sims, env) = simulators(port).await;
+    let env: Vec<(&'static str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let api = Api::spawn_on(port, &db, &env).await;
     Setup {
         db,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use integration::{Api, TestDb, free_port, pid_of_worker, worker};
+use integration::{Api, TestDb, free_port, pid_of_worker, simulators, worker};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(30);
@@ -17,21 +17,16 @@ struct Setup {
 async fn setup() -> Setup {
     let db = TestDb::new().await;
     let port = free_port();
-    let mut cfg = sim::SimConfig::default();
-    cfg.ebay.accept_url = format!("http://127.0.0.1:{port}/oauth/ebay/callback");
-    let sims = sim::start(cfg).await.expect("simulators");
-    let env = [
-        (
-            "STOFLOW_MARKETPLACES__EBAY__API_BASE",
-            sims.ebay_url.as_str(),
-        ),
-        (
-            "STOFLOW_MARKETPLACES__EBAY__AUTH_BASE",
-            sims.ebay_url.as_str(),
-        ),
-        ("STOFLOW_KINDS__PUBLISH_LISTING__BACKOFF_BASE_MS", "200"),
-        ("STOFLOW_KINDS__PUBLISH_LISTING__BACKOFF_CAP_MS", "500"),
-    ];
+    let (sims, mut env) = simulators(port).await;
+    env.push((
+        "STOFLOW_KINDS__PUBLISH_LISTING__BACKOFF_BASE_MS",
+        "200".into(),
+    ));
+    env.push((
+        "STOFLOW_KINDS__PUBLISH_LISTING__BACKOFF_CAP_MS",
+        "500".into(),
+    ));
+    let env: Vec<(&'static str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let api = Api::spawn_on(port, &db, &env).await;
     let workers = vec![worker(&db, &env), worker(&db, &env)];
     Setup {

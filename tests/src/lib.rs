@@ -360,6 +360,36 @@ impl Api {
     }
 }
 
+/// The marketplace simulators, their OAuth redirects pointed at an API that will listen on
+/// `api_port`, and the settings that point the platform's clients at them.
+pub async fn simulators(api_port: u16) -> (sim::Running, Vec<(&'static str, String)>) {
+    let mut cfg = sim::SimConfig::default();
+    cfg.ebay.accept_url = format!("http://127.0.0.1:{api_port}/oauth/ebay/callback");
+    let etsy_callback = format!("http://127.0.0.1:{api_port}/oauth/etsy/callback");
+    cfg.etsy.redirect_uris = vec![etsy_callback.clone()];
+    let sims = sim::start(cfg).await.expect("simulators");
+    let env = vec![
+        (
+            "STOFLOW_MARKETPLACES__EBAY__API_BASE",
+            sims.ebay_url.clone(),
+        ),
+        (
+            "STOFLOW_MARKETPLACES__EBAY__AUTH_BASE",
+            sims.ebay_url.clone(),
+        ),
+        (
+            "STOFLOW_MARKETPLACES__ETSY__API_BASE",
+            sims.etsy_url.clone(),
+        ),
+        (
+            "STOFLOW_MARKETPLACES__ETSY__AUTH_BASE",
+            sims.etsy_url.clone(),
+        ),
+        ("STOFLOW_MARKETPLACES__ETSY__REDIRECT_URI", etsy_callback),
+    ];
+    (sims, env)
+}
+
 /// A TCP port free right now on 127.0.0.1.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
