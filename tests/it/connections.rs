@@ -127,6 +127,11 @@ async fn a_state_works_once_and_a_tampered_or_expired_one_never() {
         400
     );
 
+    // A declined consent comes back without code and state.
+    let (declined, v) = s.api.get("/oauth/ebay/callback?error=access_denied").await;
+    assert_eq!(declined, 400, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("declined"));
+
     // Older than ten minutes: expired.
     sqlx::query(
         "UPDATE oauth_states SET created_at = now() - interval '11 minutes' WHERE state = $1",

@@ -55,6 +55,16 @@ impl ConnectionsApi {
     }
 }
 
+/// Both are on every approved consent's redirect; their absence means it was declined.
+fn code_and_state(
+    code: Option<String>,
+    state: Option<String>,
+) -> Result<(String, String), Problem> {
+    code.zip(state).ok_or_else(|| {
+        Problem::bad_request("code and state are required (was the consent declined?)")
+    })
+}
+
 /// A marketplace refusing our code (or our app) is the request's problem; silence is theirs.
 fn refused(name: &'static str) -> impl Fn(jobs::marketplace::MarketplaceError) -> Problem {
     move |e| match e.class() {
@@ -83,11 +93,7 @@ impl ConnectionsApi {
         code: Query<Option<String>>,
         state: Query<Option<String>>,
     ) -> Result<Json<ConnectionView>, Problem> {
-        let (Some(code), Some(state)) = (code.0, state.0) else {
-            return Err(Problem::bad_request(
-                "code and state are required (was the consent declined?)",
-            ));
-        };
+        let (code, state) = code_and_state(code.0, state.0)?;
         if accounts::take_state(&self.st.pool, Marketplace::Ebay, &state)
             .await?
             .is_none()
@@ -165,11 +171,7 @@ impl ConnectionsApi {
         code: Query<Option<String>>,
         state: Query<Option<String>>,
     ) -> Result<Json<ConnectionView>, Problem> {
-        let (Some(code), Some(state)) = (code.0, state.0) else {
-            return Err(Problem::bad_request(
-                "code and state are required (was the consent declined?)",
-            ));
-        };
+        let (code, state) = code_and_state(code.0, state.0)?;
         let Some(Some(verifier)) =
             accounts::take_state(&self.st.pool, Marketplace::Etsy, &state).await?
         else {
