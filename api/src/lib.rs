@@ -38,6 +38,7 @@ pub fn app(st: Arc<AppState>) -> impl Endpoint {
         routes::jobs::JobsApi { st: st.clone() },
         routes::products::ProductsApi { st: st.clone() },
         routes::connections::ConnectionsApi { st: st.clone() },
+        routes::orders::OrdersApi { st: st.clone() },
         routes::queues::QueuesApi { st: st.clone() },
         routes::health::HealthApi { st },
     );

@@ -117,6 +117,12 @@ pub struct RetentionSettings {
 #[serde(deny_unknown_fields)]
 pub struct SchedulerSettings {
     pub prune_cron: String,
+    /// New Etsy receipts, per connected Etsy account.
+    pub etsy_receipts_cron: String,
+    /// Updated Etsy listings and low stock, per connected Etsy account.
+    pub etsy_listings_cron: String,
+    /// eBay order import, per connected eBay account.
+    pub ebay_orders_cron: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -124,6 +130,20 @@ pub struct SchedulerSettings {
 pub struct MarketplaceSettings {
     pub ebay: EbaySettings,
     pub etsy: EtsySettings,
+    pub images: ImageSettings,
+}
+
+/// Where product images are fetched from when a marketplace wants the bytes (Etsy uploads).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSettings {
+    /// Image URLs starting with `fetch_rewrite_from` are fetched from `fetch_rewrite_to` + the
+    /// rest instead (development: the catalogue's image host is served by the simulators).
+    /// Empty: fetch every URL as it is.
+    pub fetch_rewrite_from: String,
+    pub fetch_rewrite_to: String,
+    pub max_bytes: usize,
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -153,6 +173,10 @@ pub struct EtsySettings {
     pub shared_secret: Secret,
     pub redirect_uri: String,
     pub timeout_ms: u64,
+    /// Seller taxonomy node new listings go in until products carry their own.
+    pub taxonomy_id: u64,
+    /// Stock at or below this is reported as low by `poll_etsy` (`low_stock`).
+    pub low_stock_threshold: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

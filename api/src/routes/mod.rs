@@ -1,6 +1,7 @@
 pub mod connections;
 pub mod health;
 pub mod jobs;
+pub mod orders;
 pub mod products;
 pub mod queues;
 
@@ -12,6 +13,8 @@ pub enum Tag {
     Products,
     /// Marketplace accounts and their OAuth consent flows.
     Connections,
+    /// Orders imported from the marketplaces, and what the marketplaces refused.
+    Orders,
     /// Queue depth per kind.
     Queues,
     /// Liveness and readiness probes.
