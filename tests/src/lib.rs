@@ -611,3 +611,22 @@ impl Platform {
             .unwrap_or(Value::Null)
     }
 }
+
+/// Polls an async lookup until it yields a value; panics with `what` after `within`.
+pub async fn eventually_value<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
