@@ -19,6 +19,7 @@ pub mod job;
 pub mod kinds;
 pub mod marketplace;
 pub mod metrics;
+pub mod plugin;
 pub mod queue;
 pub mod runtime;
 pub mod secrets;

@@ -5,7 +5,8 @@
 //! second createOffer answers 25002 and the client returns the existing offer, and the remote
 //! ids land in the (product, marketplace) listing row — so a job retried after a crash or a 5xx
 //! halfway never creates a second listing. Fields eBay would refuse are checked first: the job
-//! dies at once naming the field. Etsy and Vinted arrive with the rest of the marketplaces work.
+//! dies at once naming the field. Vinted: a task for the seller's browser extension, which this
+//! job follows (snoozing) until it is on Vinted or failed (`crate::plugin`). Etsy arrives next.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -26,10 +27,12 @@ pub struct PublishListing {
 impl Job for PublishListing {
     const POLICY: Policy = Policy::new(8, 120, 8).backoff(2_000, 3_600);
 
-    async fn run(self, ctx: JobContext, _run: RunInfo) -> Result<Value, JobError> {
+    async fn run(self, ctx: JobContext, run: RunInfo) -> Result<Value, JobError> {
         match self.marketplace {
             Marketplace::Ebay => publish_ebay(&ctx, self.product_id).await,
-            Marketplace::Etsy | Marketplace::Vinted => Err(super::not_built::<Self>()),
+            // A plugin task, followed until it is on Vinted (crate::plugin).
+            Marketplace::Vinted => crate::plugin::publish(&ctx, run.job_id, self.product_id).await,
+            Marketplace::Etsy => Err(super::not_built::<Self>()),
         }
     }
 }
