@@ -1,6 +1,7 @@
 pub mod connections;
 pub mod health;
 pub mod jobs;
+pub mod plugin;
 pub mod products;
 pub mod queues;
 
