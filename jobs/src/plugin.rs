@@ -331,13 +331,13 @@ pub async fn lease(
         return Ok((LeaseOutcome::Idle, woken));
     }
     let lease_id = hex(&rand::random::<[u8; 16]>());
-    let row: Option<(i64, String, Value, DateTime<Utc>)> = sqlx::query_as(
+    let row: Option<(i64, String, Value, DateTime<Utc>, Vec<i64>)> = sqlx::query_as(
         "UPDATE plugin_tasks SET state = 'leased', attempts = attempts + 1, lease_id = $2,
                 lease_expires_at = now() + make_interval(secs => $3), picked_at = coalesce(picked_at, now()),
                 updated_at = now()
           WHERE id = (SELECT id FROM plugin_tasks WHERE account_id = $1 AND state = 'pending'
                        ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
-         RETURNING id, action, params, lease_expires_at",
+         RETURNING id, action, params, lease_expires_at, job_ids",
     )
     .bind(account)
     .bind(&lease_id)
@@ -345,16 +345,21 @@ pub async fn lease(
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
+    let mut woken = woken;
     let out = match row {
         None => LeaseOutcome::Idle,
-        Some((task_id, action, params, lease_expires_at)) => LeaseOutcome::Task(Leased {
-            task_id,
-            lease_id,
-            action: Action::parse(&action).unwrap_or(Action::CreateListing),
-            params,
-            timeout: s.lease_timeout().as_millis().div_ceil(1000) as u64,
-            lease_expires_at,
-        }),
+        // Its jobs now wait for the lease deadline, not the pickup deadline.
+        Some((task_id, action, params, lease_expires_at, jobs)) => {
+            woken.extend(jobs);
+            LeaseOutcome::Task(Leased {
+                task_id,
+                lease_id,
+                action: Action::parse(&action).unwrap_or(Action::CreateListing),
+                params,
+                timeout: s.lease_timeout().as_millis().div_ceil(1000) as u64,
+                lease_expires_at,
+            })
+        }
     };
     Ok((out, woken))
 }

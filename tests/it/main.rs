@@ -8,6 +8,7 @@ mod etsy_client;
 mod events;
 mod lifecycle;
 mod metrics;
+mod plugin;
 mod products;
 mod publish;
 mod regressions;
