@@ -40,6 +40,7 @@ pub fn app(st: Arc<AppState>) -> impl Endpoint {
         routes::connections::ConnectionsApi { st: st.clone() },
         routes::orders::OrdersApi { st: st.clone() },
         routes::queues::QueuesApi { st: st.clone() },
+        routes::plugin::PluginApi { st: st.clone() },
         routes::health::HealthApi { st },
     );
     let service = OpenApiService::new(apis, "Stoflow Jobs", env!("CARGO_PKG_VERSION"))

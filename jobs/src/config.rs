@@ -56,6 +56,7 @@ pub struct Settings {
     pub scheduler: SchedulerSettings,
     pub marketplaces: MarketplaceSettings,
     pub security: SecuritySettings,
+    pub plugin: PluginSettings,
     #[serde(default)]
     pub kinds: BTreeMap<String, PolicyOverride>,
 }
@@ -131,6 +132,7 @@ pub struct MarketplaceSettings {
     pub ebay: EbaySettings,
     pub etsy: EtsySettings,
     pub images: ImageSettings,
+    pub vinted: VintedSettings,
 }
 
 /// Where product images are fetched from when a marketplace wants the bytes (Etsy uploads).
@@ -144,6 +146,30 @@ pub struct ImageSettings {
     pub fetch_rewrite_to: String,
     pub max_bytes: usize,
     pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VintedSettings {
+    pub catalog_id: u64,
+    pub package_size_id: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSettings {
+    pub pickup_timeout_ms: u64,
+    pub lease_timeout_ms: u64,
+    pub max_attempts: i32,
+}
+
+impl PluginSettings {
+    pub fn pickup_timeout(&self) -> Duration {
+        Duration::from_millis(self.pickup_timeout_ms)
+    }
+    pub fn lease_timeout(&self) -> Duration {
+        Duration::from_millis(self.lease_timeout_ms)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -276,6 +302,15 @@ impl Settings {
         }
         if let Err(e) = crate::secrets::TokenCipher::new(&self.security) {
             return bad("security.token_keys", &e.to_string());
+        }
+        if self.plugin.pickup_timeout_ms == 0 || self.plugin.lease_timeout_ms < 1000 {
+            return bad(
+                "plugin.pickup_timeout_ms/lease_timeout_ms",
+                "pickup must be > 0 and a lease at least 1000 ms",
+            );
+        }
+        if self.plugin.max_attempts < 1 {
+            return bad("plugin.max_attempts", "must be >= 1");
         }
         if self.database.max_connections < 2 {
             return bad("database.max_connections", "must be >= 2");

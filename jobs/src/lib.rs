@@ -22,6 +22,7 @@ pub mod marketplace;
 pub mod metrics;
 pub mod orders;
 pub mod publishing;
+pub mod plugin;
 pub mod queue;
 pub mod runtime;
 pub mod secrets;

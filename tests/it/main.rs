@@ -9,6 +9,7 @@ mod events;
 mod lifecycle;
 mod metrics;
 mod orders;
+mod plugin;
 mod products;
 mod publish;
 mod regressions;

@@ -16,6 +16,11 @@ use crate::AppState;
 use crate::problem::Problem;
 use crate::routes::Tag;
 
+/// The plugin token's last use, for Vinted accounts (is the browser extension alive?).
+const PLUGIN_SEEN: &str =
+    "(SELECT max(last_used_at) FROM plugin_tokens p WHERE p.account_id = marketplace_accounts.id
+                            AND p.revoked_at IS NULL) AS plugin_last_seen_at";
+
 #[derive(Debug, Object)]
 pub struct ConsentRedirect {
     /// Send the seller's browser here; the marketplace comes back to our callback.
@@ -30,6 +35,8 @@ pub struct ConnectionView {
     pub status_reason: Option<String>,
     pub scopes: Vec<String>,
     pub access_expires_at: Option<DateTime<Utc>>,
+    /// Vinted: when the browser extension last used its plugin token (null: never).
+    pub plugin_last_seen_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Object)]
@@ -43,10 +50,10 @@ pub struct ConnectionsApi {
 
 impl ConnectionsApi {
     async fn view(&self, id: i64) -> Result<Json<ConnectionView>, Problem> {
-        sqlx::query_as(
-            "SELECT id AS account_id, marketplace, status, status_reason, scopes, access_expires_at
-               FROM marketplace_accounts WHERE id = $1",
-        )
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT id AS account_id, marketplace, status, status_reason, scopes, access_expires_at, {PLUGIN_SEEN}
+               FROM marketplace_accounts WHERE id = $1"
+        )))
         .bind(id)
         .fetch_optional(&self.st.pool)
         .await?
@@ -217,10 +224,10 @@ impl ConnectionsApi {
     /// Connected marketplace accounts (never their tokens)
     #[oai(path = "/v1/connections", method = "get")]
     async fn list(&self) -> Result<Json<Connections>, Problem> {
-        let connections: Vec<ConnectionView> = sqlx::query_as(
-            "SELECT id AS account_id, marketplace, status, status_reason, scopes, access_expires_at
-               FROM marketplace_accounts ORDER BY id",
-        )
+        let connections: Vec<ConnectionView> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT id AS account_id, marketplace, status, status_reason, scopes, access_expires_at, {PLUGIN_SEEN}
+               FROM marketplace_accounts ORDER BY id"
+        )))
         .fetch_all(&self.st.pool)
         .await?;
         Ok(Json(Connections { connections }))

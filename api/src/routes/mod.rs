@@ -2,6 +2,7 @@ pub mod connections;
 pub mod health;
 pub mod jobs;
 pub mod orders;
+pub mod plugin;
 pub mod products;
 pub mod queues;
 

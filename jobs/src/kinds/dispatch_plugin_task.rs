@@ -1,6 +1,12 @@
-//! `dispatch_plugin_task`: hand one task (e.g. a Vinted listing) to the seller's browser extension,
-//! which leases it over the plugin API and posts the result back. Plugin endpoints arrive with the
-//! marketplaces issue.
+//! `dispatch_plugin_task`: supervises one task of the seller's browser extension (a Vinted
+//! listing), which leases it over `/api/plugin/tasks` and posts the result back. Enqueued with
+//! the task, in the same transaction (`crate::plugin::create_or_join`).
+//!
+//! It applies the task's deadlines — not picked up in time → `timed_out`, dead with class
+//! `plugin_timeout`; a lease that expires without a result → pending again, attempt counted —
+//! and ends done when the task succeeded (the listing row then holds the remote id and URL), dead
+//! with the task's error when it failed. In between it snoozes until the next deadline: no
+//! attempt consumed, no slot held; a posted result wakes it at once.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -17,7 +23,7 @@ pub struct DispatchPluginTask {
 impl Job for DispatchPluginTask {
     const POLICY: Policy = Policy::new(3, 60, 8).backoff(5_000, 900);
 
-    async fn run(self, _ctx: JobContext, _run: RunInfo) -> Result<Value, JobError> {
-        Err(super::not_built::<Self>())
+    async fn run(self, ctx: JobContext, run: RunInfo) -> Result<Value, JobError> {
+        crate::plugin::follow(&ctx, run.job_id, self.plugin_task_id).await
     }
 }

@@ -5,7 +5,8 @@
 //! The (product, marketplace) listing row holds the remote ids as soon as the marketplace gives
 //! them, so a job retried after a crash or a 5xx halfway never creates a second listing (the
 //! marketplace steps are in [`crate::publishing`]). Fields a marketplace would refuse are checked
-//! first: the job dies at once naming the field, and the listing shows the error.
+//! first: the job dies at once naming the field, and the listing shows the error. Vinted has no
+//! API: the job creates a task for the seller's browser extension and follows it.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -29,7 +30,9 @@ impl Job for PublishListing {
     async fn run(self, ctx: JobContext, run: RunInfo) -> Result<Value, JobError> {
         let m = self.marketplace;
         if m == Marketplace::Vinted {
-            return Err(super::not_built::<Self>());
+            // A task for the seller's browser extension, followed (snoozing) until it is on
+            // Vinted or failed (crate::plugin).
+            return crate::plugin::publish(&ctx, run.job_id, self.product_id).await;
         }
         let product = product(&ctx, self.product_id).await?;
         let account = accounts::require_connected(&ctx.pool, m).await?;

@@ -1,0 +1,598 @@
+//! The Vinted plugin flow end to end: API → Postgres → worker process → plugin API → the
+//! reference runner (the extension's loop, `plugin::Runner`) → the Vinted simulator.
+
+use std::time::{Duration, Instant};
+
+use integration::{Api, TestDb, eventually, free_port, simulators, worker};
+use plugin::{Config, Runner, Step};
+use serde_json::{Value, json};
+
+const T: Duration = Duration::from_secs(30);
+
+struct Setup {
+    db: TestDb,
+    api: Api,
+    sims: sim::Running,
+    _worker: integration::Proc,
+}
+
+/// API + one worker + simulators, with `extra` settings (e.g. a short pickup timeout).
+async fn setup(extra: &[(&'static str, &str)]) -> Setup {
+    let db = TestDb::new().await;
+    let port = free_port();
+    let (sims, env) = simulators(port).await;
+    let mut env: Vec<(&'static str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.extend_from_slice(extra);
+    let api = Api::spawn_on(port, &db, &env).await;
+    let w = worker(&db, &env);
+    Setup {
+        db,
+        api,
+        sims,
+        _worker: w,
+    }
+}
+
+impl Setup {
+    /// Connects a Vinted account; returns its plugin token.
+    async fn connect(&self, user_id: &str, login: &str) -> String {
+        let (s, v) = self
+            .api
+            .post(
+                "/v1/connections/vinted",
+                &json!({"vinted_user_id": user_id, "login": login}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        v["plugin_token"].as_str().unwrap().to_string()
+    }
+
+    fn runner(&self, token: &str) -> Runner {
+        let mut cfg = Config::for_simulator(&self.api.base, token, &self.sims.vinted_url);
+        cfg.poll = Duration::from_millis(50);
+        Runner::new(cfg)
+    }
+
+    async fn product(&self, title: &str) -> i64 {
+        let body = json!({"title": title, "description": "Soft merino wool, barely worn.",
+            "brand": "Acme", "size": "M", "color": "navy", "condition": "very_good", "price": "25.00",
+            "images": ["https://img.example/1.jpg", "https://img.example/2.jpg"]});
+        let (s, p) = self.api.post("/v1/products", &body).await;
+        assert_eq!(s, 201, "{p}");
+        p["id"].as_i64().unwrap()
+    }
+
+    async fn publish(&self, product: i64) -> i64 {
+        let (s, v) = self
+            .api
+            .post(
+                &format!("/v1/products/{product}/publish"),
+                &json!({"marketplaces": ["vinted"]}),
+            )
+            .await;
+        assert_eq!(s, 202, "{v}");
+        v["jobs"][0]["job_id"].as_i64().unwrap()
+    }
+
+    /// The plugin task the publish job made (once it exists).
+    async fn task_of(&self, job: i64) -> Value {
+        let deadline = Instant::now() + T;
+        loop {
+            let id: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM plugin_tasks WHERE job_ids @> ARRAY[$1]::bigint[]",
+            )
+            .bind(job)
+            .fetch_optional(&self.db.pool)
+            .await
+            .unwrap();
+            if let Some(id) = id {
+                return self.task(id).await;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "publish job {job} made no plugin task: {}",
+                self.api.job(job).await
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn task(&self, id: i64) -> Value {
+        let (s, v) = self.api.get(&format!("/v1/plugin-tasks/{id}")).await;
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+
+    async fn sim_items(&self) -> Vec<Value> {
+        let state: Value = reqwest::get(format!("{}/_admin/state", self.sims.vinted_url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        state["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    async fn sim_admin(&self, method: reqwest::Method, path: &str, body: Value) {
+        let r = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.sims.vinted_url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+    }
+
+    /// A raw plugin API call with `token` (None: no Authorization header).
+    async fn plugin_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value, String) {
+        let mut req = self.api.http.request(method, self.api.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        let ct = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let (s, v) = Api::read(r).await;
+        (s, v, ct)
+    }
+
+    async fn vinted_account(&self) -> Value {
+        let (_, v) = self.api.get("/v1/connections").await;
+        v["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["marketplace"] == "vinted")
+            .cloned()
+            .unwrap()
+    }
+}
+
+/// Polls with the runner until it runs a task; returns that step.
+async fn run_one(r: &Runner) -> Step {
+    let deadline = Instant::now() + T;
+    loop {
+        let step = r.step().await.expect("runner step");
+        if matches!(step, Step::Ran { .. }) {
+            return step;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the runner ran no task: {step:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_product_published_to_vinted_goes_through_the_plugin_and_its_job_shows_the_remote_id() {
+    let s = setup(&[]).await;
+    let token = s.connect("87654321", "stoflow_seller").await;
+    let product = s.product("Merino wool scarf").await;
+    let job = s.publish(product).await;
+    let task = s.task_of(job).await;
+    assert_eq!(task["action"], "create_listing");
+
+    let r = s.runner(&token);
+    match run_one(&r).await {
+        Step::Ran {
+            task_id,
+            outcome,
+            accepted,
+        } => assert_eq!(
+            (task_id, outcome.as_str(), accepted),
+            (task["id"].as_i64().unwrap(), "succeeded", true)
+        ),
+        other => panic!("{other:?}"),
+    }
+
+    let done = s.api.wait_state(job, "done", T).await;
+    let items = s.sim_items().await;
+    assert_eq!(items.len(), 1, "exactly one Vinted item: {items:?}");
+    let remote = items[0]["id"].as_u64().unwrap().to_string();
+    assert_eq!(done["result"]["remote_listing_id"], json!(remote), "{done}");
+    assert_eq!(items[0]["title"], "Merino wool scarf");
+    assert_eq!(items[0]["status_id"], 2, "very_good → status_id 2");
+    assert_eq!(items[0]["photos"].as_array().unwrap().len(), 2);
+
+    let (status, listing, url): (String, Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT status, remote_listing_id, remote_url FROM listings WHERE product_id = $1 AND marketplace = 'vinted'",
+    )
+    .bind(product)
+    .fetch_one(&s.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (status.as_str(), listing.as_deref()),
+        ("published", Some(remote.as_str()))
+    );
+    assert!(url.unwrap().ends_with(&remote));
+
+    // The dispatch job that supervised the task ends done too; the task shows one attempt.
+    let task = s.task(task["id"].as_i64().unwrap()).await;
+    assert_eq!(
+        (task["state"].clone(), task["attempts"].clone()),
+        (json!("succeeded"), json!(1))
+    );
+    let dispatch = task["job_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j.as_i64().unwrap())
+        .find(|j| *j != job)
+        .unwrap();
+    let d = s.api.wait_state(dispatch, "done", T).await;
+    assert_eq!(d["kind"], "dispatch_plugin_task");
+
+    // Nothing more to do; the extension's last poll shows in the connection.
+    assert_eq!(r.step().await.unwrap(), Step::Idle);
+    assert!(!s.vinted_account().await["plugin_last_seen_at"].is_null());
+
+    // An edit published again becomes an update of the same item, not a second one.
+    let (st, _) = s
+        .api
+        .http
+        .patch(s.api.url(&format!("/v1/products/{product}")))
+        .json(&json!({"price": "19.00"}))
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), ()))
+        .unwrap();
+    assert_eq!(st, 200);
+    let job2 = s.publish(product).await;
+    assert_eq!(s.task_of(job2).await["action"], "update_listing");
+    run_one(&r).await;
+    s.api.wait_state(job2, "done", T).await;
+    let items = s.sim_items().await;
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0]["price"]["amount"], "19");
+}
+
+#[tokio::test]
+async fn a_listing_vinted_refuses_fails_at_once_naming_the_field() {
+    let s = setup(&[]).await;
+    let token = s.connect("87654321", "stoflow_seller").await;
+    // Vinted refuses titles with too many capitals (400 code 99).
+    let product = s.product("VINTAGE WOOL SCARF").await;
+    let job = s.publish(product).await;
+    s.task_of(job).await;
+    match run_one(&s.runner(&token)).await {
+        Step::Ran { outcome, .. } => assert_eq!(outcome, "validation"),
+        other => panic!("{other:?}"),
+    }
+    let dead = s.api.wait_state(job, "dead", T).await;
+    let err = &dead["last_error"];
+    assert_eq!(err["class"], "rejected", "{dead}");
+    assert!(err["message"].as_str().unwrap().contains("title"), "{err}");
+    assert!(s.sim_items().await.is_empty());
+    let status: String = sqlx::query_scalar(
+        "SELECT status FROM listings WHERE product_id = $1 AND marketplace = 'vinted'",
+    )
+    .bind(product)
+    .fetch_one(&s.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(status, "failed");
+}
+
+#[tokio::test]
+async fn a_task_no_plugin_picks_up_times_out_and_its_jobs_end_dead_plugin_timeout() {
+    let s = setup(&[("STOFLOW_PLUGIN__PICKUP_TIMEOUT_MS", "1500")]).await;
+    let token = s.connect("87654321", "stoflow_seller").await;
+    let product = s.product("Merino wool scarf").await;
+    let job = s.publish(product).await;
+    let task = s.task_of(job).await;
+
+    let dead = s.api.wait_state(job, "dead", T).await;
+    assert_eq!(dead["last_error"]["class"], "plugin_timeout", "{dead}");
+    let task = s.task(task["id"].as_i64().unwrap()).await;
+    assert_eq!(task["state"], "timed_out");
+    for j in task["job_ids"].as_array().unwrap() {
+        let v = s.api.wait_state(j.as_i64().unwrap(), "dead", T).await;
+        assert_eq!(v["last_error"]["class"], "plugin_timeout", "{v}");
+    }
+    // A plugin that comes too late gets nothing: the task is not offered any more.
+    assert_eq!(s.runner(&token).step().await.unwrap(), Step::Idle);
+    assert!(s.sim_items().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_task_failing_transiently_is_retried_three_times_then_failed() {
+    let s = setup(&[]).await;
+    let token = s.connect("87654321", "stoflow_seller").await;
+    let product = s.product("Merino wool scarf").await;
+    let job = s.publish(product).await;
+    let task = s.task_of(job).await;
+    s.sim_admin(
+        reqwest::Method::POST,
+        "/_admin/faults",
+        json!({"fail_next": 10, "fail_status": 503, "path_prefix": "/api/v2/item_upload"}),
+    )
+    .await;
+
+    let r = s.runner(&token);
+    for attempt in 1..=3 {
+        match run_one(&r).await {
+            Step::Ran {
+                outcome, accepted, ..
+            } => {
+                assert_eq!(
+                    (outcome.as_str(), accepted),
+                    ("transient", true),
+                    "attempt {attempt}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let dead = s.api.wait_state(job, "dead", T).await;
+    assert_eq!(dead["last_error"]["class"], "plugin_failed", "{dead}");
+    assert!(
+        dead["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("3/3"),
+        "{dead}"
+    );
+    let task = s.task(task["id"].as_i64().unwrap()).await;
+    assert_eq!(task["state"], "failed");
+    assert_eq!(task["attempts"], 3);
+    assert_eq!(task["errors"].as_array().unwrap().len(), 3);
+    // Failed for good: not offered a fourth time.
+    assert_eq!(r.step().await.unwrap(), Step::Idle);
+    assert!(s.sim_items().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_blocked_session_pauses_the_account_until_the_session_works_again() {
+    let s = setup(&[]).await;
+    let token = s.connect("87654321", "stoflow_seller").await;
+    let product = s.product("Merino wool scarf").await;
+    let job = s.publish(product).await;
+    let task = s.task_of(job).await;
+    let task_id = task["id"].as_i64().unwrap();
+    s.sim_admin(
+        reqwest::Method::PUT,
+        "/_admin/block",
+        json!({"enabled": true}),
+    )
+    .await;
+
+    let r = s.runner(&token);
+    match run_one(&r).await {
+        Step::Ran { outcome, .. } => assert_eq!(outcome, "blocked"),
+        other => panic!("{other:?}"),
+    }
+    // The account is paused with the reason; the task waits with its attempt given back.
+    let acc = s.vinted_account().await;
+    assert_eq!(acc["status"], "broken", "{acc}");
+    assert!(
+        acc["status_reason"].as_str().unwrap().contains("DataDome"),
+        "{acc}"
+    );
+    let t = s.task(task_id).await;
+    assert_eq!(
+        (t["state"].clone(), t["attempts"].clone()),
+        (json!("pending"), json!(0))
+    );
+    // Nothing is leased while paused and the session still fails.
+    assert!(matches!(r.step().await.unwrap(), Step::Paused(_)));
+    assert_eq!(s.task(task_id).await["state"], "pending");
+    s.api.wait_state(job, "scheduled", T).await;
+
+    // The seller solves the challenge: the runner sees the session work and resumes.
+    s.sim_admin(
+        reqwest::Method::PUT,
+        "/_admin/block",
+        json!({"enabled": false}),
+    )
+    .await;
+    assert_eq!(r.step().await.unwrap(), Step::Resumed);
+    assert_eq!(s.vinted_account().await["status"], "connected");
+    run_one(&r).await;
+    s.api.wait_state(job, "done", T).await;
+    assert_eq!(s.sim_items().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_plugin_sees_only_its_own_tasks_and_late_or_foreign_results_change_nothing() {
+    let s = setup(&[("STOFLOW_PLUGIN__LEASE_TIMEOUT_MS", "1000")]).await;
+    let token_a = s.connect("87654321", "stoflow_seller").await;
+    let token_b = s.connect("11112222", "other_seller").await;
+    let product = s.product("Merino wool scarf").await;
+    let job = s.publish(product).await;
+    let task = s.task_of(job).await;
+    let id = task["id"].as_i64().unwrap();
+    let get = reqwest::Method::GET;
+    let post = reqwest::Method::POST;
+
+    // B has nothing to lease; A leases the task.
+    let (st, v, _) = s
+        .plugin_call(get.clone(), "/api/plugin/tasks", Some(&token_b), None)
+        .await;
+    assert_eq!((st, v["task_id"].clone()), (200, Value::Null), "{v}");
+    let (st, lease, _) = s
+        .plugin_call(get.clone(), "/api/plugin/tasks", Some(&token_a), None)
+        .await;
+    assert_eq!((st, lease["task_id"].as_i64()), (200, Some(id)), "{lease}");
+    assert_eq!(
+        lease["params"]["price"],
+        json!({"amount": "25.00", "currency_code": "EUR"})
+    );
+    assert_eq!(lease["timeout"], 1);
+    let lease_id = lease["lease_id"].as_str().unwrap().to_string();
+    let ok = json!({"lease_id": lease_id, "success": true, "data": {"remote_id": "1"}});
+    let path = format!("/api/plugin/tasks/{id}/result");
+
+    // B cannot answer A's task, even with A's lease id: it does not exist for B.
+    let (st, v, ct) = s
+        .plugin_call(post.clone(), &path, Some(&token_b), Some(ok.clone()))
+        .await;
+    assert_eq!(st, 404, "{v}");
+    assert_eq!(ct, "application/problem+json");
+    // No token, or an unknown one: 401 problem.
+    let (st, _, ct) = s
+        .plugin_call(get.clone(), "/api/plugin/tasks", None, None)
+        .await;
+    assert_eq!((st, ct.as_str()), (401, "application/problem+json"));
+    let (st, v, _) = s
+        .plugin_call(get.clone(), "/api/plugin/tasks", Some("sfp_nope"), None)
+        .await;
+    assert_eq!(st, 401, "{v}");
+    // A wrong lease id: 409.
+    let wrong = json!({"lease_id": "not-the-lease", "success": true, "data": {"remote_id": "1"}});
+    let (st, v, _) = s
+        .plugin_call(post.clone(), &path, Some(&token_a), Some(wrong))
+        .await;
+    assert_eq!(st, 409, "{v}");
+    // Bad inputs: 400 for the shape, 422 for what is missing.
+    let bad_type =
+        json!({"lease_id": lease_id, "success": false, "error": {"type": "oops", "message": "x"}});
+    let (st, v, _) = s
+        .plugin_call(post.clone(), &path, Some(&token_a), Some(bad_type))
+        .await;
+    assert_eq!(st, 400, "{v}");
+    let unknown = json!({"lease_id": lease_id, "success": true, "surprise": 1});
+    let (st, v, _) = s
+        .plugin_call(post.clone(), &path, Some(&token_a), Some(unknown))
+        .await;
+    assert_eq!(st, 400, "{v}");
+    let no_data = json!({"lease_id": lease_id, "success": true});
+    let (st, v, _) = s
+        .plugin_call(post.clone(), &path, Some(&token_a), Some(no_data))
+        .await;
+    assert_eq!(st, 422, "{v}");
+    let no_error = json!({"lease_id": lease_id, "success": false});
+    let (st, v, _) = s
+        .plugin_call(post.clone(), &path, Some(&token_a), Some(no_error))
+        .await;
+    assert_eq!(st, 422, "{v}");
+    let (st, v, _) = s
+        .plugin_call(
+            post.clone(),
+            "/api/plugin/tasks/abc/result",
+            Some(&token_a),
+            Some(ok.clone()),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    let (st, v) = s
+        .api
+        .post(
+            "/v1/connections/vinted",
+            &json!({"vinted_user_id": "abc", "login": "x"}),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(
+        s.task(id).await["state"],
+        "leased",
+        "rejected requests changed nothing"
+    );
+
+    // The lease expires unanswered: a late result is refused and changes nothing …
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (st, v, _) = s
+        .plugin_call(post.clone(), &path, Some(&token_a), Some(ok))
+        .await;
+    assert_eq!(st, 409, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("changes nothing"),
+        "{v}"
+    );
+    assert!(s.sim_items().await.is_empty());
+    // … and the task goes back to pending with the attempt counted, then is leased again.
+    eventually(T, "the expired lease is put back to pending", || async {
+        let t = s.task(id).await;
+        t["state"] == "pending" && t["attempts"] == 1
+    })
+    .await;
+    let (_, again, _) = s
+        .plugin_call(get, "/api/plugin/tasks", Some(&token_a), None)
+        .await;
+    assert_eq!(again["task_id"].as_i64(), Some(id), "{again}");
+    assert_ne!(again["lease_id"], json!(lease_id));
+
+    // Reconnecting rotates the token: the old one stops working.
+    let token_a2 = s.connect("87654321", "stoflow_seller").await;
+    let (st, _, _) = s
+        .plugin_call(
+            reqwest::Method::GET,
+            "/api/plugin/tasks",
+            Some(&token_a),
+            None,
+        )
+        .await;
+    assert_eq!(st, 401);
+    let (st, _, _) = s
+        .plugin_call(
+            reqwest::Method::GET,
+            "/api/plugin/tasks",
+            Some(&token_a2),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200);
+    // Raw rows hold only the token's hash.
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM plugin_tokens WHERE token_sha256 = convert_to($1, 'UTF8')",
+    )
+    .bind(&token_a2)
+    .fetch_one(&s.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn leases_that_expire_unanswered_three_times_fail_the_task() {
+    let s = setup(&[("STOFLOW_PLUGIN__LEASE_TIMEOUT_MS", "1000")]).await;
+    let token = s.connect("87654321", "stoflow_seller").await;
+    let product = s.product("Merino wool scarf").await;
+    let job = s.publish(product).await;
+    let id = s.task_of(job).await["id"].as_i64().unwrap();
+    // An extension that leases and then dies, three times; the dispatch job expires each lease.
+    for attempt in 1..=3 {
+        let (st, v, _) = s
+            .plugin_call(
+                reqwest::Method::GET,
+                "/api/plugin/tasks",
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (st, v["task_id"].as_i64()),
+            (200, Some(id)),
+            "attempt {attempt}: {v}"
+        );
+        if attempt < 3 {
+            eventually(T, "the expired lease is put back to pending", || async {
+                let t = s.task(id).await;
+                t["state"] == "pending" && t["attempts"] == attempt
+            })
+            .await;
+        }
+    }
+    let dead = s.api.wait_state(job, "dead", T).await;
+    assert_eq!(dead["last_error"]["class"], "plugin_failed", "{dead}");
+    let t = s.task(id).await;
+    assert_eq!(
+        (t["state"].clone(), t["attempts"].clone()),
+        (json!("failed"), json!(3))
+    );
+    assert_eq!(t["error"]["type"], "lease_expired");
+}
