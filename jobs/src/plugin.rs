@@ -331,7 +331,7 @@ pub async fn lease(
         return Ok((LeaseOutcome::Idle, woken));
     }
     let lease_id = hex(&rand::random::<[u8; 16]>());
-    let row: Option<(i64, String, Value, DateTime<Utc>, Vec<i64>)> = sqlx::query_as(
+    let row: Option<LeasedRow> = sqlx::query_as(
         "UPDATE plugin_tasks SET state = 'leased', attempts = attempts + 1, lease_id = $2,
                 lease_expires_at = now() + make_interval(secs => $3), picked_at = coalesce(picked_at, now()),
                 updated_at = now()
@@ -876,3 +876,6 @@ impl From<PluginError> for JobError {
         }
     }
 }
+
+/// A task as leased: id, action, params, lease deadline, the jobs following it.
+type LeasedRow = (i64, String, Value, DateTime<Utc>, Vec<i64>);
