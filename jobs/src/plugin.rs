@@ -868,6 +868,40 @@ pub async fn publish(ctx: &JobContext, job: i64, product_id: i64) -> Result<Valu
     follow(ctx, job, task).await
 }
 
+/// `withdraw_listing` from Vinted: a `delete_listing` task for the extension, followed like a
+/// publish, so the job is done once the item is gone from Vinted.
+pub async fn withdraw(
+    ctx: &JobContext,
+    job: i64,
+    listing: &crate::listings::Listing,
+) -> Result<Value, JobError> {
+    let task: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM plugin_tasks WHERE job_ids @> ARRAY[$1]::bigint[] ORDER BY id DESC LIMIT 1",
+    )
+    .bind(job)
+    .fetch_optional(&ctx.pool)
+    .await?;
+    if let Some(task) = task {
+        return follow(ctx, job, task).await;
+    }
+    let (Some(account), Some(remote)) = (listing.account_id, &listing.remote_listing_id) else {
+        // Never made it to Vinted: nothing to take down.
+        return Ok(json!({ "withdrawn": true, "remote": false }));
+    };
+    let task = create_or_join(
+        &ctx.pool,
+        &ctx.settings,
+        account,
+        listing.product_id,
+        listing.id,
+        Action::DeleteListing,
+        &json!({ "remote_id": remote }),
+        Some(job),
+    )
+    .await?;
+    follow(ctx, job, task).await
+}
+
 impl From<PluginError> for JobError {
     fn from(e: PluginError) -> Self {
         match e {

@@ -202,3 +202,67 @@ async fn two_schedulers_enqueue_each_polling_tick_once_per_account() {
         "{keys:?}"
     );
 }
+
+#[tokio::test]
+async fn selling_the_last_unit_on_ebay_deletes_the_vinted_item_through_the_plugin() {
+    let p = Platform::start(1, &[]).await;
+    let ebay = p.connect("ebay").await;
+    let (s, v) = p
+        .api
+        .post(
+            "/v1/connections/vinted",
+            &json!({"vinted_user_id": "4242", "login": "seller"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let mut cfg = plugin::Config::for_simulator(
+        &p.api.base,
+        v["plugin_token"].as_str().unwrap(),
+        &p.sims.vinted_url,
+    );
+    cfg.poll = Duration::from_millis(50);
+    let runner = plugin::Runner::new(cfg);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let extension = tokio::spawn(async move {
+        runner
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+
+    let product = p
+        .product(
+            json!({"title": "Denim jacket", "description": "Classic denim, worn twice.",
+                         "size": "M", "color": "blue", "stock_quantity": 1}),
+        )
+        .await;
+    let sku: String = sqlx::query_scalar("SELECT sku FROM products WHERE id = $1")
+        .bind(product)
+        .fetch_one(&p.db.pool)
+        .await
+        .unwrap();
+    for job in p.publish(product, &["ebay", "vinted"]).await {
+        p.api.wait_state(job, "done", T).await;
+    }
+    let items = |state: Value| state["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items(p.sim_get("vinted", "/_admin/state").await).len(), 1);
+
+    p.sim_admin(
+        "ebay",
+        "/_admin/orders",
+        json!({"line_items": [{"sku": sku, "quantity": 1}]}),
+    )
+    .await;
+    run_job(&p, json!({"kind": "sync_orders", "account_id": ebay})).await;
+    eventually(T, "Vinted listing withdrawn by the extension", || async {
+        p.listing(product, "vinted").await["status"] == "withdrawn"
+    })
+    .await;
+    assert!(
+        items(p.sim_get("vinted", "/_admin/state").await).is_empty(),
+        "the item is gone from Vinted"
+    );
+    let _ = stop.send(());
+    extension.await.unwrap().unwrap();
+}

@@ -1,6 +1,7 @@
 //! `withdraw_listing`: take one product's listing off one marketplace — because it sold out
 //! elsewhere (auto-delist, enqueued by order import), or because the seller asked
 //! (`POST /v1/products/{id}/withdraw`). Idempotent: a listing already gone counts as withdrawn.
+//! Vinted: a `delete_listing` task for the browser extension, followed until done.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -35,7 +36,12 @@ impl Job for WithdrawListing {
             return Ok(json!({ "withdrawn": true, "already": true }));
         }
         if m == Marketplace::Vinted {
-            return Err(super::not_built::<Self>());
+            crate::plugin::withdraw(&ctx, run.job_id, &listing).await?;
+            let reason = self.reason.as_deref().unwrap_or("withdrawn on request");
+            listings::mark_withdrawn(&ctx.pool, listing.id, reason).await?;
+            return Ok(
+                json!({ "withdrawn": true, "marketplace": "vinted", "listing_id": listing.remote_listing_id }),
+            );
         }
         let account = match listing.account_id {
             Some(id) => accounts::get(&ctx.pool, id).await?,
