@@ -1,6 +1,7 @@
 pub mod connections;
 pub mod health;
 pub mod jobs;
+pub mod limits;
 pub mod products;
 pub mod queues;
 
@@ -14,6 +15,8 @@ pub enum Tag {
     Connections,
     /// Queue depth per kind.
     Queues,
+    /// Marketplace rate-limit budgets and circuit breakers.
+    Limits,
     /// Liveness and readiness probes.
     Health,
 }
