@@ -38,6 +38,7 @@ pub fn app(st: Arc<AppState>) -> impl Endpoint {
         routes::jobs::JobsApi { st: st.clone() },
         routes::products::ProductsApi { st: st.clone() },
         routes::connections::ConnectionsApi { st: st.clone() },
+        routes::orders::OrdersApi { st: st.clone() },
         routes::queues::QueuesApi { st: st.clone() },
         routes::limits::LimitsApi { st: st.clone() },
         routes::health::HealthApi { st },
@@ -151,15 +152,46 @@ async fn limit_gauges(st: &AppState, out: &mut String) -> poem::Result<()> {
             _ => 1.0,
         };
         open.push((label_text(&[("marketplace", &m.marketplace)]), state));
-        for (on, n) in [("limit", m.jobs_waiting_on_limit), ("circuit", m.jobs_waiting_on_circuit)] {
-            waiting.push((label_text(&[("marketplace", &m.marketplace), ("on", on)]), n as f64));
+        for (on, n) in [
+            ("limit", m.jobs_waiting_on_limit),
+            ("circuit", m.jobs_waiting_on_circuit),
+        ] {
+            waiting.push((
+                label_text(&[("marketplace", &m.marketplace), ("on", on)]),
+                n as f64,
+            ));
         }
     }
-    render_gauge(out, "stoflow_rate_limit_used", "Requests counted in the key's current window (a day).", &used);
-    render_gauge(out, "stoflow_rate_limit_remaining", "Requests left in the key's current window.", &remaining);
-    render_gauge(out, "stoflow_rate_limit_blocked", "1 while the marketplace blocks the key (Retry-After, spent quota).", &blocked);
-    render_gauge(out, "stoflow_circuit_state", "0 closed, 0.5 half-open, 1 open.", &open);
-    render_gauge(out, "stoflow_jobs_waiting_on_limit", "Jobs snoozed on a marketplace's rate limit or open circuit.", &waiting);
+    render_gauge(
+        out,
+        "stoflow_rate_limit_used",
+        "Requests counted in the key's current window (a day).",
+        &used,
+    );
+    render_gauge(
+        out,
+        "stoflow_rate_limit_remaining",
+        "Requests left in the key's current window.",
+        &remaining,
+    );
+    render_gauge(
+        out,
+        "stoflow_rate_limit_blocked",
+        "1 while the marketplace blocks the key (Retry-After, spent quota).",
+        &blocked,
+    );
+    render_gauge(
+        out,
+        "stoflow_circuit_state",
+        "0 closed, 0.5 half-open, 1 open.",
+        &open,
+    );
+    render_gauge(
+        out,
+        "stoflow_jobs_waiting_on_limit",
+        "Jobs snoozed on a marketplace's rate limit or open circuit.",
+        &waiting,
+    );
     Ok(())
 }
 

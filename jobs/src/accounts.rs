@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use crate::domain::Marketplace;
 use crate::job::JobError;
 use crate::marketplace::MarketplaceError;
-use crate::marketplace::ebay::EbayClient;
+use crate::marketplace::Marketplaces;
 use crate::secrets::TokenCipher;
 
 /// How long a consent may take before its `state` expires.
@@ -119,30 +119,81 @@ pub async fn connected(pool: &PgPool, m: Marketplace) -> Result<Option<Account>,
     .await
 }
 
-/// Access token, refresh token (both sealed), their key id, and the access token's expiry.
-type SealedTokens = (Vec<u8>, Vec<u8>, String, DateTime<Utc>);
+/// An account by id, whatever its status.
+pub async fn get(pool: &PgPool, id: i64) -> Result<Option<Account>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, marketplace, external_user_id, shop_id, status, setup FROM marketplace_accounts WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
 
-/// A usable eBay access token for `account`, refreshed first when it expires within a minute.
-/// A refresh token eBay no longer takes marks the account broken and fails the job for good.
-pub async fn ebay_access_token(
+/// The connected account a job of marketplace `m` works for, or a permanent error telling the
+/// seller to connect one.
+pub async fn require_connected(pool: &PgPool, m: Marketplace) -> Result<Account, JobError> {
+    connected(pool, m)
+        .await?
+        .ok_or_else(|| JobError::Permanent {
+            class: "not_connected".into(),
+            message: format!(
+                "no connected {} account: connect one at /v1/connections/{}/connect",
+                m.as_str(),
+                m.as_str()
+            ),
+        })
+}
+
+/// Adds keys to an account's listing setup (profiles read once from the marketplace).
+pub async fn merge_setup(pool: &PgPool, id: i64, keys: Value) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE marketplace_accounts SET setup = setup || $2, updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(keys)
+    .execute(pool)
+    .await
+    .map(drop)
+}
+
+/// Marketplace, access token, refresh token (both sealed), their key id, the access expiry.
+type SealedTokens = (String, Vec<u8>, Vec<u8>, String, DateTime<Utc>);
+
+/// A refreshed pair: Etsy rotates the refresh token on every refresh, eBay keeps it.
+struct Refreshed {
+    access_token: String,
+    expires_in: u64,
+    refresh_token: Option<String>,
+}
+
+/// A usable access token for `account`, refreshed first when it expires within a minute.
+/// The row lock makes concurrent jobs of one account wait for a single refresh, and a rotated
+/// refresh token (Etsy) is stored in the same transaction that read the old one, so a crash
+/// never leaves the connection holding a consumed token. A refresh token the marketplace no
+/// longer takes marks the account broken and fails the job for good.
+pub async fn access_token(
     pool: &PgPool,
-    cipher: &TokenCipher,
-    ebay: &EbayClient,
+    market: &Marketplaces,
     account: i64,
 ) -> Result<String, JobError> {
+    let cipher = &market.cipher;
     let mut tx = pool.begin().await?;
-    // The row lock makes concurrent jobs of one account wait for a single refresh.
     let row: Option<SealedTokens> = sqlx::query_as(
-        "SELECT access_token, refresh_token, token_key_id, access_expires_at FROM marketplace_accounts
+        "SELECT marketplace, access_token, refresh_token, token_key_id, access_expires_at FROM marketplace_accounts
           WHERE id = $1 AND status = 'connected' FOR UPDATE",
     )
     .bind(account)
     .fetch_optional(&mut *tx)
     .await?;
-    let (access, refresh, key_id, expires) = row.ok_or_else(|| JobError::Permanent {
-        class: "not_connected".into(),
-        message: format!("account {account} is not connected"),
-    })?;
+    let (marketplace, access, refresh, key_id, expires) =
+        row.ok_or_else(|| JobError::Permanent {
+            class: "not_connected".into(),
+            message: format!("account {account} is not connected"),
+        })?;
+    // The run acts for this seller from here on: its requests count against the seller's budget.
+    if let Some(m) = crate::domain::Marketplace::parse(&marketplace) {
+        crate::limits::set_seller(m, account);
+    }
     let open = |sealed: &[u8]| {
         cipher
             .open(&key_id, sealed)
@@ -154,20 +205,43 @@ pub async fn ebay_access_token(
     if expires > Utc::now() + Duration::seconds(60) {
         return open(&access);
     }
-    match ebay.refresh(&open(&refresh)?).await {
+    let old_refresh = open(&refresh)?;
+    let refreshed = match marketplace.as_str() {
+        "ebay" => market.ebay.refresh(&old_refresh).await.map(|t| Refreshed {
+            access_token: t.access_token,
+            expires_in: t.expires_in.max(0) as u64,
+            refresh_token: None,
+        }),
+        "etsy" => market.etsy.refresh(&old_refresh).await.map(|t| Refreshed {
+            access_token: t.access_token,
+            expires_in: t.expires_in,
+            refresh_token: Some(t.refresh_token),
+        }),
+        other => {
+            return Err(JobError::permanent(format!(
+                "{other} accounts have no OAuth tokens"
+            )));
+        }
+    };
+    match refreshed {
         Ok(t) => {
             let (new_key, sealed) = cipher.seal(&t.access_token);
-            // Re-seal the refresh token too when the active key changed, so one key id fits both.
-            let (_, refresh_sealed) = cipher.seal(&open(&refresh)?);
+            // Re-seal the refresh token too (rotated or not), so one key id fits both.
+            let (_, refresh_sealed) =
+                cipher.seal(t.refresh_token.as_deref().unwrap_or(&old_refresh));
+            let rotated = t.refresh_token.is_some();
             sqlx::query(
                 "UPDATE marketplace_accounts SET access_token = $2, refresh_token = $3, token_key_id = $4,
-                        access_expires_at = now() + make_interval(secs => $5), updated_at = now() WHERE id = $1",
+                        access_expires_at = now() + make_interval(secs => $5),
+                        refresh_expires_at = CASE WHEN $6 THEN now() + interval '90 days' ELSE refresh_expires_at END,
+                        updated_at = now() WHERE id = $1",
             )
             .bind(account)
             .bind(sealed)
             .bind(refresh_sealed)
             .bind(new_key)
             .bind(t.expires_in as f64)
+            .bind(rotated)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -184,4 +258,13 @@ pub async fn ebay_access_token(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The marketplace refused a token before its recorded expiry: refresh on the next use.
+pub async fn mark_access_expired(pool: &PgPool, account: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE marketplace_accounts SET access_expires_at = now() WHERE id = $1")
+        .bind(account)
+        .execute(pool)
+        .await
+        .map(drop)
 }

@@ -8,8 +8,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use crate::Settings;
 use crate::domain::Marketplace;
-use crate::job::{Job, Kind};
-use crate::kinds::PublishListing;
+use crate::kinds::{PublishListing, WithdrawListing};
 use crate::queue::{self, Inserted, NewJob};
 
 #[derive(Debug, thiserror::Error)]
@@ -209,6 +208,42 @@ pub async fn publish(
     id: i64,
     marketplaces: &[Marketplace],
 ) -> Result<Vec<(Marketplace, Inserted)>, CatalogueError> {
+    per_marketplace(pool, settings, id, marketplaces, "publish", |m| {
+        PublishListing {
+            product_id: id,
+            marketplace: m,
+        }
+    })
+    .await
+}
+
+/// Enqueues one `withdraw_listing` per marketplace (the product stays in the catalogue).
+pub async fn withdraw(
+    pool: &PgPool,
+    settings: &Settings,
+    id: i64,
+    marketplaces: &[Marketplace],
+) -> Result<Vec<(Marketplace, Inserted)>, CatalogueError> {
+    per_marketplace(pool, settings, id, marketplaces, "withdraw", |m| {
+        WithdrawListing {
+            product_id: id,
+            marketplace: m,
+            reason: Some("withdrawn by the seller".into()),
+        }
+    })
+    .await
+}
+
+/// One job per marketplace for a live product, keyed by the product's version, in one
+/// transaction; publishing also marks the product published.
+async fn per_marketplace<J: crate::Job>(
+    pool: &PgPool,
+    settings: &Settings,
+    id: i64,
+    marketplaces: &[Marketplace],
+    action: &str,
+    job: impl Fn(Marketplace) -> J,
+) -> Result<Vec<(Marketplace, Inserted)>, CatalogueError> {
     let mut tx = pool.begin().await?;
     let row: Option<(String, DateTime<Utc>)> = sqlx::query_as(
         "SELECT status, updated_at FROM products WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
@@ -217,36 +252,30 @@ pub async fn publish(
     .fetch_optional(&mut *tx)
     .await?;
     let (status, version) = row.ok_or(CatalogueError::NotFound)?;
-    if matches!(status.as_str(), "sold" | "archived") {
+    let publishing = action == "publish";
+    if publishing && matches!(status.as_str(), "sold" | "archived") {
         return Err(CatalogueError::Conflict(format!(
             "product {id} is {status}; only draft or published products can be published"
         )));
     }
-    let policy = PublishListing::POLICY.resolved(PublishListing::KIND, settings);
     let jobs: Vec<NewJob> = marketplaces
         .iter()
-        .map(|m| NewJob {
-            kind: PublishListing::KIND,
-            args: serde_json::to_value(PublishListing {
-                product_id: id,
-                marketplace: *m,
-            })
-            .expect("args serialize"),
-            priority: 0,
-            run_at: None,
-            max_attempts: policy.max_attempts,
-            idempotency_key: Some(format!(
-                "publish:{id}:{}:{}",
+        .map(|m| {
+            let key = format!(
+                "{action}:{id}:{}:{}",
                 m.as_str(),
                 version.timestamp_micros()
-            )),
+            );
+            NewJob::of(&job(*m), settings, Some(key))
         })
         .collect();
     let inserted = queue::insert(&mut tx, &jobs).await?;
-    sqlx::query("UPDATE products SET status = 'published' WHERE id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    if publishing {
+        sqlx::query("UPDATE products SET status = 'published' WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
     Ok(marketplaces.iter().copied().zip(inserted).collect())
 }

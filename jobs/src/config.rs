@@ -118,6 +118,12 @@ pub struct RetentionSettings {
 #[serde(deny_unknown_fields)]
 pub struct SchedulerSettings {
     pub prune_cron: String,
+    /// New Etsy receipts, per connected Etsy account.
+    pub etsy_receipts_cron: String,
+    /// Updated Etsy listings and low stock, per connected Etsy account.
+    pub etsy_listings_cron: String,
+    /// eBay order import, per connected eBay account.
+    pub ebay_orders_cron: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -125,6 +131,20 @@ pub struct SchedulerSettings {
 pub struct MarketplaceSettings {
     pub ebay: EbaySettings,
     pub etsy: EtsySettings,
+    pub images: ImageSettings,
+}
+
+/// Where product images are fetched from when a marketplace wants the bytes (Etsy uploads).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSettings {
+    /// Image URLs starting with `fetch_rewrite_from` are fetched from `fetch_rewrite_to` + the
+    /// rest instead (development: the catalogue's image host is served by the simulators).
+    /// Empty: fetch every URL as it is.
+    pub fetch_rewrite_from: String,
+    pub fetch_rewrite_to: String,
+    pub max_bytes: usize,
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -154,6 +174,10 @@ pub struct EtsySettings {
     pub shared_secret: Secret,
     pub redirect_uri: String,
     pub timeout_ms: u64,
+    /// Seller taxonomy node new listings go in until products carry their own.
+    pub taxonomy_id: u64,
+    /// Stock at or below this is reported as low by `poll_etsy` (`low_stock`).
+    pub low_stock_threshold: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -311,7 +335,10 @@ impl Settings {
                 return bad(&format!("kinds.{k}.timeout_ms"), "must be > 0");
             }
             if o.backoff_factor.is_some_and(|f| !(1.0..=10.0).contains(&f)) {
-                return bad(&format!("kinds.{k}.backoff_factor"), "must be within 1..=10");
+                return bad(
+                    &format!("kinds.{k}.backoff_factor"),
+                    "must be within 1..=10",
+                );
             }
         }
         if self.api.batch_max == 0 || self.api.list_max == 0 {
@@ -328,10 +355,16 @@ impl Settings {
             return bad("limits.day_window_ms", "must be >= 24");
         }
         if l.circuit.failure_threshold == 0 || l.circuit.open_ms == 0 {
-            return bad("limits.circuit", "failure_threshold and open_ms must be > 0");
+            return bad(
+                "limits.circuit",
+                "failure_threshold and open_ms must be > 0",
+            );
         }
         if l.circuit.max_open_ms < l.circuit.open_ms {
-            return bad("limits.circuit.max_open_ms", "must be >= limits.circuit.open_ms");
+            return bad(
+                "limits.circuit.max_open_ms",
+                "must be >= limits.circuit.open_ms",
+            );
         }
         if l.etsy.per_second < 0.0 || l.etsy.seller_per_second < 0.0 || l.ebay.per_second < 0.0 {
             return bad("limits.*.per_second", "must be >= 0");

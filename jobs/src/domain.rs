@@ -20,4 +20,13 @@ impl Marketplace {
             Self::Vinted => "vinted",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ebay" => Some(Self::Ebay),
+            "etsy" => Some(Self::Etsy),
+            "vinted" => Some(Self::Vinted),
+            _ => None,
+        }
+    }
 }

@@ -223,7 +223,10 @@ mod tests {
                 .map(|_| p.backoff_after(attempt).as_millis() as u64)
                 .max()
                 .unwrap();
-            assert!(max <= ceiling && max > ceiling / 2, "attempt {attempt}: {max} vs {ceiling}");
+            assert!(
+                max <= ceiling && max > ceiling / 2,
+                "attempt {attempt}: {max} vs {ceiling}"
+            );
         }
     }
 }

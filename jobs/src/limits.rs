@@ -77,11 +77,13 @@ pub async fn scoped<F: std::future::Future>(f: F) -> F::Output {
 /// Names the seller account the current run acts for: its requests then also count against that
 /// seller's budget (`seller_per_second` / `seller_per_day`, Vinted's writes per hour).
 pub fn set_seller(m: Marketplace, account_id: i64) {
-    let _ = RUN.try_with(|r| *r.seller.lock().unwrap_or_else(|e| e.into_inner()) = Some((m, account_id)));
+    let _ = RUN
+        .try_with(|r| *r.seller.lock().unwrap_or_else(|e| e.into_inner()) = Some((m, account_id)));
 }
 
 fn run_spent() -> u32 {
-    RUN.try_with(|r| r.spent.load(Ordering::Relaxed)).unwrap_or(0)
+    RUN.try_with(|r| r.spent.load(Ordering::Relaxed))
+        .unwrap_or(0)
 }
 
 fn run_seller() -> Option<(Marketplace, i64)> {
@@ -275,10 +277,16 @@ impl Limits {
             // Wake a little early to look for a Retry-After that arrived meanwhile, so the
             // look-up does not delay the request past its slot.
             tokio::time::sleep_until((slot - wait.min(Duration::from_millis(20))).into()).await;
-            self.metrics
-                .inc("stoflow_rate_limit_waits_total", &[("marketplace", mk), ("outcome", "waited")], 1);
-            self.metrics
-                .observe("stoflow_rate_limit_wait_seconds", &[("marketplace", mk)], wait);
+            self.metrics.inc(
+                "stoflow_rate_limit_waits_total",
+                &[("marketplace", mk), ("outcome", "waited")],
+                1,
+            );
+            self.metrics.observe(
+                "stoflow_rate_limit_wait_seconds",
+                &[("marketplace", mk)],
+                wait,
+            );
             // A Retry-After may have arrived while this request slept.
             if let Some(key) = &adm.block_key
                 && let Some(left) = self.blocked_for(key).await
@@ -294,8 +302,11 @@ impl Limits {
                 // Woken late (an overloaded process, a slow pool): sending now could bunch
                 // with the next slots, so this slot is given up. Checked last, right before
                 // the request goes out.
-                self.metrics
-                    .inc("stoflow_rate_limit_waits_total", &[("marketplace", mk), ("outcome", "late")], 1);
+                self.metrics.inc(
+                    "stoflow_rate_limit_waits_total",
+                    &[("marketplace", mk), ("outcome", "late")],
+                    1,
+                );
                 continue;
             }
             self.spend();
@@ -372,7 +383,10 @@ impl Limits {
         let wait = Duration::from_millis(r.wait_ms.max(1) as u64);
         self.metrics.inc(
             "stoflow_rate_limit_waits_total",
-            &[("marketplace", mk), ("outcome", &format!("snoozed_{}", r.reason))],
+            &[
+                ("marketplace", mk),
+                ("outcome", &format!("snoozed_{}", r.reason)),
+            ],
             1,
         );
         let after = self.jittered(wait);
@@ -426,7 +440,11 @@ impl Limits {
                     Err(e) => tracing::warn!(error = %e, "recording a circuit failure"),
                 }
             }
-            Err(MarketplaceError::RateLimited { retry_after, detail, .. }) => {
+            Err(MarketplaceError::RateLimited {
+                retry_after,
+                detail,
+                ..
+            }) => {
                 let d = retry_after.unwrap_or(Duration::from_secs(30));
                 if let Some(key) = &adm.block_key
                     && let Err(e) = self.block(key, d, detail).await
@@ -560,9 +578,12 @@ impl Limits {
         }
         // Calls Etsy counted beyond ours (another app instance on the key): add the difference,
         // allowing for requests admitted after this one that arrived before it.
-        if let (Some(pd), Some(rem), Some((_, window_ms))) = (per_d, get("x-remaining-today"), adm.window) {
+        if let (Some(pd), Some(rem), Some((_, window_ms))) =
+            (per_d, get("x-remaining-today"), adm.window)
+        {
             let theirs = pd.saturating_sub(rem) as i64;
-            let slack = (self.cfg.etsy.per_second.ceil() as i64) * (self.cfg.inflight_wait_ms as i64 / 1000 + 1);
+            let slack = (self.cfg.etsy.per_second.ceil() as i64)
+                * (self.cfg.inflight_wait_ms as i64 / 1000 + 1);
             if rem == 0 || theirs > adm.used as i64 + slack {
                 let r = sqlx::query(
                     "WITH cur AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint / $3 AS b),
@@ -711,9 +732,15 @@ mod tests {
         assert_eq!(etsy[0].key, "etsy:app:1aa2bb33cc44dd55ee66ff77");
         assert!((etsy[0].per_second - 9.2).abs() < 1e-9);
         assert_eq!(etsy[0].per_window, 10_000);
-        assert!(l.budgets(Marketplace::Etsy, "/v3/public/oauth/token", None).is_empty());
+        assert!(
+            l.budgets(Marketplace::Etsy, "/v3/public/oauth/token", None)
+                .is_empty()
+        );
         let ebay = l.budgets(Marketplace::Ebay, "/sell/inventory/v1/offer", None);
-        assert_eq!(ebay[0].key, "ebay:app:StoflowS-Sim-PRD-5a1b2c3d4-0e1f2a3b:inventory");
+        assert_eq!(
+            ebay[0].key,
+            "ebay:app:StoflowS-Sim-PRD-5a1b2c3d4-0e1f2a3b:inventory"
+        );
         assert_eq!(ebay[0].per_window, 2_000_000);
         assert_eq!(ebay_api("/identity/v1/oauth2/token"), "identity");
         assert_eq!(ebay_api("/sell/fulfillment/v1/order"), "fulfillment");
@@ -741,9 +768,15 @@ mod tests {
         let l = limits();
         for _ in 0..200 {
             let d = l.jittered(Duration::from_secs(10));
-            assert!(d >= Duration::from_secs(10) && d <= Duration::from_secs(11), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(10) && d <= Duration::from_secs(11),
+                "{d:?}"
+            );
             let d = l.jittered(Duration::from_secs(3600));
-            assert!(d >= Duration::from_secs(3600) && d <= Duration::from_secs(3960), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(3600) && d <= Duration::from_secs(3960),
+                "{d:?}"
+            );
         }
     }
 }

@@ -136,6 +136,31 @@ pub struct NewJob {
     pub idempotency_key: Option<String>,
 }
 
+impl NewJob {
+    /// A job of kind `J` to run now with its resolved policy's attempts.
+    pub fn of<J: crate::Job>(job: &J, settings: &crate::Settings, key: Option<String>) -> Self {
+        Self {
+            kind: J::KIND,
+            args: serde_json::to_value(job).expect("job args serialize"),
+            priority: 0,
+            run_at: None,
+            max_attempts: J::POLICY.resolved(J::KIND, settings).max_attempts,
+            idempotency_key: key,
+        }
+    }
+}
+
+/// Wakes workers for jobs inserted outside the API (follow-up jobs, schedules): one NOTIFY per
+/// kind, after the inserting transaction committed.
+pub async fn wake(pool: &PgPool, kinds: &[&str]) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, k) FROM unnest($2::text[]) AS k")
+        .bind(CHANNEL)
+        .bind(kinds)
+        .execute(pool)
+        .await
+        .map(drop)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Inserted {
     pub id: i64,

@@ -55,11 +55,7 @@ impl Window {
         {
             self.second.pop_front();
         }
-        while self
-            .day
-            .front()
-            .is_some_and(|t| now - *t >= self.day_len)
-        {
+        while self.day.front().is_some_and(|t| now - *t >= self.day_len) {
             self.day.pop_front();
         }
         let used_s = self.second.len() as u32;

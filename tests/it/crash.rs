@@ -150,3 +150,72 @@ async fn a_claim_whose_answer_was_lost_is_handed_back_and_run() {
     let done = api.wait_state(id, "done", T).await;
     assert_eq!(done["attempt"], 1, "the lost claim did not cost an attempt");
 }
+
+/// kill -9 while a process holds a batch of claimed jobs and has acks not yet written: nothing is
+/// lost. Claimed-but-unstarted jobs and jobs whose completion was still in the ack batch are
+/// rescued and run again (at least once, never lost), each rescue recorded.
+#[tokio::test]
+async fn kill_9_during_batched_claims_and_acks_loses_no_job() {
+    const N: i64 = 4000;
+    let db = TestDb::new().await;
+    let jobs: Vec<jobs::queue::NewJob> = (0..N)
+        .map(|_| jobs::queue::NewJob {
+            kind: "noop",
+            args: json!({"sleep_ms": 5}),
+            priority: 0,
+            run_at: None,
+            max_attempts: 3,
+            idempotency_key: None,
+        })
+        .collect();
+    let mut conn = db.pool.acquire().await.unwrap();
+    jobs::queue::bulk_insert(&mut conn, jobs.iter())
+        .await
+        .unwrap();
+    drop(conn);
+    // 100 slots: claims come in batches of up to 100, completions in batches of acks.
+    let env = [("STOFLOW_KINDS__NOOP__CONCURRENCY", "100")];
+    let mut a = worker(&db, &env);
+    let a_id = integration::eventually_value(T, "the first process running a batch", || async {
+        let row: Option<(String, i64)> = sqlx::query_as(
+            "SELECT locked_by, count(*) FROM jobs WHERE state = 'running' GROUP BY locked_by
+              HAVING count(*) >= 50",
+        )
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap();
+        row.map(|(w, _)| w)
+    })
+    .await;
+    a.kill9();
+    let claimed: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM jobs WHERE state = 'running' AND locked_by = $1")
+            .bind(&a_id)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert!(claimed.len() >= 50, "a batch was held at the kill");
+
+    let _b = worker(&db, &env);
+    integration::eventually(Duration::from_secs(120), "every job done", || async {
+        db.count("state = 'done'").await == N
+    })
+    .await;
+    assert_eq!(db.count("state <> 'done'").await, 0);
+    assert_eq!(db.count("attempt > 2").await, 0, "rescued at most once");
+    // Every rerun is explained by the rescue of the killed process, and the held batch was rerun.
+    assert_eq!(
+        db.count("attempt = 2").await,
+        db.count(&format!(
+            "attempt = 2 AND errors->0->>'class' = 'rescued' AND errors->0->>'message' LIKE '%{a_id}%'"
+        ))
+        .await
+    );
+    let rerun: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE id = ANY($1) AND attempt = 2")
+            .bind(&claimed)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(rerun, claimed.len() as i64, "the held batch ran again");
+}

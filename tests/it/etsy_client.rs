@@ -49,6 +49,8 @@ impl Sim {
             shared_secret: Secret::new(secret),
             redirect_uri: REDIRECT.into(),
             timeout_ms: 10_000,
+            taxonomy_id: 11,
+            low_stock_threshold: 1,
         }
     }
 

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use integration::{Api, Proc, TestDb, eventually, free_port, simulators, worker};
+use integration::{Api, Platform, Proc, TestDb, eventually, free_port, simulators, worker};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(120);
@@ -116,7 +116,9 @@ async fn wait_all_done(db: &TestDb, ids: &[i64], within: Duration) {
         if n as usize == ids.len() {
             return;
         }
-        let dead = db.count(&format!("id IN ({list}) AND state = 'dead'")).await;
+        let dead = db
+            .count(&format!("id IN ({list}) AND state = 'dead'"))
+            .await;
         assert_eq!(dead, 0, "a job died waiting on a limit");
         assert!(
             Instant::now() < deadline,
@@ -166,7 +168,11 @@ async fn three_workers_never_exceed_the_etsy_limit_and_get_no_429() {
             .collect(),
         None => vec![],
     };
-    assert_eq!(log.len(), 300, "every ping reached Etsy once: {around:?} {refused:?} {errs:?}");
+    assert_eq!(
+        log.len(),
+        300,
+        "every ping reached Etsy once: {around:?} {refused:?} {errs:?}"
+    );
     let peak = max_in_window(&log, Duration::from_secs(1));
     let over: Vec<_> = log.iter().filter(|l| l.status != Some(200)).collect();
     assert!(over.is_empty(), "non-200 answers (peak {peak}): {over:?}");
@@ -175,6 +181,39 @@ async fn three_workers_never_exceed_the_etsy_limit_and_get_no_429() {
     assert!(attempts(&f.db, &ids).await.iter().all(|(a, _)| *a == 1));
     println!(
         "3 workers: {} requests, achieved {:.2}/s of 10/s allowed, peak {peak} in 1 s",
+        log.len(),
+        rate(&log)
+    );
+}
+
+/// The scenario: Etsy publish jobs from three worker processes (500 with
+/// `STOFLOW_TEST_PUBLISHES=500`; fewer by default to keep the suite short).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etsy_publish_jobs_from_three_workers_stay_under_the_limit() {
+    let n: usize = std::env::var("STOFLOW_TEST_PUBLISHES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let p = Platform::start(3, &[]).await;
+    p.connect("etsy").await;
+    let mut jobs = vec![];
+    for i in 0..n {
+        let product = p.product(json!({"title": format!("Wool scarf {i}")})).await;
+        jobs.extend(p.publish(product, &["etsy"]).await);
+    }
+    wait_all_done(&p.db, &jobs, Duration::from_secs(60 + n as u64)).await;
+    let log = sim_log(&p.sims.etsy_url, "/v3/application").await;
+    let peak = max_in_window(&log, Duration::from_secs(1));
+    let refused: Vec<_> = log.iter().filter(|l| l.status == Some(429)).collect();
+    assert!(refused.is_empty(), "429s (peak {peak}): {refused:?}");
+    assert!(peak <= 10, "{peak} requests within one second");
+    let listings = p.sim_get("etsy", "/_admin/state").await["listings"]
+        .as_array()
+        .map(|l| l.len())
+        .unwrap_or_default();
+    assert_eq!(listings, n, "one Etsy listing per product");
+    println!(
+        "{n} Etsy publishes: {} requests, achieved {:.2}/s of 10/s allowed, peak {peak} in 1 s",
         log.len(),
         rate(&log)
     );
@@ -264,7 +303,10 @@ async fn a_429_storm_stops_the_fleet_until_retry_after_without_spending_attempts
                 d > chrono::Duration::milliseconds(100) && d < chrono::Duration::milliseconds(1990)
             })
             .collect();
-        assert!(early.is_empty(), "sent before retry-after of {t:?}: {early:?}");
+        assert!(
+            early.is_empty(),
+            "sent before retry-after of {t:?}: {early:?}"
+        );
     }
     let a = attempts(&f.db, &ids).await;
     assert!(a.iter().all(|(att, _)| *att == 1), "attempts spent: {a:?}");
@@ -382,10 +424,20 @@ async fn a_failing_marketplace_opens_its_circuit_others_keep_flowing_and_it_reco
         .filter(|l| l.at > opened + chrono::Duration::milliseconds(200) && l.at < down_until)
         .collect();
     // One probe per open period (1 s, then 2 s) over ~5 s, not ten jobs retrying.
-    assert!(during.len() <= 6, "{} requests while open: {during:?}", during.len());
+    assert!(
+        during.len() <= 6,
+        "{} requests while open: {during:?}",
+        during.len()
+    );
 
     // eBay recovers: the next probe succeeds, the circuit closes, every job publishes.
-    admin(&f.sims.ebay_url, reqwest::Method::DELETE, "/_admin/faults", json!({})).await;
+    admin(
+        &f.sims.ebay_url,
+        reqwest::Method::DELETE,
+        "/_admin/faults",
+        json!({}),
+    )
+    .await;
     wait_all_done(&f.db, &ebay_jobs, T).await;
     assert_eq!(circuit(&f.api, "ebay").await["circuit"], "closed");
     let a = attempts(&f.db, &ebay_jobs).await;
@@ -406,7 +458,16 @@ async fn limits_are_in_the_openapi_document_and_metrics() {
     assert_eq!(k["used"], 3);
     assert_eq!(k["remaining"], 9997);
     assert!((k["per_second"].as_f64().unwrap() - 9.2).abs() < 1e-9);
-    let text = f.api.http.get(f.api.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = f
+        .api
+        .http
+        .get(f.api.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
         text.contains("stoflow_rate_limit_remaining{key=\"etsy:app:1aa2bb33cc44dd55ee66ff77\",marketplace=\"etsy\"} 9997"),
         "{text}"

@@ -9,6 +9,7 @@ mod events;
 mod lifecycle;
 mod limits;
 mod metrics;
+mod orders;
 mod products;
 mod publish;
 mod regressions;

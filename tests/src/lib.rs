@@ -386,6 +386,10 @@ pub async fn simulators(api_port: u16) -> (sim::Running, Vec<(&'static str, Stri
             sims.etsy_url.clone(),
         ),
         ("STOFLOW_MARKETPLACES__ETSY__REDIRECT_URI", etsy_callback),
+        (
+            "STOFLOW_MARKETPLACES__IMAGES__FETCH_REWRITE_TO",
+            format!("{}/_admin/photos/", sims.etsy_url),
+        ),
     ];
     (sims, env)
 }
@@ -422,4 +426,207 @@ pub fn pid_of_worker(worker_id: &str) -> u32 {
         .nth(1)
         .and_then(|p| p.parse().ok())
         .expect("worker id has a pid")
+}
+
+/// The whole platform for end-to-end marketplace tests: a database, the simulators, the API wired
+/// to them and `workers` worker processes.
+pub struct Platform {
+    pub db: TestDb,
+    pub api: Api,
+    pub sims: sim::Running,
+    pub workers: Vec<Proc>,
+    pub env: Vec<(&'static str, String)>,
+}
+
+impl Platform {
+    /// Starts it; `extra` settings come after the simulator wiring (and win). Backoff of the
+    /// marketplace kinds is short so retries happen within a test.
+    pub async fn start(workers: usize, extra: &[(&'static str, &str)]) -> Self {
+        let db = TestDb::new().await;
+        let port = free_port();
+        let (sims, mut env) = simulators(port).await;
+        for kind in [
+            "PUBLISH_LISTING",
+            "WITHDRAW_LISTING",
+            "SYNC_ORDERS",
+            "POLL_ETSY",
+        ] {
+            for (k, v) in [("BACKOFF_BASE_MS", "200"), ("BACKOFF_CAP_MS", "500")] {
+                let key: &'static str =
+                    Box::leak(format!("STOFLOW_KINDS__{kind}__{k}").into_boxed_str());
+                env.push((key, v.into()));
+            }
+        }
+        env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        let refs: Vec<(&'static str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let api = Api::spawn_on(port, &db, &refs).await;
+        let workers = (0..workers).map(|_| worker(&db, &refs)).collect();
+        Self {
+            db,
+            api,
+            sims,
+            workers,
+            env,
+        }
+    }
+
+    /// A process of the platform's worker binary with this platform's settings and `args`
+    /// (e.g. `["scheduler"]`).
+    pub fn spawn_worker_bin(&self, args: &[&str]) -> Proc {
+        let mut env = test_env(&self.db);
+        env.extend(self.env.iter().cloned());
+        Proc::spawn("worker", args, &env)
+    }
+
+    /// The simulator URL of a marketplace.
+    pub fn sim_url(&self, marketplace: &str) -> &str {
+        match marketplace {
+            "ebay" => &self.sims.ebay_url,
+            "etsy" => &self.sims.etsy_url,
+            "vinted" => &self.sims.vinted_url,
+            other => panic!("no simulator for {other}"),
+        }
+    }
+
+    /// The seller connects a marketplace the way a browser would: our consent URL → the
+    /// simulator's consent page (which approves) → our callback. Returns the account id.
+    pub async fn connect(&self, marketplace: &str) -> i64 {
+        let (s, v) = self
+            .api
+            .get(&format!("/v1/connections/{marketplace}/connect"))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        let r = self
+            .api
+            .http
+            .get(v["consent_url"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        let (s, account) = Api::read(r).await;
+        assert_eq!(
+            (s, account["status"].clone()),
+            (200, json!("connected")),
+            "{account}"
+        );
+        account["account_id"].as_i64().unwrap()
+    }
+
+    /// Creates a product from `body` merged over defaults every marketplace accepts.
+    pub async fn product(&self, body: Value) -> i64 {
+        let mut p = json!({"title": "Wool scarf", "condition": "good", "price": "20",
+                           "images": ["https://img.example/1.jpg"], "brand": "Acme"});
+        for (k, v) in body.as_object().into_iter().flatten() {
+            p[k] = v.clone();
+        }
+        let (s, v) = self.api.post("/v1/products", &p).await;
+        assert_eq!(s, 201, "{v}");
+        v["id"].as_i64().unwrap()
+    }
+
+    /// `POST /v1/products/{id}/<action>` (publish or withdraw): the job id per marketplace, in order.
+    pub async fn product_action(
+        &self,
+        product: i64,
+        action: &str,
+        marketplaces: &[&str],
+    ) -> Vec<i64> {
+        let (s, v) = self
+            .api
+            .post(
+                &format!("/v1/products/{product}/{action}"),
+                &json!({ "marketplaces": marketplaces }),
+            )
+            .await;
+        assert_eq!(s, 202, "{v}");
+        v["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["job_id"].as_i64().unwrap())
+            .collect()
+    }
+
+    pub async fn publish(&self, product: i64, marketplaces: &[&str]) -> Vec<i64> {
+        self.product_action(product, "publish", marketplaces).await
+    }
+
+    /// POSTs to a simulator's admin API.
+    pub async fn sim_admin(&self, marketplace: &str, path: &str, body: Value) -> Value {
+        let r = self
+            .api
+            .http
+            .post(format!("{}{path}", self.sim_url(marketplace)))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let (s, v) = Api::read(r).await;
+        assert!((200..300).contains(&s), "{path}: {s} {v}");
+        v
+    }
+
+    /// GETs from a simulator's admin API.
+    pub async fn sim_get(&self, marketplace: &str, path: &str) -> Value {
+        let r = self
+            .api
+            .http
+            .get(format!("{}{path}", self.sim_url(marketplace)))
+            .send()
+            .await
+            .unwrap();
+        Api::read(r).await.1
+    }
+
+    /// The requests a simulator served: (method, path, status).
+    pub async fn sim_requests(&self, marketplace: &str) -> Vec<(String, String, u64)> {
+        let log = self.sim_get(marketplace, "/_admin/requests").await;
+        log["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["method"].as_str().unwrap_or_default().to_string(),
+                    r["path"].as_str().unwrap_or_default().to_string(),
+                    r["status"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    }
+
+    /// The listing row of (product, marketplace) as the API shows it.
+    pub async fn listing(&self, product: i64, marketplace: &str) -> Value {
+        let (s, v) = self
+            .api
+            .get(&format!("/v1/products/{product}/listings"))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        v["listings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["marketplace"] == marketplace)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+}
+
+/// Polls an async lookup until it yields a value; panics with `what` after `within`.
+pub async fn eventually_value<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

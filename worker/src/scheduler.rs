@@ -1,6 +1,7 @@
 //! The scheduler process: apalis-cron ticks turned into jobs. apalis-cron fires in every replica,
-//! so each tick is inserted with the idempotency key `cron:<name>:<tick>`: however many schedulers
-//! run, a tick becomes one job (the key is the scheduled time, not the wall clock).
+//! so each tick is inserted with an idempotency key built from the scheduled time (not the wall
+//! clock): `cron:<kind>:<tick>`, or `cron:<kind>:<account>:<what>:<tick>` for per-account work.
+//! However many schedulers run, a tick becomes one job (per account).
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -8,67 +9,166 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use apalis_cron::CronScheduler;
 use futures::StreamExt;
-use jobs::kinds::PruneJobs;
+use futures::stream::BoxStream;
+use jobs::kinds::{PollEtsy, PollWhat, PruneJobs, SyncOrders};
 use jobs::queue::{self, NewJob, Notifier};
-use jobs::{Job, Kind, Settings};
+use jobs::{Kind, Settings};
+use sqlx::PgPool;
+
+/// What a schedule enqueues at each tick.
+#[derive(Debug, Clone, Copy)]
+enum Schedule {
+    Prune,
+    EtsyReceipts,
+    EtsyListings,
+    EbayOrders,
+}
+
+impl Schedule {
+    const ALL: [Schedule; 4] = [
+        Self::Prune,
+        Self::EtsyReceipts,
+        Self::EtsyListings,
+        Self::EbayOrders,
+    ];
+
+    fn setting(self) -> &'static str {
+        match self {
+            Self::Prune => "scheduler.prune_cron",
+            Self::EtsyReceipts => "scheduler.etsy_receipts_cron",
+            Self::EtsyListings => "scheduler.etsy_listings_cron",
+            Self::EbayOrders => "scheduler.ebay_orders_cron",
+        }
+    }
+
+    fn cron(self, s: &Settings) -> &str {
+        let s = &s.scheduler;
+        match self {
+            Self::Prune => &s.prune_cron,
+            Self::EtsyReceipts => &s.etsy_receipts_cron,
+            Self::EtsyListings => &s.etsy_listings_cron,
+            Self::EbayOrders => &s.ebay_orders_cron,
+        }
+    }
+
+    /// The jobs of one tick (`ts`: the scheduled time, epoch seconds).
+    async fn jobs(self, pool: &PgPool, s: &Settings, ts: u64) -> sqlx::Result<Vec<NewJob>> {
+        let at = chrono::DateTime::from_timestamp(ts as i64, 0)
+            .unwrap_or_default()
+            .to_rfc3339();
+        let accounts = |m: &'static str| async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT id FROM marketplace_accounts WHERE marketplace = $1 AND status = 'connected' ORDER BY id",
+            )
+            .bind(m)
+            .fetch_all(pool)
+            .await
+        };
+        Ok(match self {
+            Self::Prune => vec![NewJob::of(
+                &PruneJobs { tick: Some(at) },
+                s,
+                Some(format!("cron:{}:{ts}", PruneJobs::KIND)),
+            )],
+            Self::EtsyReceipts | Self::EtsyListings => {
+                let whats: &[PollWhat] = match self {
+                    Self::EtsyReceipts => &[PollWhat::Receipts],
+                    _ => &[PollWhat::Listings, PollWhat::LowStock],
+                };
+                let mut out = Vec::new();
+                for account in accounts("etsy").await? {
+                    for what in whats {
+                        let key =
+                            format!("cron:{}:{account}:{}:{ts}", PollEtsy::KIND, what.as_str());
+                        let job = PollEtsy {
+                            account_id: account,
+                            what: *what,
+                        };
+                        out.push(NewJob::of(&job, s, Some(key)));
+                    }
+                }
+                out
+            }
+            Self::EbayOrders => accounts("ebay")
+                .await?
+                .into_iter()
+                .map(|account| {
+                    let key = format!("cron:{}:{account}:{ts}", SyncOrders::KIND);
+                    NewJob::of(
+                        &SyncOrders {
+                            account_id: account,
+                        },
+                        s,
+                        Some(key),
+                    )
+                })
+                .collect(),
+        })
+    }
+}
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut signal = Box::pin(crate::shutdown_signal());
     let pool = crate::connect(&settings).await?;
     let settings = Arc::new(settings);
     let notifier = Notifier::spawn(pool.clone());
-    let schedule = cron::Schedule::from_str(&settings.scheduler.prune_cron).with_context(|| {
-        format!(
-            "scheduler.prune_cron {:?} is not a cron expression",
-            settings.scheduler.prune_cron
-        )
-    })?;
-    let mut ticks = Box::pin(CronScheduler::new(schedule).into_stream());
-    tracing::info!(prune_cron = %settings.scheduler.prune_cron, "scheduler started");
+    let mut streams: Vec<BoxStream<'static, (Schedule, Option<u64>)>> = Vec::new();
+    for sched in Schedule::ALL {
+        let expr = sched.cron(&settings);
+        let schedule = cron::Schedule::from_str(expr)
+            .with_context(|| format!("{} {expr:?} is not a cron expression", sched.setting()))?;
+        let ticks = CronScheduler::new(schedule)
+            .into_stream()
+            .map(move |t| match t {
+                Ok(t) => (sched, Some(t.get_timestamp())),
+                Err(e) => {
+                    tracing::warn!(error = %e, schedule = ?sched, "cron tick error");
+                    (sched, None)
+                }
+            });
+        streams.push(ticks.boxed());
+    }
+    let mut ticks = futures::stream::select_all(streams);
+    tracing::info!("scheduler started");
     loop {
         let tick = tokio::select! {
             t = ticks.next() => t,
             _ = &mut signal => break,
         };
-        let Some(tick) = tick else { break };
-        let ts = match tick {
-            Ok(t) => t.get_timestamp(),
-            Err(e) => {
-                tracing::warn!(error = %e, "cron tick error");
-                continue;
+        let Some((sched, Some(ts))) = tick else {
+            if tick.is_none() {
+                break;
             }
+            continue;
         };
-        let at = chrono::DateTime::from_timestamp(ts as i64, 0)
-            .unwrap_or_default()
-            .to_rfc3339();
-        let job = NewJob {
-            kind: PruneJobs::KIND,
-            args: serde_json::to_value(PruneJobs {
-                tick: Some(at.clone()),
-            })?,
-            priority: 0,
-            run_at: None,
-            max_attempts: PruneJobs::POLICY
-                .resolved(PruneJobs::KIND, &settings)
-                .max_attempts,
-            idempotency_key: Some(format!("cron:{}:{ts}", PruneJobs::KIND)),
-        };
-        let mut conn = match pool.acquire().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot enqueue cron tick");
-                continue;
-            }
-        };
-        match queue::insert(&mut conn, &[job]).await {
-            Ok(ins) if ins[0].created => {
-                notifier.poke(PruneJobs::KIND);
-                tracing::info!(tick = %at, job_id = ins[0].id, "cron tick enqueued");
-            }
-            Ok(_) => tracing::debug!(tick = %at, "cron tick already enqueued by another scheduler"),
-            Err(e) => tracing::warn!(error = %e, "cannot enqueue cron tick"),
+        if let Err(e) = enqueue(&pool, &settings, &notifier, sched, ts).await {
+            tracing::warn!(error = %e, schedule = ?sched, "cannot enqueue cron tick");
         }
     }
     tracing::info!("scheduler stopped");
+    Ok(())
+}
+
+async fn enqueue(
+    pool: &PgPool,
+    settings: &Settings,
+    notifier: &Notifier,
+    sched: Schedule,
+    ts: u64,
+) -> anyhow::Result<()> {
+    let jobs = sched.jobs(pool, settings, ts).await?;
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let mut conn = pool.acquire().await?;
+    let inserted = queue::insert(&mut conn, &jobs).await?;
+    let created = inserted.iter().filter(|i| i.created).count();
+    if created > 0 {
+        // A tick's jobs are all of one kind.
+        notifier.poke(jobs[0].kind);
+        tracing::info!(schedule = ?sched, tick = ts, jobs = jobs.len(), created, "cron tick enqueued");
+    } else {
+        tracing::debug!(schedule = ?sched, tick = ts, "cron tick already enqueued by another scheduler");
+    }
     Ok(())
 }

@@ -2,6 +2,7 @@ pub mod connections;
 pub mod health;
 pub mod jobs;
 pub mod limits;
+pub mod orders;
 pub mod products;
 pub mod queues;
 
@@ -13,6 +14,8 @@ pub enum Tag {
     Products,
     /// Marketplace accounts and their OAuth consent flows.
     Connections,
+    /// Orders imported from the marketplaces, and what the marketplaces refused.
+    Orders,
     /// Queue depth per kind.
     Queues,
     /// Marketplace rate-limit budgets and circuit breakers.

@@ -144,6 +144,32 @@ pub struct PublishResponse {
     pub jobs: Vec<PublishJob>,
 }
 
+/// A product's listing on one marketplace.
+#[derive(Debug, Object, sqlx::FromRow)]
+pub struct ListingView {
+    pub marketplace: String,
+    pub account_id: Option<i64>,
+    pub sku: String,
+    /// publishing, published, failed or withdrawn.
+    pub status: String,
+    pub remote_offer_id: Option<String>,
+    pub remote_listing_id: Option<String>,
+    pub url: Option<String>,
+    /// The last failure: when, its class and message.
+    pub last_error: Option<serde_json::Value>,
+    pub published_at: Option<DateTime<Utc>>,
+    pub withdrawn_at: Option<DateTime<Utc>>,
+    pub withdraw_reason: Option<String>,
+    /// The state the marketplace last reported (Etsy polling).
+    pub remote_state: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Object)]
+pub struct ListingList {
+    pub listings: Vec<ListingView>,
+}
+
 #[derive(ApiResponse)]
 pub enum CreatedProduct {
     #[oai(status = 201)]
@@ -297,7 +323,8 @@ impl ProductsApi {
     /// Publish a product to marketplaces
     ///
     /// Marks it published and enqueues one `publish_listing` job per marketplace in the same
-    /// transaction. Repeating the request for an unchanged product returns the same jobs.
+    /// transaction. Repeating the request for an unchanged product returns the same jobs; after
+    /// an edit it updates the live listings.
     #[oai(path = "/v1/products/:id/publish", method = "post")]
     async fn publish(
         &self,
@@ -306,15 +333,49 @@ impl ProductsApi {
     ) -> Result<Publishing, Problem> {
         let res = catalogue::publish(&self.st.pool, &self.st.settings, id.0, &body.0.marketplaces)
             .await?;
+        Ok(self.accepted::<jobs::kinds::PublishListing>(res))
+    }
+
+    /// Withdraw a product's listings from marketplaces
+    ///
+    /// Enqueues one `withdraw_listing` job per marketplace (eBay: the offer is withdrawn; Etsy:
+    /// the listing is deactivated). The product stays in the catalogue.
+    #[oai(path = "/v1/products/:id/withdraw", method = "post")]
+    async fn withdraw(
+        &self,
+        id: Path<i64>,
+        body: Json<PublishRequest>,
+    ) -> Result<Publishing, Problem> {
+        let res = catalogue::withdraw(&self.st.pool, &self.st.settings, id.0, &body.0.marketplaces)
+            .await?;
+        Ok(self.accepted::<jobs::kinds::WithdrawListing>(res))
+    }
+
+    /// A product's listings: per marketplace its state, remote ids, URL and last error
+    #[oai(path = "/v1/products/:id/listings", method = "get")]
+    async fn listings(&self, id: Path<i64>) -> Result<Json<ListingList>, Problem> {
+        catalogue::get(&self.st.pool, id.0).await?;
+        let listings: Vec<ListingView> = sqlx::query_as(
+            "SELECT marketplace, account_id, sku, status, remote_offer_id, remote_listing_id, url,
+                    last_error, published_at, withdrawn_at, withdraw_reason, remote_state, updated_at
+               FROM listings WHERE product_id = $1 ORDER BY marketplace",
+        )
+        .bind(id.0)
+        .fetch_all(&self.st.pool)
+        .await?;
+        Ok(Json(ListingList { listings }))
+    }
+}
+
+impl ProductsApi {
+    fn accepted<J: jobs::Job>(&self, res: Vec<(Marketplace, jobs::queue::Inserted)>) -> Publishing {
         let created = res.iter().filter(|(_, i)| i.created).count() as u64;
-        let kind = <jobs::kinds::PublishListing as jobs::Kind>::KIND;
+        let kind = <J as jobs::Kind>::KIND;
         self.st
             .metrics
             .inc("stoflow_jobs_enqueued_total", &[("kind", kind)], created);
         if created > 0 {
-            self.st
-                .notifier
-                .poke(<jobs::kinds::PublishListing as jobs::Kind>::KIND);
+            self.st.notifier.poke(kind);
         }
         let jobs = res
             .into_iter()
@@ -325,6 +386,6 @@ impl ProductsApi {
                 status_url: format!("/v1/jobs/{}", i.id),
             })
             .collect();
-        Ok(Publishing::Accepted(Json(PublishResponse { jobs })))
+        Publishing::Accepted(Json(PublishResponse { jobs }))
     }
 }

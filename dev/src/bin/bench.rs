@@ -1,8 +1,10 @@
 //! `stoflow-bench`: throughput and latency of the queue with the real worker and api processes.
 //! Run it with `scripts/bench` (release build). Prints one table; nothing here is a test.
 //!
-//! Scenarios: bulk enqueue (multi-row INSERT), drain N no-op jobs with K worker processes,
-//! idle start latency (enqueue committed → run started), HTTP enqueue from C concurrent clients.
+//! Scenarios: bulk enqueue (multi-row INSERT), drain N no-op jobs with K worker processes (and
+//! their memory at rest and under load), drain with R finished jobs retained, idle start latency
+//! (enqueue committed → run started), HTTP enqueue from C concurrent clients, and a sustained run
+//! with retention pruning (table size and dead tuples before and after).
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +21,9 @@ struct Opts {
     http: usize,
     http_clients: usize,
     latency_samples: usize,
+    retained: Vec<usize>,
+    soak_secs: u64,
+    soak_rate: usize,
 }
 
 fn parse() -> anyhow::Result<Opts> {
@@ -29,6 +34,9 @@ fn parse() -> anyhow::Result<Opts> {
         http: 5_000,
         http_clients: 8,
         latency_samples: 200,
+        retained: vec![],
+        soak_secs: 0,
+        soak_rate: 2_000,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -40,8 +48,11 @@ fn parse() -> anyhow::Result<Opts> {
             "--http" => o.http = v.parse()?,
             "--http-clients" => o.http_clients = v.parse()?,
             "--latency-samples" => o.latency_samples = v.parse()?,
+            "--retained" => o.retained = v.split(',').map(str::parse).collect::<Result<_, _>>()?,
+            "--soak-secs" => o.soak_secs = v.parse()?,
+            "--soak-rate" => o.soak_rate = v.parse()?,
             _ => anyhow::bail!(
-                "usage: stoflow-bench [--jobs N] [--workers 1,2,4] [--concurrency C] [--http N] [--http-clients C] [--latency-samples N]"
+                "usage: stoflow-bench [--jobs N] [--workers 1,2,4] [--concurrency C] [--http N] [--http-clients C] [--latency-samples N] [--retained 10000,1000000] [--soak-secs S] [--soak-rate jobs/s]"
             ),
         }
     }
@@ -96,6 +107,77 @@ impl Workers {
         }
         Ok(Self(v))
     }
+
+    /// Resident memory of each process now and at its peak (VmRSS, VmHWM), in MiB.
+    fn memory(&self) -> Vec<(f64, f64)> {
+        self.0
+            .iter()
+            .map(|c| {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{}/status", c.id())).unwrap_or_default();
+                let kib = |key: &str| {
+                    status
+                        .lines()
+                        .find(|l| l.starts_with(key))
+                        .and_then(|l| l.split_whitespace().nth(1))
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .unwrap_or(f64::NAN)
+                };
+                (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
+            })
+            .collect()
+    }
+}
+
+/// Enqueues `all` in 5,000-row transactions (one wake-up each) and waits until nothing is left;
+/// fails if a job was lost or ran twice. Returns the seconds it took.
+async fn drain(pool: &PgPool, notifier: &Notifier, all: &[NewJob]) -> anyhow::Result<f64> {
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'done'")
+        .fetch_one(pool)
+        .await?;
+    let t = Instant::now();
+    for chunk in all.chunks(5_000) {
+        let mut tx = pool.begin().await?;
+        queue::bulk_insert(&mut tx, chunk.iter()).await?;
+        tx.commit().await?;
+        notifier.poke("noop");
+    }
+    loop {
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state <> 'done'")
+            .fetch_one(pool)
+            .await?;
+        if left == 0 {
+            break;
+        }
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(600),
+            "drain did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let (done, max_attempt): (i64, Option<i32>) =
+        sqlx::query_as("SELECT count(*), max(attempt) FROM jobs WHERE state = 'done'")
+            .fetch_one(pool)
+            .await?;
+    anyhow::ensure!(
+        (done - before) as usize == all.len() && max_attempt.unwrap_or(1) == 1,
+        "drain lost or repeated jobs: {} done, max attempt {max_attempt:?}",
+        done - before
+    );
+    Ok(secs)
+}
+
+/// Size and tuple counts of the jobs table: (live, dead, table+indexes MiB, indexes MiB).
+async fn table_stats(pool: &PgPool) -> anyhow::Result<(i64, i64, f64, f64)> {
+    sqlx::query("ANALYZE jobs").execute(pool).await?;
+    Ok(sqlx::query_as(
+        "SELECT n_live_tup, n_dead_tup, pg_total_relation_size('jobs') / 1048576.0::float8,
+                pg_indexes_size('jobs') / 1048576.0::float8
+           FROM pg_stat_user_tables WHERE relname = 'jobs'",
+    )
+    .fetch_one(pool)
+    .await?)
 }
 
 impl Drop for Workers {
@@ -175,41 +257,44 @@ async fn main() -> anyhow::Result<()> {
     let notifier = Notifier::spawn(pool.clone());
     for &k in &o.workers {
         reset(&pool).await?;
-        let _w = Workers::start(&url, k, o.concurrency)?;
+        let w = Workers::start(&url, k, o.concurrency)?;
         wait_workers(&pool, k).await?;
-        let t = Instant::now();
-        for chunk in all.chunks(5_000) {
-            let mut tx = pool.begin().await?;
-            queue::bulk_insert(&mut tx, chunk.iter()).await?;
-            tx.commit().await?;
-            notifier.poke("noop");
-        }
-        loop {
-            let left: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state <> 'done'")
-                .fetch_one(&pool)
-                .await?;
-            if left == 0 {
-                break;
-            }
-            anyhow::ensure!(
-                t.elapsed() < Duration::from_secs(600),
-                "drain did not finish"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let secs = t.elapsed().as_secs_f64();
-        let (done, max_attempt): (i64, i32) =
-            sqlx::query_as("SELECT count(*), max(attempt) FROM jobs WHERE state = 'done'")
-                .fetch_one(&pool)
-                .await?;
-        anyhow::ensure!(
-            done as usize == o.jobs && max_attempt == 1,
-            "drain lost or repeated jobs: {done} done, max attempt {max_attempt}"
-        );
+        let rest = w.memory();
+        let secs = drain(&pool, &notifier, &all).await?;
+        let loaded = w.memory();
         println!(
             "| drain with {k} worker process(es) | {:.0} jobs/s ({} jobs in {secs:.2} s) |",
             o.jobs as f64 / secs,
             o.jobs
+        );
+        let mib = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| v.iter().map(f).fold(0.0, f64::max);
+        println!(
+            "| worker memory, {k} process(es) | at rest {:.1} MiB RSS, after the drain {:.1} MiB RSS, peak {:.1} MiB (largest process) |",
+            mib(&rest, |m| m.0),
+            mib(&loaded, |m| m.0),
+            mib(&loaded, |m| m.1)
+        );
+    }
+
+    // Flat under size: the same drain (first worker count) with R finished jobs retained.
+    for &r in &o.retained {
+        reset(&pool).await?;
+        sqlx::query(
+            "INSERT INTO jobs (kind, state, args, attempt, max_attempts, attempted_at, finished_at)
+             SELECT 'noop', 'done', '{}'::jsonb, 1, 3, now() - interval '1 hour', now() - interval '1 hour'
+               FROM generate_series(1, $1)",
+        )
+        .bind(r as i64)
+        .execute(&pool)
+        .await?;
+        sqlx::query("VACUUM ANALYZE jobs").execute(&pool).await?;
+        let k = o.workers.first().copied().unwrap_or(1);
+        let _w = Workers::start(&url, k, o.concurrency)?;
+        wait_workers(&pool, k).await?;
+        let secs = drain(&pool, &notifier, &all).await?;
+        println!(
+            "| drain with {r} finished jobs retained, {k} worker process(es) | {:.0} jobs/s |",
+            o.jobs as f64 / secs
         );
     }
 
@@ -301,9 +386,89 @@ async fn main() -> anyhow::Result<()> {
             pct(&lat, 0.99)
         );
     }
+    if o.soak_secs > 0 {
+        soak(&pool, &url, &notifier, &o).await?;
+    }
     pool.close().await;
     sqlx::query("DROP DATABASE IF EXISTS stoflow_bench WITH (FORCE)")
         .execute(&admin)
         .await?;
+    Ok(())
+}
+
+/// Sustained load: `soak_rate` jobs/s enqueued in 100 ms batches for `soak_secs`, two worker
+/// processes draining, and a scheduler pruning done jobs every 10 s (retention 0 h) — as in
+/// production, only faster. Prints the table's size and dead tuples before and after, and the
+/// throughput per minute.
+async fn soak(pool: &PgPool, url: &str, notifier: &Notifier, o: &Opts) -> anyhow::Result<()> {
+    reset(pool).await?;
+    let before = table_stats(pool).await?;
+    let _w = Workers::start(url, 2, o.concurrency)?;
+    wait_workers(pool, 2).await?;
+    let env = [
+        ("DATABASE_URL", url.to_string()),
+        ("STOFLOW_CONFIG", "/nonexistent".into()),
+        ("STOFLOW_SCHEDULER__PRUNE_CRON", "*/10 * * * * *".into()),
+        ("STOFLOW_RETENTION__DONE_HOURS", "0".into()),
+        ("RUST_LOG", "warn".into()),
+    ];
+    // The scheduler enqueues prune_jobs; a worker of that kind runs them. Stopped on drop.
+    let _maintenance = Workers(vec![
+        proc::spawn("worker", &["scheduler"], &env, None)?,
+        proc::spawn("worker", &["run", "--kinds", "prune_jobs"], &env, None)?,
+    ]);
+    let batch = (o.soak_rate / 10).max(1);
+    let jobs = noop(batch);
+    let t = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut enqueued = 0usize;
+    let mut minute = (Instant::now(), 0usize, 0i64);
+    while t.elapsed() < Duration::from_secs(o.soak_secs) {
+        tick.tick().await;
+        let mut tx = pool.begin().await?;
+        queue::bulk_insert(&mut tx, jobs.iter()).await?;
+        tx.commit().await?;
+        notifier.poke("noop");
+        enqueued += batch;
+        if minute.0.elapsed() >= Duration::from_secs(60) {
+            // Done rows are pruned as we go: processed = enqueued − still waiting or running.
+            let backlog: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM jobs WHERE kind = 'noop' AND state <> 'done'",
+            )
+            .fetch_one(pool)
+            .await?;
+            let processed = enqueued as i64 - backlog;
+            let (size, dead) = {
+                let s = table_stats(pool).await?;
+                (s.2, s.1)
+            };
+            println!(
+                "| soak minute {} | {:.0} jobs/s processed, backlog {backlog}, jobs table {size:.1} MiB, {dead} dead tuples |",
+                (t.elapsed().as_secs() + 30) / 60,
+                (processed - minute.2) as f64 / minute.0.elapsed().as_secs_f64(),
+            );
+            minute = (Instant::now(), enqueued, processed);
+        }
+    }
+    // Let the backlog drain and one more prune run.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let after = table_stats(pool).await?;
+    let waiting: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE kind = 'noop' AND state <> 'done'")
+            .fetch_one(pool)
+            .await?;
+    println!(
+        "| soak {} s at {} jobs/s ({enqueued} jobs) | jobs table before: {} live, {} dead tuples, {:.1} MiB ({:.1} MiB indexes); after: {} live, {} dead, {:.1} MiB ({:.1} MiB indexes); {waiting} not done at the end |",
+        o.soak_secs,
+        o.soak_rate,
+        before.0,
+        before.1,
+        before.2,
+        before.3,
+        after.0,
+        after.1,
+        after.2,
+        after.3
+    );
     Ok(())
 }

@@ -10,6 +10,7 @@ mod prune_jobs;
 mod publish_listing;
 mod refresh_token;
 mod sync_orders;
+mod withdraw_listing;
 
 pub use dispatch_plugin_task::DispatchPluginTask;
 pub use noop::{Noop, NoopFailure};
@@ -18,6 +19,7 @@ pub use prune_jobs::PruneJobs;
 pub use publish_listing::PublishListing;
 pub use refresh_token::RefreshToken;
 pub use sync_orders::SyncOrders;
+pub use withdraw_listing::WithdrawListing;
 
 use crate::job::{Job, Kind, Policy};
 
@@ -111,6 +113,7 @@ macro_rules! job_kinds {
 job_kinds! {
     public {
         PublishListing => "publish_listing",
+        WithdrawListing => "withdraw_listing",
         SyncOrders => "sync_orders",
         RefreshToken => "refresh_token",
         PollEtsy => "poll_etsy",

@@ -1,11 +1,21 @@
-//! `poll_etsy`: Etsy has no webhooks, so one connected account is polled for new receipts, updated
-//! listings or low stock. The scheduler enqueues one per account per tick, deduplicated by
-//! idempotency key. Etsy calls arrive with the marketplaces issue.
+//! `poll_etsy`: Etsy has no webhooks, so every connected Etsy account is polled — new and changed
+//! receipts every 5 minutes (imported like `sync_orders`), and every 15 minutes its listings'
+//! states and quantities (recorded on our listing rows) and low stock. The scheduler enqueues one
+//! job per account per tick, keyed `cron:poll_etsy:<account>:<what>:<tick>`, so any number of
+//! schedulers and workers give one poll per tick.
+
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 
+use super::publish_listing::failed;
+use super::sync_orders::{connected_account, sync};
+use crate::Kind;
+use crate::accounts;
+use crate::domain::Marketplace;
 use crate::job::{Job, JobContext, JobError, Policy, RunInfo};
+use crate::marketplace::etsy::{ListingState, MAX_PAGE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -15,6 +25,16 @@ pub enum PollWhat {
     Receipts,
     Listings,
     LowStock,
+}
+
+impl PollWhat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Receipts => "receipts",
+            Self::Listings => "listings",
+            Self::LowStock => "low_stock",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -28,7 +48,111 @@ pub struct PollEtsy {
 impl Job for PollEtsy {
     const POLICY: Policy = Policy::new(3, 120, 4).backoff(5_000, 600);
 
-    async fn run(self, _ctx: JobContext, _run: RunInfo) -> Result<Value, JobError> {
-        Err(super::not_built::<Self>())
+    async fn run(self, ctx: JobContext, run: RunInfo) -> Result<Value, JobError> {
+        let account = connected_account(&ctx, self.account_id).await?;
+        if account.marketplace != "etsy" {
+            return Err(JobError::permanent(format!(
+                "account {} is not an Etsy account",
+                account.id
+            )));
+        }
+        let result = match self.what {
+            PollWhat::Receipts => sync(&ctx, &account, Marketplace::Etsy).await,
+            PollWhat::Listings => listings(&ctx, &account).await,
+            PollWhat::LowStock => low_stock(&ctx, &account).await,
+        };
+        match result {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                Err(failed(&ctx, run, Self::KIND, Marketplace::Etsy, &account, None, e).await)
+            }
+        }
     }
+}
+
+/// Reads every listing of the shop (all states, 100 a page) and records on our listing rows what
+/// Etsy says of them; a listing we published that Etsy no longer shows as active is reported.
+async fn listings(ctx: &JobContext, account: &accounts::Account) -> Result<Value, JobError> {
+    let shop: u64 = account
+        .shop_id
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| JobError::permanent("the Etsy account has no shop"))?;
+    let token = accounts::access_token(&ctx.pool, &ctx.market, account.id).await?;
+    let mut remote: HashMap<String, (&'static str, i32)> = HashMap::new();
+    for state in [
+        ListingState::Active,
+        ListingState::SoldOut,
+        ListingState::Inactive,
+        ListingState::Expired,
+        ListingState::Draft,
+    ] {
+        let mut offset = 0;
+        loop {
+            let page = ctx
+                .market
+                .etsy
+                .listings_by_shop(&token, shop, state, MAX_PAGE, offset)
+                .await?;
+            let n = page.results.len() as u32;
+            for l in page.results {
+                remote.insert(
+                    l.listing_id.to_string(),
+                    (state.as_str(), l.quantity as i32),
+                );
+            }
+            offset += n;
+            if n == 0 || u64::from(offset) >= page.count {
+                break;
+            }
+        }
+    }
+    let ids: Vec<String> = remote.keys().cloned().collect();
+    let states: Vec<&str> = ids.iter().map(|i| remote[i].0).collect();
+    let quantities: Vec<i32> = ids.iter().map(|i| remote[i].1).collect();
+    // Our Etsy listings: those Etsy showed get its state; published ones it did not show are gone.
+    let changed: Vec<(i64, String)> = sqlx::query_as(
+        "WITH seen AS (SELECT * FROM unnest($2::text[], $3::text[], $4::int[]) AS s(remote_id, state, quantity)),
+              upd AS (
+                UPDATE listings l SET remote_state = coalesce(s.state, 'missing'), remote_quantity = s.quantity,
+                       remote_checked_at = now()
+                  FROM listings l2 LEFT JOIN seen s ON s.remote_id = l2.remote_listing_id
+                 WHERE l.id = l2.id AND l.account_id = $1 AND l.marketplace = 'etsy'
+                   AND l.remote_listing_id IS NOT NULL
+                   AND l.remote_state IS DISTINCT FROM coalesce(s.state, 'missing')
+                RETURNING l.id, l.remote_state)
+         SELECT id, remote_state FROM upd",
+    )
+    .bind(account.id)
+    .bind(&ids)
+    .bind(&states)
+    .bind(&quantities)
+    .fetch_all(&ctx.pool)
+    .await?;
+    Ok(json!({
+        "listings_on_etsy": remote.len(),
+        "changed": changed.iter().map(|(id, s)| json!({"listing": id, "remote_state": s})).collect::<Vec<_>>(),
+    }))
+}
+
+/// Products listed on this account whose stock is at or below the threshold, by our catalogue
+/// and by Etsy's last polled quantity, so the seller can restock before they sell out.
+async fn low_stock(ctx: &JobContext, account: &accounts::Account) -> Result<Value, JobError> {
+    let threshold = ctx.settings.marketplaces.etsy.low_stock_threshold as i32;
+    let rows: Vec<(i64, String, i32, Option<i32>)> = sqlx::query_as(
+        "SELECT p.id, p.sku, p.stock_quantity, l.remote_quantity FROM listings l JOIN products p ON p.id = l.product_id
+          WHERE l.account_id = $1 AND l.marketplace = 'etsy' AND l.status = 'published' AND p.deleted_at IS NULL
+            AND (p.stock_quantity <= $2 OR l.remote_quantity <= $2)
+          ORDER BY p.id",
+    )
+    .bind(account.id)
+    .bind(threshold)
+    .fetch_all(&ctx.pool)
+    .await?;
+    Ok(json!({
+        "threshold": threshold,
+        "low_stock": rows.iter().map(|(id, sku, stock, remote)| json!({
+            "product_id": id, "sku": sku, "stock": stock, "etsy_quantity": remote,
+        })).collect::<Vec<_>>(),
+    }))
 }

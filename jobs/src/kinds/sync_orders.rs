@@ -1,11 +1,20 @@
-//! `sync_orders`: import new and changed orders of one marketplace account (eBay getOrders by
-//! last-modified date, Etsy receipts by `min_last_modified`), upsert them, decrement stock.
-//! Idempotent by the marketplace's order id. Marketplace calls arrive with the marketplaces issue.
+//! `sync_orders`: import new and changed orders of one marketplace account — eBay getOrders by
+//! last-modified date, Etsy receipts by `min_last_modified` — from where the last import stopped
+//! (`marketplace_accounts.orders_synced_to`). Orders are upserted by their remote id, stock is
+//! taken once per line, and sold-out products are withdrawn elsewhere ([`crate::orders`]).
+//! Scheduled for every eBay account; Etsy accounts are covered by `poll_etsy` (receipts).
 
+use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 
+use super::publish_listing::failed;
+use crate::Kind;
+use crate::accounts::{self, Account};
+use crate::domain::Marketplace;
 use crate::job::{Job, JobContext, JobError, Policy, RunInfo};
+use crate::marketplace::{ebay, etsy};
+use crate::orders::{self, RemoteLine, RemoteOrder};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
@@ -14,10 +23,178 @@ pub struct SyncOrders {
     pub account_id: i64,
 }
 
+/// How far back the first import of an account looks.
+const FIRST_LOOKBACK_DAYS: i64 = 30;
+/// eBay's largest getOrders page.
+const EBAY_PAGE: u32 = 200;
+
 impl Job for SyncOrders {
     const POLICY: Policy = Policy::new(5, 300, 4).backoff(5_000, 1_800);
 
-    async fn run(self, _ctx: JobContext, _run: RunInfo) -> Result<Value, JobError> {
-        Err(super::not_built::<Self>())
+    async fn run(self, ctx: JobContext, run: RunInfo) -> Result<Value, JobError> {
+        let account = connected_account(&ctx, self.account_id).await?;
+        let m = Marketplace::parse(&account.marketplace)
+            .ok_or_else(|| JobError::permanent("unknown marketplace"))?;
+        match sync(&ctx, &account, m).await {
+            Ok(v) => Ok(v),
+            Err(e) => Err(failed(&ctx, run, Self::KIND, m, &account, None, e).await),
+        }
+    }
+}
+
+/// The account a per-account job works for: connected, or a permanent error saying why not.
+pub(crate) async fn connected_account(ctx: &JobContext, id: i64) -> Result<Account, JobError> {
+    let account = accounts::get(&ctx.pool, id)
+        .await?
+        .ok_or_else(|| JobError::permanent(format!("account {id} does not exist")))?;
+    if account.status != "connected" {
+        return Err(JobError::Permanent {
+            class: "not_connected".into(),
+            message: format!("account {id} is {}: reconnect it first", account.status),
+        });
+    }
+    Ok(account)
+}
+
+/// Imports the account's orders changed since its cursor and moves the cursor.
+pub(crate) async fn sync(
+    ctx: &JobContext,
+    account: &Account,
+    m: Marketplace,
+) -> Result<Value, JobError> {
+    let cursor: Option<DateTime<Utc>> =
+        sqlx::query_scalar("SELECT orders_synced_to FROM marketplace_accounts WHERE id = $1")
+            .bind(account.id)
+            .fetch_one(&ctx.pool)
+            .await?;
+    let since = cursor.unwrap_or_else(|| Utc::now() - Duration::days(FIRST_LOOKBACK_DAYS));
+    let token = accounts::access_token(&ctx.pool, &ctx.market, account.id).await?;
+    let remote = match m {
+        Marketplace::Ebay => ebay_orders(ctx, &token, since).await?,
+        Marketplace::Etsy => etsy_orders(ctx, account, &token, since).await?,
+        Marketplace::Vinted => {
+            return Err(JobError::permanent(
+                "Vinted orders arrive through the browser extension",
+            ));
+        }
+    };
+    let imported = orders::import(&ctx.pool, &ctx.settings, m, account.id, &remote)
+        .await
+        .map_err(JobError::retry)?;
+    // The next import starts at the newest change seen: orders changed at that same instant are
+    // read again, which the upsert makes harmless.
+    if let Some(newest) = remote.iter().filter_map(|o| o.remote_updated_at).max() {
+        sqlx::query(
+            "UPDATE marketplace_accounts SET orders_synced_to = greatest(coalesce(orders_synced_to, $2), $2)
+              WHERE id = $1",
+        )
+        .bind(account.id)
+        .bind(newest)
+        .execute(&ctx.pool)
+        .await?;
+    }
+    Ok(json!({ "marketplace": m.as_str(), "since": since, "imported": imported }))
+}
+
+async fn ebay_orders(
+    ctx: &JobContext,
+    token: &str,
+    since: DateTime<Utc>,
+) -> Result<Vec<RemoteOrder>, JobError> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let page = ctx
+            .market
+            .ebay
+            .orders_modified_since(token, since, EBAY_PAGE, offset)
+            .await?;
+        let n = page.orders.len() as u32;
+        out.extend(page.orders.into_iter().map(from_ebay));
+        offset += n;
+        if n == 0 || i64::from(offset) >= page.total {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+fn from_ebay(o: ebay::Order) -> RemoteOrder {
+    let total = o.pricing_summary.as_ref().and_then(|p| p.get("total"));
+    let total_cents = total
+        .and_then(|t| t["value"].as_str())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| (v * 100.0).round() as i64);
+    let currency = total.and_then(|t| t["currency"].as_str()).map(String::from);
+    let cancelled = o
+        .cancel_status
+        .as_ref()
+        .and_then(|c| c["cancelState"].as_str())
+        .is_some_and(|s| s == "CANCELED");
+    RemoteOrder {
+        remote_order_id: o.order_id.clone(),
+        status: o
+            .order_fulfillment_status
+            .clone()
+            .unwrap_or_else(|| "UNKNOWN".into()),
+        cancelled,
+        total_cents,
+        currency,
+        placed_at: Some(o.creation_date),
+        remote_updated_at: Some(o.last_modified_date),
+        lines: o
+            .line_items
+            .iter()
+            .map(|l| RemoteLine {
+                line_id: l.line_item_id.clone(),
+                sku: l.sku.clone(),
+                remote_listing_id: l.legacy_item_id.clone(),
+                quantity: l.quantity as i32,
+            })
+            .collect(),
+        raw: json!({ "order_id": o.order_id, "line_items": o.line_items.len() }),
+    }
+}
+
+async fn etsy_orders(
+    ctx: &JobContext,
+    account: &Account,
+    token: &str,
+    since: DateTime<Utc>,
+) -> Result<Vec<RemoteOrder>, JobError> {
+    let shop: u64 = account
+        .shop_id
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| JobError::permanent("the Etsy account has no shop"))?;
+    let receipts = ctx
+        .market
+        .etsy
+        .receipts_modified_since(token, shop, since.timestamp())
+        .await?;
+    Ok(receipts.into_iter().map(from_etsy).collect())
+}
+
+fn from_etsy(r: etsy::Receipt) -> RemoteOrder {
+    let at = |s: i64| DateTime::from_timestamp(s, 0);
+    RemoteOrder {
+        remote_order_id: r.receipt_id.to_string(),
+        cancelled: matches!(r.status.as_str(), "canceled" | "fully refunded"),
+        status: r.status.clone(),
+        total_cents: r.grandtotal.as_ref().map(etsy::Money::cents),
+        currency: r.grandtotal.as_ref().map(|g| g.currency_code.clone()),
+        placed_at: at(r.created_timestamp),
+        remote_updated_at: at(r.updated_timestamp),
+        lines: r
+            .transactions
+            .iter()
+            .map(|t| RemoteLine {
+                line_id: t.transaction_id.to_string(),
+                sku: t.sku.clone().filter(|s| !s.is_empty()),
+                remote_listing_id: t.listing_id.map(|l| l.to_string()),
+                quantity: t.quantity as i32,
+            })
+            .collect(),
+        raw: json!({ "receipt_id": r.receipt_id, "transactions": r.transactions.len() }),
     }
 }

@@ -349,6 +349,36 @@ impl EtsyClient {
         self.call_json(req).await
     }
 
+    /// The newest listing of `shop_id` in `states` (with its inventory) that `matches`, looking
+    /// at the newest `scan` listings of each state. Etsy has no SKU search; publishers use this to
+    /// find a draft created by a run that crashed before it could record the listing id.
+    pub async fn find_listing(
+        &self,
+        token: &str,
+        shop_id: u64,
+        states: &[ListingState],
+        scan: u32,
+        matches: impl Fn(&Listing) -> bool,
+    ) -> Result<Option<Listing>, MarketplaceError> {
+        for state in states {
+            let req = self
+                .get(token, &format!("/shops/{shop_id}/listings"))
+                .query(&[
+                    ("state", state.as_str().to_string()),
+                    ("limit", scan.clamp(1, MAX_PAGE).to_string()),
+                    ("offset", "0".to_string()),
+                    ("sort_on", "created".to_string()),
+                    ("sort_order", "desc".to_string()),
+                    ("includes", "Inventory".to_string()),
+                ]);
+            let page: Page<Listing> = self.call_json(req).await?;
+            if let Some(hit) = page.results.into_iter().find(|l| matches(l)) {
+                return Ok(Some(hit));
+            }
+        }
+        Ok(None)
+    }
+
     pub async fn get_inventory(
         &self,
         token: &str,

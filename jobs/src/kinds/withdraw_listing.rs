@@ -1,0 +1,61 @@
+//! `withdraw_listing`: take one product's listing off one marketplace — because it sold out
+//! elsewhere (auto-delist, enqueued by order import), or because the seller asked
+//! (`POST /v1/products/{id}/withdraw`). Idempotent: a listing already gone counts as withdrawn.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::publish_listing::failed;
+use crate::Kind;
+use crate::domain::Marketplace;
+use crate::job::{Job, JobContext, JobError, Policy, RunInfo};
+use crate::{accounts, listings, publishing};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+pub struct WithdrawListing {
+    #[cfg_attr(feature = "openapi", oai(validator(minimum(value = "1"))))]
+    pub product_id: i64,
+    pub marketplace: Marketplace,
+    /// Why, kept on the listing (e.g. "sold out on etsy").
+    #[cfg_attr(feature = "openapi", oai(validator(max_length = 200)))]
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl Job for WithdrawListing {
+    const POLICY: Policy = Policy::new(8, 120, 8).backoff(2_000, 3_600);
+
+    async fn run(self, ctx: JobContext, run: RunInfo) -> Result<Value, JobError> {
+        let m = self.marketplace;
+        let Some(listing) = listings::get(&ctx.pool, self.product_id, m).await? else {
+            return Ok(json!({ "withdrawn": false, "why": "never listed there" }));
+        };
+        if listing.status == "withdrawn" {
+            return Ok(json!({ "withdrawn": true, "already": true }));
+        }
+        if m == Marketplace::Vinted {
+            return Err(super::not_built::<Self>());
+        }
+        let account = match listing.account_id {
+            Some(id) => accounts::get(&ctx.pool, id).await?,
+            None => None,
+        }
+        .ok_or_else(|| JobError::permanent("the listing's marketplace account is gone"))?;
+        let result = match m {
+            Marketplace::Ebay => publishing::ebay::withdraw(&ctx, &account, &listing).await,
+            Marketplace::Etsy => publishing::etsy::withdraw(&ctx, &account, &listing).await,
+            Marketplace::Vinted => unreachable!("handled above"),
+        };
+        match result {
+            Ok(()) => {
+                let reason = self.reason.as_deref().unwrap_or("withdrawn on request");
+                listings::mark_withdrawn(&ctx.pool, listing.id, reason).await?;
+                Ok(
+                    json!({ "withdrawn": true, "marketplace": m.as_str(), "listing_id": listing.remote_listing_id }),
+                )
+            }
+            Err(e) => Err(failed(&ctx, run, Self::KIND, m, &account, Some(listing.id), e).await),
+        }
+    }
+}
