@@ -41,6 +41,7 @@ pub fn app(st: Arc<AppState>) -> impl Endpoint {
         routes::orders::OrdersApi { st: st.clone() },
         routes::queues::QueuesApi { st: st.clone() },
         routes::plugin::PluginApi { st: st.clone() },
+        routes::limits::LimitsApi { st: st.clone() },
         routes::health::HealthApi { st },
     );
     let service = OpenApiService::new(apis, "Stoflow Jobs", env!("CARGO_PKG_VERSION"))
@@ -123,9 +124,76 @@ async fn metrics(st: &AppState) -> poem::Result<poem::Response> {
         "Worker processes holding a live lease.",
         &[(String::new(), alive as f64)],
     );
+    limit_gauges(st, &mut out).await?;
     Ok(poem::Response::builder()
         .content_type("text/plain; version=0.0.4")
         .body(out))
+}
+
+/// Budget and circuit gauges from the fleet-wide limiter's rows.
+async fn limit_gauges(st: &AppState, out: &mut String) -> poem::Result<()> {
+    use jobs::metrics::{label_text, render_gauge};
+    let v = jobs::limits::view(&st.pool)
+        .await
+        .map_err(poem::error::InternalServerError)?;
+    let (mut used, mut remaining, mut blocked) = (vec![], vec![], vec![]);
+    for k in &v.keys {
+        let l = label_text(&[("key", &k.key), ("marketplace", &k.marketplace)]);
+        used.push((l.clone(), k.used as f64));
+        if let Some(r) = k.remaining {
+            remaining.push((l.clone(), r as f64));
+        }
+        blocked.push((l, if k.blocked_until.is_some() { 1.0 } else { 0.0 }));
+    }
+    let (mut open, mut waiting) = (vec![], vec![]);
+    for m in &v.marketplaces {
+        let state = match m.circuit.as_str() {
+            "closed" => 0.0,
+            "half_open" => 0.5,
+            _ => 1.0,
+        };
+        open.push((label_text(&[("marketplace", &m.marketplace)]), state));
+        for (on, n) in [
+            ("limit", m.jobs_waiting_on_limit),
+            ("circuit", m.jobs_waiting_on_circuit),
+        ] {
+            waiting.push((
+                label_text(&[("marketplace", &m.marketplace), ("on", on)]),
+                n as f64,
+            ));
+        }
+    }
+    render_gauge(
+        out,
+        "stoflow_rate_limit_used",
+        "Requests counted in the key's current window (a day).",
+        &used,
+    );
+    render_gauge(
+        out,
+        "stoflow_rate_limit_remaining",
+        "Requests left in the key's current window.",
+        &remaining,
+    );
+    render_gauge(
+        out,
+        "stoflow_rate_limit_blocked",
+        "1 while the marketplace blocks the key (Retry-After, spent quota).",
+        &blocked,
+    );
+    render_gauge(
+        out,
+        "stoflow_circuit_state",
+        "0 closed, 0.5 half-open, 1 open.",
+        &open,
+    );
+    render_gauge(
+        out,
+        "stoflow_jobs_waiting_on_limit",
+        "Jobs snoozed on a marketplace's rate limit or open circuit.",
+        &waiting,
+    );
+    Ok(())
 }
 
 /// Rejects bodies over `limit` bytes with 413, whether or not they declare a Content-Length.

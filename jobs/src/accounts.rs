@@ -190,6 +190,10 @@ pub async fn access_token(
             class: "not_connected".into(),
             message: format!("account {account} is not connected"),
         })?;
+    // The run acts for this seller from here on: its requests count against the seller's budget.
+    if let Some(m) = crate::domain::Marketplace::parse(&marketplace) {
+        crate::limits::set_seller(m, account);
+    }
     let open = |sealed: &[u8]| {
         cipher
             .open(&key_id, sealed)

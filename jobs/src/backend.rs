@@ -524,7 +524,8 @@ pub async fn run_job<J: Job>(
     ctx: Data<JobContext>,
     run: RunInfo,
 ) -> Result<Value, JobError> {
-    args.run((*ctx).clone(), run).await
+    // Each run has its own limiter scope: calls spent so far, the seller it acts for.
+    crate::limits::scoped(args.run((*ctx).clone(), run)).await
 }
 
 /// Registers kind `J` on `monitor`: one apalis worker on a [`PgBackend`] for this process.

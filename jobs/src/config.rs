@@ -57,6 +57,7 @@ pub struct Settings {
     pub marketplaces: MarketplaceSettings,
     pub security: SecuritySettings,
     pub plugin: PluginSettings,
+    pub limits: LimitSettings,
     #[serde(default)]
     pub kinds: BTreeMap<String, PolicyOverride>,
 }
@@ -212,6 +213,67 @@ pub struct SecuritySettings {
     pub active_token_key: String,
 }
 
+/// Fleet-wide marketplace limits and the circuit breaker ([`crate::limits`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Off: requests go out unpaced (the marketplace's 429s still snooze jobs).
+    pub enabled: bool,
+    /// Share of each per-second limit the fleet aims at; the gap absorbs network jitter.
+    pub utilisation: f64,
+    /// Longest in-process wait for a run's first request; beyond it the job snoozes.
+    pub max_wait_ms: u64,
+    /// Longest in-process wait for later requests of a run that already spent calls.
+    pub inflight_wait_ms: u64,
+    /// A request woken this much after its slot gives the slot up and asks again.
+    pub late_tolerance_ms: u64,
+    /// Length of the `per_day` windows (a day; tests shorten it).
+    pub day_window_ms: u64,
+    /// Snoozes are spread over up to this much past the time the budget returns.
+    pub snooze_jitter_ms: u64,
+    pub circuit: CircuitSettings,
+    pub etsy: EtsyLimits,
+    pub ebay: EbayLimits,
+    pub vinted: VintedLimits,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitSettings {
+    /// Consecutive unavailable answers (5xx, timeouts, refused connections) that open it.
+    pub failure_threshold: u32,
+    /// First open period; each failed probe doubles it up to `max_open_ms`.
+    pub open_ms: u64,
+    pub max_open_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtsyLimits {
+    /// Per app key (x-limit-per-second / x-limit-per-day).
+    pub per_second: f64,
+    pub per_day: u32,
+    /// Per seller (Etsy counts private calls per OAuth token); 0 = not limited apart.
+    pub seller_per_second: f64,
+    pub seller_per_day: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EbayLimits {
+    /// eBay publishes no per-second limit; 0 = unpaced.
+    pub per_second: f64,
+    /// Daily call limits per API (path family: inventory, fulfillment, account, identity).
+    pub per_day: BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VintedLimits {
+    /// Writes per seller per hour before Vinted's anti-bot blocks.
+    pub seller_writes_per_hour: u32,
+}
+
 /// Per-kind override of a kind's declared [`crate::Policy`]; unset fields keep the declaration.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -220,6 +282,8 @@ pub struct PolicyOverride {
     pub max_attempts: Option<i32>,
     pub timeout_ms: Option<u64>,
     pub backoff_base_ms: Option<u64>,
+    /// Growth per attempt of the backoff ceiling (2 = doubling).
+    pub backoff_factor: Option<f64>,
     pub backoff_cap_ms: Option<u64>,
 }
 
@@ -296,6 +360,12 @@ impl Settings {
             if o.timeout_ms == Some(0) {
                 return bad(&format!("kinds.{k}.timeout_ms"), "must be > 0");
             }
+            if o.backoff_factor.is_some_and(|f| !(1.0..=10.0).contains(&f)) {
+                return bad(
+                    &format!("kinds.{k}.backoff_factor"),
+                    "must be within 1..=10",
+                );
+            }
         }
         if self.api.batch_max == 0 || self.api.list_max == 0 {
             return bad("api.batch_max/list_max", "must be > 0");
@@ -311,6 +381,28 @@ impl Settings {
         }
         if self.plugin.max_attempts < 1 {
             return bad("plugin.max_attempts", "must be >= 1");
+        }
+        let l = &self.limits;
+        if !(l.utilisation > 0.0 && l.utilisation <= 1.0) {
+            return bad("limits.utilisation", "must be within (0, 1]");
+        }
+        if l.day_window_ms < 24 {
+            return bad("limits.day_window_ms", "must be >= 24");
+        }
+        if l.circuit.failure_threshold == 0 || l.circuit.open_ms == 0 {
+            return bad(
+                "limits.circuit",
+                "failure_threshold and open_ms must be > 0",
+            );
+        }
+        if l.circuit.max_open_ms < l.circuit.open_ms {
+            return bad(
+                "limits.circuit.max_open_ms",
+                "must be >= limits.circuit.open_ms",
+            );
+        }
+        if l.etsy.per_second < 0.0 || l.etsy.seller_per_second < 0.0 || l.ebay.per_second < 0.0 {
+            return bad("limits.*.per_second", "must be >= 0");
         }
         if self.database.max_connections < 2 {
             return bad("database.max_connections", "must be >= 2");

@@ -20,7 +20,7 @@ pub trait Kind {
 }
 
 /// How the queue treats a kind. Declared with the kind; `[kinds.<kind>]` in config may override.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Policy {
     /// Runs (counting the first) before a failing job is dead.
     pub max_attempts: i32,
@@ -28,8 +28,9 @@ pub struct Policy {
     pub timeout: Duration,
     /// Jobs of this kind one worker process runs at once.
     pub concurrency: usize,
-    /// Full-jitter exponential backoff: delay ∈ [0, min(cap, base · 2^(attempt-1))].
+    /// Full-jitter exponential backoff: delay ∈ [0, min(cap, base · factor^(attempt-1))].
     pub backoff_base: Duration,
+    pub backoff_factor: f64,
     pub backoff_cap: Duration,
 }
 
@@ -40,6 +41,7 @@ impl Policy {
             timeout: Duration::from_secs(timeout_s),
             concurrency,
             backoff_base: Duration::from_secs(1),
+            backoff_factor: 2.0,
             backoff_cap: Duration::from_secs(3600),
         }
     }
@@ -66,6 +68,7 @@ impl Policy {
                 .backoff_base_ms
                 .map(Duration::from_millis)
                 .unwrap_or(self.backoff_base),
+            backoff_factor: o.backoff_factor.unwrap_or(self.backoff_factor),
             backoff_cap: o
                 .backoff_cap_ms
                 .map(Duration::from_millis)
@@ -75,10 +78,10 @@ impl Policy {
 
     /// Delay before the run after failed attempt `attempt` (1-based), with full jitter.
     pub fn backoff_after(&self, attempt: i32) -> Duration {
-        let exp = (attempt.max(1) - 1).min(30) as u32;
-        let ceiling = self
-            .backoff_base
-            .saturating_mul(1u32 << exp)
+        let exp = (attempt.max(1) - 1).min(60);
+        let grown = self.backoff_base.as_secs_f64() * self.backoff_factor.max(1.0).powi(exp);
+        let ceiling = Duration::try_from_secs_f64(grown)
+            .unwrap_or(Duration::MAX)
             .min(self.backoff_cap);
         let ms = ceiling.as_millis() as u64;
         Duration::from_millis(if ms == 0 {
@@ -197,6 +200,33 @@ mod tests {
             }
             // Full jitter spreads over the whole range, not just near zero.
             assert!(seen_max > ceiling / 2, "attempt {attempt}: max {seen_max}");
+        }
+    }
+
+    #[test]
+    fn backoff_factor_and_cap_come_from_config() {
+        let mut s = Settings::defaults();
+        s.kinds.insert(
+            "noop".into(),
+            crate::config::PolicyOverride {
+                backoff_base_ms: Some(100),
+                backoff_factor: Some(3.0),
+                backoff_cap_ms: Some(2_000),
+                max_attempts: Some(4),
+                ..Default::default()
+            },
+        );
+        let p = Policy::new(10, 1, 1).resolved("noop", &s);
+        assert_eq!(p.max_attempts, 4);
+        for (attempt, ceiling) in [(1, 100), (2, 300), (3, 900), (4, 2_000), (9, 2_000)] {
+            let max = (0..300)
+                .map(|_| p.backoff_after(attempt).as_millis() as u64)
+                .max()
+                .unwrap();
+            assert!(
+                max <= ceiling && max > ceiling / 2,
+                "attempt {attempt}: {max} vs {ceiling}"
+            );
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod db;
 pub mod domain;
 pub mod job;
 pub mod kinds;
+pub mod limits;
 pub mod listings;
 pub mod marketplace;
 pub mod metrics;

@@ -65,6 +65,16 @@ const HELP: &[(&str, &str, &str)] = &[
         "histogram",
         "From when a job was due to when its run started.",
     ),
+    (
+        "stoflow_rate_limit_waits_total",
+        "counter",
+        "Marketplace requests that waited for budget, by outcome (waited in-process, late, snoozed_rate, snoozed_quota, snoozed_blocked, snoozed_circuit_open, circuit_opened).",
+    ),
+    (
+        "stoflow_rate_limit_wait_seconds",
+        "histogram",
+        "In-process waits for a marketplace request's rate-limit slot.",
+    ),
 ];
 
 #[derive(Default)]

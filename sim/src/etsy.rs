@@ -2024,6 +2024,8 @@ struct Limits {
     keystring: Option<String>,
     per_second: u32,
     per_day: u32,
+    /// Length of the day window in seconds (default a day), so tests can see a quota return.
+    day_secs: Option<u64>,
 }
 
 /// Sets an app's per-second and per-day limits and clears its counters.
@@ -2040,7 +2042,7 @@ fn admin_limits(body: Vec<u8>, Data(sim): Data<&Arc<Etsy>>) -> Response {
     let Some(app) = st.apps.get_mut(&ks) else {
         return admin_error("no such keystring");
     };
-    app.window = Window::new(l.per_second, l.per_day);
+    app.window = Window::new(l.per_second, l.per_day).with_day_secs(l.day_secs.unwrap_or(86_400));
     json(
         StatusCode::OK,
         json!({"keystring": ks, "per_second": l.per_second, "per_day": l.per_day}),

@@ -22,6 +22,8 @@ pub struct Verdict {
 pub struct Window {
     pub per_second: u32,
     pub per_day: u32,
+    /// Length of the "day" window (a day; tests shorten it to see a quota come back).
+    day_len: chrono::Duration,
     second: VecDeque<Instant>,
     day: VecDeque<DateTime<Utc>>,
 }
@@ -31,9 +33,16 @@ impl Window {
         Self {
             per_second,
             per_day,
+            day_len: chrono::Duration::days(1),
             second: VecDeque::new(),
             day: VecDeque::new(),
         }
+    }
+
+    /// The same limits with a shorter (or longer) day window.
+    pub fn with_day_secs(mut self, secs: u64) -> Self {
+        self.day_len = chrono::Duration::seconds(secs.max(1) as i64);
+        self
     }
 
     /// Counts one request if both windows have room. Per-second is checked first, as Etsy does.
@@ -46,11 +55,7 @@ impl Window {
         {
             self.second.pop_front();
         }
-        while self
-            .day
-            .front()
-            .is_some_and(|t| now - *t >= chrono::Duration::days(1))
-        {
+        while self.day.front().is_some_and(|t| now - *t >= self.day_len) {
             self.day.pop_front();
         }
         let used_s = self.second.len() as u32;
@@ -69,7 +74,7 @@ impl Window {
         }
         if used_d >= self.per_day {
             let oldest = self.day.front().copied().unwrap_or(now);
-            let wait = (oldest + chrono::Duration::days(1) - now).num_seconds();
+            let wait = (oldest + self.day_len - now).num_seconds();
             v.retry_after = wait.max(1) as u64;
             return v;
         }

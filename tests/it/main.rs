@@ -7,6 +7,7 @@ mod ebay_client;
 mod etsy_client;
 mod events;
 mod lifecycle;
+mod limits;
 mod metrics;
 mod orders;
 mod plugin;

@@ -42,7 +42,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     let kinds = consumed_kinds(&settings);
     let rt = Runtime::start(pool.clone(), settings.clone(), &kinds).await?;
-    let metrics_server = serve_metrics(&rt).await?;
+    // Every marketplace request of this process takes its budget from the fleet-wide limiter.
+    let limits = Arc::new(jobs::limits::Limits::new(pool.clone(), &settings));
+    jobs::limits::install(limits.clone());
+    let metrics_server = serve_metrics(&rt, limits).await?;
     let market = Arc::new(jobs::marketplace::Marketplaces::new(&settings)?);
     let ctx = JobContext {
         pool,
@@ -95,7 +98,10 @@ pub use jobs::shutdown_signal;
 
 /// Serves this process's Prometheus metrics at `worker.metrics_bind` and records the URL in its
 /// workers row, so scrapers and the dashboard can find every worker process.
-async fn serve_metrics(rt: &Arc<Runtime>) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+async fn serve_metrics(
+    rt: &Arc<Runtime>,
+    limits: Arc<jobs::limits::Limits>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     use poem::listener::{Acceptor, Listener, TcpListener};
     let bind = rt.settings.worker.metrics_bind.clone();
     if bind.is_empty() {
@@ -119,7 +125,7 @@ async fn serve_metrics(rt: &Arc<Runtime>) -> anyhow::Result<Option<tokio::task::
         poem::get(poem::endpoint::make_sync(move |_| {
             poem::Response::builder()
                 .content_type("text/plain; version=0.0.4")
-                .body(rt2.metrics.render())
+                .body(rt2.metrics.render() + &limits.metrics.render())
         })),
     );
     Ok(Some(tokio::spawn(async move {

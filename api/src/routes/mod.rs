@@ -1,6 +1,7 @@
 pub mod connections;
 pub mod health;
 pub mod jobs;
+pub mod limits;
 pub mod orders;
 pub mod plugin;
 pub mod products;
@@ -18,6 +19,8 @@ pub enum Tag {
     Orders,
     /// Queue depth per kind.
     Queues,
+    /// Marketplace rate-limit budgets and circuit breakers.
+    Limits,
     /// Liveness and readiness probes.
     Health,
 }

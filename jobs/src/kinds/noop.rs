@@ -41,6 +41,11 @@ pub struct Noop {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", oai(validator(maximum(value = "1000"))))]
     pub fail_attempts: Option<i32>,
+    /// Calls Etsy's `openapi-ping` this many times (through the fleet-wide limiter) before
+    /// finishing: load for rate-limit tests and benchmarks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", oai(validator(maximum(value = "100"))))]
+    pub etsy_pings: Option<u32>,
     /// With `fail = snooze`: how long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", oai(validator(maximum(value = "86400000"))))]
@@ -50,9 +55,12 @@ pub struct Noop {
 impl Job for Noop {
     const POLICY: Policy = Policy::new(3, 3_600, 50).backoff(1_000, 60);
 
-    async fn run(self, _ctx: JobContext, run: RunInfo) -> Result<Value, JobError> {
+    async fn run(self, ctx: JobContext, run: RunInfo) -> Result<Value, JobError> {
         if let Some(ms) = self.sleep_ms.filter(|ms| *ms > 0) {
             tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        for _ in 0..self.etsy_pings.unwrap_or(0) {
+            ctx.market.etsy.ping().await?;
         }
         // A snooze gives its attempt back, so snoozes are counted apart.
         let count = if self.fail == Some(NoopFailure::Snooze) {
@@ -82,6 +90,10 @@ impl Job for Noop {
             NoopFailure::Panic => panic!("noop: panic on attempt {}", run.attempt),
             NoopFailure::None => unreachable!(),
         }
-        Ok(json!({ "attempt": run.attempt, "slept_ms": self.sleep_ms.unwrap_or(0) }))
+        let mut out = json!({ "attempt": run.attempt, "slept_ms": self.sleep_ms.unwrap_or(0) });
+        if let Some(n) = self.etsy_pings {
+            out["etsy_pings"] = json!(n);
+        }
+        Ok(out)
     }
 }

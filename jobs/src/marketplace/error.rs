@@ -25,6 +25,13 @@ pub enum MarketplaceError {
         retry_after: Option<Duration>,
         detail: String,
     },
+    /// The marketplace's circuit is open (it has been failing): wait for the next probe.
+    #[error("{marketplace} circuit open: {detail}")]
+    CircuitOpen {
+        marketplace: &'static str,
+        retry_after: Duration,
+        detail: String,
+    },
     /// The access token expired: refresh it, then run again.
     #[error("{marketplace} access token expired")]
     AuthExpired { marketplace: &'static str },
@@ -62,6 +69,7 @@ impl MarketplaceError {
         match self {
             Self::Unavailable { .. } => "unavailable",
             Self::RateLimited { .. } => "rate_limited",
+            Self::CircuitOpen { .. } => "circuit_open",
             Self::AuthExpired { .. } => "auth_expired",
             Self::AuthRevoked { .. } => "auth_revoked",
             Self::Rejected { .. } => "rejected",
@@ -87,6 +95,11 @@ impl From<MarketplaceError> for JobError {
             MarketplaceError::Unavailable { .. } => JobError::Retry { class, message },
             MarketplaceError::RateLimited { retry_after, .. } => JobError::Snooze {
                 after: retry_after.unwrap_or(DEFAULT_RATE_WAIT),
+                class,
+                message,
+            },
+            MarketplaceError::CircuitOpen { retry_after, .. } => JobError::Snooze {
+                after: retry_after,
                 class,
                 message,
             },

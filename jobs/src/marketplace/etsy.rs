@@ -205,6 +205,21 @@ impl EtsyClient {
         json(M, r).await
     }
 
+    /// `GET /openapi-ping`: needs only the app's API key; counts against its limits. Used by the
+    /// `noop` kind to exercise the limiter without a seller.
+    pub async fn ping(&self) -> Result<u64, MarketplaceError> {
+        #[derive(Deserialize)]
+        struct Ping {
+            application_id: u64,
+        }
+        let req = self
+            .http
+            .get(format!("{}/v3/application/openapi-ping", self.api_base))
+            .header("x-api-key", &self.api_key);
+        let p: Ping = self.call_json(req).await?;
+        Ok(p.application_id)
+    }
+
     // ---- user, shop, profiles, taxonomy -----------------------------------------------
 
     /// The token's user and their shop (scope `shops_r`).

@@ -51,12 +51,52 @@ impl From<InvalidField> for JobError {
 }
 
 /// Sends a request; a 2xx comes back as is, anything else as a classified [`MarketplaceError`].
+/// Every request first takes its budget from the fleet-wide limiter when this process installed
+/// one ([`crate::limits`]), and reports how it went (Retry-After, limit headers, failures for the
+/// circuit breaker).
 pub async fn send(
     m: Marketplace,
     req: reqwest::RequestBuilder,
 ) -> Result<reqwest::Response, MarketplaceError> {
-    let r = req
-        .send()
+    let (client, req) = req.build_split();
+    let req = req.map_err(|e| MarketplaceError::Unavailable {
+        marketplace: m.as_str(),
+        detail: format!("request could not be built: {e}"),
+    })?;
+    let Some(limits) = crate::limits::installed() else {
+        return send_unlimited(m, &client, req).await;
+    };
+    let adm = limits.admit(m, req.url().path()).await?;
+    let res = send_unlimited(m, &client, req).await;
+    let seen = match &res {
+        Ok(r) => Ok(r.headers().clone()),
+        Err(e) => Err(e.clone()),
+    };
+    if let Some(replaced) = limits.report(&adm, &seen).await {
+        return Err(replaced);
+    }
+    match res {
+        // The snooze that follows a 429 is spread so the fleet does not return at once.
+        Err(MarketplaceError::RateLimited {
+            marketplace,
+            retry_after: Some(d),
+            detail,
+        }) => Err(MarketplaceError::RateLimited {
+            marketplace,
+            retry_after: Some(limits.jittered(d)),
+            detail,
+        }),
+        other => other,
+    }
+}
+
+async fn send_unlimited(
+    m: Marketplace,
+    client: &reqwest::Client,
+    req: reqwest::Request,
+) -> Result<reqwest::Response, MarketplaceError> {
+    let r = client
+        .execute(req)
         .await
         .map_err(|e| MarketplaceError::Unavailable {
             marketplace: m.as_str(),
