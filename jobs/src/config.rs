@@ -56,6 +56,7 @@ pub struct Settings {
     pub scheduler: SchedulerSettings,
     pub marketplaces: MarketplaceSettings,
     pub security: SecuritySettings,
+    pub log: LogSettings,
     #[serde(default)]
     pub kinds: BTreeMap<String, PolicyOverride>,
 }
@@ -162,6 +163,13 @@ pub struct SecuritySettings {
     pub active_token_key: String,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// "text" or "json" (one JSON object per line).
+    pub format: String,
+}
+
 /// Per-kind override of a kind's declared [`crate::Policy`]; unset fields keep the declaration.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -252,6 +260,9 @@ impl Settings {
         }
         if let Err(e) = crate::secrets::TokenCipher::new(&self.security) {
             return bad("security.token_keys", &e.to_string());
+        }
+        if !["text", "json"].contains(&self.log.format.as_str()) {
+            return bad("log.format", "must be \"text\" or \"json\"");
         }
         if self.database.max_connections < 2 {
             return bad("database.max_connections", "must be >= 2");

@@ -72,6 +72,10 @@ impl JobState {
     }
 
     /// SQL condition (on table alias `j`) selecting rows in this state.
+    pub fn sql_condition(self) -> &'static str {
+        self.sql()
+    }
+
     fn sql(self) -> &'static str {
         match self {
             Self::Scheduled => "(j.state = 'available' AND j.attempt = 0 AND j.run_at > now())",
@@ -187,8 +191,8 @@ pub async fn bulk_insert<'a>(
         maxes.push(j.max_attempts);
     }
     let ids: Vec<i64> = sqlx::query_scalar(
-        "INSERT INTO jobs (kind, args, priority, run_at, max_attempts)
-         SELECT k, a, p, coalesce(r, now()), m
+        "INSERT INTO jobs (kind, args, priority, run_at, max_attempts, trace_id)
+         SELECT k, a, p, coalesce(r, now()), m, $6
            FROM unnest($1::text[], $2::jsonb[], $3::smallint[], $4::timestamptz[], $5::int[])
                 WITH ORDINALITY AS u(k, a, p, r, m, ord)
           ORDER BY ord
@@ -199,6 +203,7 @@ pub async fn bulk_insert<'a>(
     .bind(&prios)
     .bind(&runs)
     .bind(&maxes)
+    .bind(crate::telemetry::current_trace_id())
     .fetch_all(&mut *conn)
     .await?;
     Ok(ids)
@@ -210,8 +215,8 @@ async fn insert_keyed(
     key: &str,
 ) -> Result<Inserted, QueueError> {
     let id: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO jobs (kind, args, priority, run_at, max_attempts, idempotency_key)
-         VALUES ($1, $2, $3, coalesce($4, now()), $5, $6)
+        "INSERT INTO jobs (kind, args, priority, run_at, max_attempts, idempotency_key, trace_id)
+         VALUES ($1, $2, $3, coalesce($4, now()), $5, $6, $7)
          ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
          RETURNING id",
     )
@@ -221,6 +226,7 @@ async fn insert_keyed(
     .bind(job.run_at)
     .bind(job.max_attempts)
     .bind(key)
+    .bind(crate::telemetry::current_trace_id())
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = id {
@@ -350,23 +356,36 @@ pub struct KindStats {
 }
 
 /// Counts per kind and state. Every known kind appears, with zeros when it has no jobs.
+/// Waiting rows are counted on the partial claim index and the others as an index-only scan of
+/// `jobs_state_kind_id_idx`, so the cost follows the backlog, not the retained history.
 pub async fn stats(pool: &PgPool, kinds: &[&str]) -> Result<Vec<KindStats>, QueueError> {
     sqlx::query_as(
-        "SELECT k.kind,
-                count(j.id) FILTER (WHERE j.state = 'available' AND j.attempt = 0 AND j.run_at > now()) AS scheduled,
-                count(j.id) FILTER (WHERE j.state = 'available' AND j.attempt = 0 AND j.run_at <= now()) AS pending,
-                count(j.id) FILTER (WHERE j.state = 'running') AS running,
-                count(j.id) FILTER (WHERE j.state = 'available' AND j.attempt > 0) AS retrying,
-                count(j.id) FILTER (WHERE j.state = 'done') AS done,
-                count(j.id) FILTER (WHERE j.state = 'dead') AS dead,
-                count(j.id) FILTER (WHERE j.state = 'cancelled') AS cancelled,
-                extract(epoch FROM now() - min(j.run_at) FILTER (WHERE j.state = 'available' AND j.run_at <= now()))::float8
-                  AS oldest_pending_age_s,
-                coalesce(bool_or(c.paused), false) AS paused
+        "WITH waiting AS (
+            SELECT j.kind,
+                   count(*) FILTER (WHERE j.attempt = 0 AND j.run_at > now()) AS scheduled,
+                   count(*) FILTER (WHERE j.attempt = 0 AND j.run_at <= now()) AS pending,
+                   count(*) FILTER (WHERE j.attempt > 0) AS retrying,
+                   min(j.run_at) FILTER (WHERE j.run_at <= now()) AS oldest
+              FROM jobs j WHERE j.state = 'available' GROUP BY j.kind),
+         other AS (
+            SELECT j.kind,
+                   count(*) FILTER (WHERE j.state = 'running') AS running,
+                   count(*) FILTER (WHERE j.state = 'done') AS done,
+                   count(*) FILTER (WHERE j.state = 'dead') AS dead,
+                   count(*) FILTER (WHERE j.state = 'cancelled') AS cancelled
+              FROM jobs j WHERE j.state IN ('running', 'done', 'dead', 'cancelled') GROUP BY j.kind)
+         SELECT k.kind,
+                coalesce(w.scheduled, 0) AS scheduled, coalesce(w.pending, 0) AS pending,
+                coalesce(o.running, 0) AS running, coalesce(w.retrying, 0) AS retrying,
+                coalesce(o.done, 0) AS done, coalesce(o.dead, 0) AS dead,
+                coalesce(o.cancelled, 0) AS cancelled,
+                extract(epoch FROM now() - w.oldest)::float8 AS oldest_pending_age_s,
+                coalesce(c.paused, false) AS paused
            FROM unnest($1::text[]) AS k(kind)
-           LEFT JOIN jobs j ON j.kind = k.kind
+           LEFT JOIN waiting w ON w.kind = k.kind
+           LEFT JOIN other o ON o.kind = k.kind
            LEFT JOIN kind_controls c ON c.kind = k.kind
-          GROUP BY k.kind ORDER BY k.kind",
+          ORDER BY k.kind",
     )
     .bind(kinds)
     .fetch_all(pool)

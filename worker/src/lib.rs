@@ -117,9 +117,12 @@ async fn serve_metrics(rt: &Arc<Runtime>) -> anyhow::Result<Option<tokio::task::
     let app = poem::Route::new().at(
         "/metrics",
         poem::get(poem::endpoint::make_sync(move |_| {
+            let mut text = rt2.metrics.render();
+            text.push_str(&jobs::metrics::global().render());
+            jobs::metrics::render_process(&mut text);
             poem::Response::builder()
                 .content_type("text/plain; version=0.0.4")
-                .body(rt2.metrics.render())
+                .body(text)
         })),
     );
     Ok(Some(tokio::spawn(async move {

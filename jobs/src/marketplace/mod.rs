@@ -54,13 +54,20 @@ pub async fn send(
     m: Marketplace,
     req: reqwest::RequestBuilder,
 ) -> Result<reqwest::Response, MarketplaceError> {
-    let r = req
-        .send()
-        .await
-        .map_err(|e| MarketplaceError::Unavailable {
-            marketplace: m.as_str(),
-            detail: format!("request failed: {e}"),
-        })?;
+    let r = req.send().await;
+    let status_label = match &r {
+        Ok(r) => r.status().as_str().to_string(),
+        Err(_) => "error".to_string(),
+    };
+    crate::metrics::global().inc(
+        "stoflow_marketplace_http_responses_total",
+        &[("marketplace", m.as_str()), ("status", &status_label)],
+        1,
+    );
+    let r = r.map_err(|e| MarketplaceError::Unavailable {
+        marketplace: m.as_str(),
+        detail: format!("request failed: {e}"),
+    })?;
     if r.status().is_success() {
         return Ok(r);
     }
