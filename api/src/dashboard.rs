@@ -77,8 +77,14 @@ pub fn pages() -> poem::Route {
                 .body(body)
         })
     }
+    static PAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let page = PAGE.get_or_init(|| {
+        let states: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+        let config = json!({ "kinds": ALL_KINDS, "states": states }).to_string();
+        HTML.replace("__CONFIG__", &config.replace('<', "\\u003c"))
+    });
     poem::Route::new()
-        .at("/", poem::get(asset(HTML, "text/html; charset=utf-8")))
+        .at("/", poem::get(asset(page, "text/html; charset=utf-8")))
         .at(
             "/app.js",
             poem::get(asset(JS, "text/javascript; charset=utf-8")),

@@ -426,85 +426,78 @@ where
             trace_id = slot.as_ref().and_then(|s| s.trace_id.as_deref()),
             tenant = tracing::field::Empty,
         );
-        Box::pin(tracing::Instrument::instrument(
-            async move {
-                let started = std::time::Instant::now();
-                if let Some(s) = &slot {
-                    let late = (chrono::Utc::now() - s.due).to_std().unwrap_or_default();
-                    rt.metrics
-                        .inc("stoflow_jobs_started_total", &[("kind", kind)], 1);
-                    rt.metrics.observe(
-                        "stoflow_job_start_latency_seconds",
-                        &[("kind", kind)],
-                        late,
-                    );
+        let run = async move {
+            let started = std::time::Instant::now();
+            if let Some(s) = &slot {
+                let late = (chrono::Utc::now() - s.due).to_std().unwrap_or_default();
+                rt.metrics
+                    .inc("stoflow_jobs_started_total", &[("kind", kind)], 1);
+                rt.metrics
+                    .observe("stoflow_job_start_latency_seconds", &[("kind", kind)], late);
+            }
+            let ran = AssertUnwindSafe(tokio::time::timeout(policy.timeout, fut))
+                .catch_unwind()
+                .await;
+            let Some(slot) = slot else {
+                return Err("task without a claim".into());
+            };
+            slot.free();
+            rt.metrics.observe(
+                "stoflow_job_run_seconds",
+                &[("kind", kind)],
+                started.elapsed(),
+            );
+            let failed = |class: &str, msg: String| {
+                (retry_or_dead(&slot, &policy, class, &msg), Err(msg.into()))
+            };
+            let (outcome, ret) = match ran {
+                Ok(Ok(Ok(resp))) => match serde_json::to_value(&resp) {
+                    Ok(v) => (Outcome::Done(v), Ok(resp)),
+                    Err(e) => failed("invalid_result", format!("result does not serialize: {e}")),
+                },
+                Ok(Ok(Err(e))) => {
+                    let e: BoxDynError = e.into();
+                    (classify(&e, &slot, &policy), Err(e))
                 }
-                let ran = AssertUnwindSafe(tokio::time::timeout(policy.timeout, fut))
-                    .catch_unwind()
-                    .await;
-                let Some(slot) = slot else {
-                    return Err("task without a claim".into());
-                };
-                slot.free();
-                rt.metrics.observe(
-                    "stoflow_job_run_seconds",
-                    &[("kind", kind)],
-                    started.elapsed(),
-                );
-                let failed = |class: &str, msg: String| {
-                    (retry_or_dead(&slot, &policy, class, &msg), Err(msg.into()))
-                };
-                let (outcome, ret) = match ran {
-                    Ok(Ok(Ok(resp))) => match serde_json::to_value(&resp) {
-                        Ok(v) => (Outcome::Done(v), Ok(resp)),
-                        Err(e) => {
-                            failed("invalid_result", format!("result does not serialize: {e}"))
-                        }
-                    },
-                    Ok(Ok(Err(e))) => {
-                        let e: BoxDynError = e.into();
-                        (classify(&e, &slot, &policy), Err(e))
-                    }
-                    Ok(Err(_)) => failed(
-                        "timeout",
-                        format!("run exceeded the {:?} timeout", policy.timeout),
-                    ),
-                    Err(panic) => failed(
-                        "panic",
-                        format!("handler panicked: {}", panic_message(&panic)),
-                    ),
-                };
-                let label = match &outcome {
-                    Outcome::Done(_) => "done",
-                    Outcome::Retry { .. } => "retry",
-                    Outcome::Snooze { .. } => "snooze",
-                    Outcome::Dead { .. } => "dead",
-                    Outcome::Release => "released",
-                };
-                rt.metrics.inc(
-                    "stoflow_jobs_finished_total",
-                    &[("kind", kind), ("outcome", label)],
-                    1,
-                );
-                // Failures at info (people look for them), successes at debug (hot path).
-                match &outcome {
-                    Outcome::Done(_) => tracing::debug!(outcome = label, "job run finished"),
-                    Outcome::Retry { error, .. }
-                    | Outcome::Snooze { error, .. }
-                    | Outcome::Dead { error } => {
-                        tracing::info!(outcome = label, error = %error, "job run failed")
-                    }
-                    Outcome::Release => {}
+                Ok(Err(_)) => failed(
+                    "timeout",
+                    format!("run exceeded the {:?} timeout", policy.timeout),
+                ),
+                Err(panic) => failed(
+                    "panic",
+                    format!("handler panicked: {}", panic_message(&panic)),
+                ),
+            };
+            let label = match &outcome {
+                Outcome::Done(_) => "done",
+                Outcome::Retry { .. } => "retry",
+                Outcome::Snooze { .. } => "snooze",
+                Outcome::Dead { .. } => "dead",
+                Outcome::Release => "released",
+            };
+            rt.metrics.inc(
+                "stoflow_jobs_finished_total",
+                &[("kind", kind), ("outcome", label)],
+                1,
+            );
+            // Failures at info (people look for them), successes at debug (hot path).
+            match &outcome {
+                Outcome::Done(_) => tracing::debug!(outcome = label, "job run finished"),
+                Outcome::Retry { error, .. }
+                | Outcome::Snooze { error, .. }
+                | Outcome::Dead { error } => {
+                    tracing::info!(outcome = label, error = %error, "job run failed")
                 }
-                rt.ack(Ack {
-                    id: slot.id,
-                    attempt: slot.attempt,
-                    outcome,
-                });
-                ret
-            },
-            span,
-        ))
+                Outcome::Release => {}
+            }
+            rt.ack(Ack {
+                id: slot.id,
+                attempt: slot.attempt,
+                outcome,
+            });
+            ret
+        };
+        Box::pin(tracing::Instrument::instrument(run, span))
     }
 }
 
