@@ -145,6 +145,7 @@ function failureChart(points) {
   return `<svg viewBox="0 0 ${W} ${H}" width="100%" data-testid="failure-chart">
     <line x1="0" x2="${W}" y1="${H - 14}" y2="${H - 14}" stroke="#e4e7ec"/>
     <polyline fill="none" stroke="#c4320a" stroke-width="2" points="${pts.join(" ")}"/>
+    ${pts.map(p => { const [x, y] = p.split(","); return `<circle cx="${x}" cy="${y}" r="2.5" fill="#c4320a"/>`; }).join("")}
     <text x="0" y="10">100%</text><text x="0" y="${H - 2}">-60 min</text><text x="${W - 30}" y="${H - 2}">now</text></svg>
     <div class="legend"><span>dead / finished over the hour: <b>${rate}%</b></span></div>`;
 }
