@@ -55,7 +55,11 @@ async fn overview_workers_and_job_pages_report_the_queue() {
     let (s, o) = api.get("/v1/dashboard/overview").await;
     assert_eq!(s, 200, "{o}");
     let noop = kind_row(&o, "noop");
-    assert_eq!((noop["done"].as_i64(), noop["dead"].as_i64()), (Some(2), Some(1)), "{noop}");
+    assert_eq!(
+        (noop["done"].as_i64(), noop["dead"].as_i64()),
+        (Some(2), Some(1)),
+        "{noop}"
+    );
     assert_eq!(kind_row(&o, "refresh_token")["dead"], 1);
     let (done, dead) = o["throughput"]
         .as_array()
@@ -63,7 +67,10 @@ async fn overview_workers_and_job_pages_report_the_queue() {
         .iter()
         .filter(|p| p["kind"] == "noop")
         .fold((0, 0), |(d, x), p| {
-            (d + p["done"].as_i64().unwrap(), x + p["dead"].as_i64().unwrap())
+            (
+                d + p["done"].as_i64().unwrap(),
+                x + p["dead"].as_i64().unwrap(),
+            )
         });
     assert_eq!((done, dead), (2, 1));
     let p = o["percentiles"]
@@ -81,7 +88,12 @@ async fn overview_workers_and_job_pages_report_the_queue() {
     assert_eq!(procs.len(), 1);
     assert_eq!(procs[0]["status"], "live");
     assert_eq!(procs[0]["in_flight"], 0);
-    assert!(procs[0]["kinds"].as_array().unwrap().contains(&json!("noop")));
+    assert!(
+        procs[0]["kinds"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("noop"))
+    );
     assert_eq!(procs[0]["pid"], _w.pid());
 
     // Filters: state across kinds (merged per-kind index scans), kind and state, text, id.
@@ -121,7 +133,10 @@ async fn overview_workers_and_job_pages_report_the_queue() {
     // Inputs are validated with a precise problem.
     let (s, e) = api.get("/v1/dashboard/jobs?kind=nope").await;
     assert_eq!(s, 400);
-    assert!(e["detail"].as_str().unwrap().contains("unknown kind"), "{e}");
+    assert!(
+        e["detail"].as_str().unwrap().contains("unknown kind"),
+        "{e}"
+    );
     assert_eq!(api.get("/v1/dashboard/jobs?cursor=x").await.0, 400);
     assert_eq!(api.get("/v1/dashboard/jobs?limit=0").await.0, 400);
     assert_eq!(api.get("/v1/dashboard/jobs/999999").await.0, 404);
@@ -164,12 +179,21 @@ async fn bulk_actions_preview_then_apply_and_every_action_is_audited() {
 
     // A state the action does not apply to is refused, naming the allowed ones.
     let (s, e) = api
-        .post("/v1/dashboard/bulk/preview", &json!({"action": "retry", "state": "pending"}))
+        .post(
+            "/v1/dashboard/bulk/preview",
+            &json!({"action": "retry", "state": "pending"}),
+        )
         .await;
     assert_eq!(s, 422, "{e}");
-    assert!(e["detail"].as_str().unwrap().contains("dead, cancelled"), "{e}");
+    assert!(
+        e["detail"].as_str().unwrap().contains("dead, cancelled"),
+        "{e}"
+    );
     let (s, _) = api
-        .post("/v1/dashboard/bulk", &json!({"action": "retry", "kind": "nope"}))
+        .post(
+            "/v1/dashboard/bulk",
+            &json!({"action": "retry", "kind": "nope"}),
+        )
         .await;
     assert_eq!(s, 400);
     let (s, _) = api
@@ -187,7 +211,9 @@ async fn bulk_actions_preview_then_apply_and_every_action_is_audited() {
     }
 
     // Single actions and pause/resume are audited too.
-    let (s, _) = api.post(&format!("/v1/jobs/{}/cancel", jobs[0]), &json!({})).await;
+    let (s, _) = api
+        .post(&format!("/v1/jobs/{}/cancel", jobs[0]), &json!({}))
+        .await;
     assert_eq!(s, 200);
     let r = api
         .http
@@ -278,7 +304,12 @@ async fn the_event_stream_carries_job_state_changes_of_the_asked_kind() {
         ev.iter().any(|e| e["id"] == id && e["state"] == "done")
     })
     .await;
-    assert!(events.iter().all(|e| e["kind"] == "noop" && e["id"] != other), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["kind"] == "noop" && e["id"] != other),
+        "{events:?}"
+    );
     let states: Vec<&str> = events
         .iter()
         .filter(|e| e["id"] == id)
@@ -318,7 +349,10 @@ async fn the_enqueue_trace_id_is_stored_and_on_every_log_line_of_the_run() {
     let made = r.headers()["x-trace-id"].to_str().unwrap().to_string();
     let id2 = Api::read(r).await.1["id"].as_i64().unwrap();
     let (_, d2) = api.get(&format!("/v1/dashboard/jobs/{id2}")).await;
-    assert_eq!((made.len(), d2["trace_id"].as_str()), (32, Some(made.as_str())));
+    assert_eq!(
+        (made.len(), d2["trace_id"].as_str()),
+        (32, Some(made.as_str()))
+    );
 
     // The run's log line is JSON and carries job id, kind and trace id (the span's fields).
     let mut line = Value::Null;
@@ -339,8 +373,7 @@ async fn the_enqueue_trace_id_is_stored_and_on_every_log_line_of_the_run() {
 }
 
 #[tokio::test]
-async fn marketplace_answers_are_counted_by_status_and_the_job_detail_names_listing_and_account()
-{
+async fn marketplace_answers_are_counted_by_status_and_the_job_detail_names_listing_and_account() {
     let db = TestDb::new().await;
     let port = free_port();
     let (sims, env) = simulators(port).await;
@@ -380,10 +413,19 @@ async fn marketplace_answers_are_counted_by_status_and_the_job_detail_names_list
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    let text = api.http.get(&url).send().await.unwrap().text().await.unwrap();
+    let text = api
+        .http
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let count = |status: &str| -> f64 {
-        let series =
-            format!("stoflow_marketplace_http_responses_total{{marketplace=\"ebay\",status=\"{status}\"}} ");
+        let series = format!(
+            "stoflow_marketplace_http_responses_total{{marketplace=\"ebay\",status=\"{status}\"}} "
+        );
         text.lines()
             .find_map(|l| l.strip_prefix(&series))
             .map(|v| v.parse().unwrap())

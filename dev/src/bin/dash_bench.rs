@@ -96,14 +96,12 @@ async fn main() -> anyhow::Result<()> {
     )
     .execute(&pool)
     .await?;
-    let size: String =
-        sqlx::query_scalar("SELECT pg_size_pretty(pg_total_relation_size('jobs'))")
-            .fetch_one(&pool)
-            .await?;
-    let (some_id, mid_id): (i64, i64) =
-        sqlx::query_as("SELECT max(id) - 7, max(id) / 2 FROM jobs")
-            .fetch_one(&pool)
-            .await?;
+    let size: String = sqlx::query_scalar("SELECT pg_size_pretty(pg_total_relation_size('jobs'))")
+        .fetch_one(&pool)
+        .await?;
+    let (some_id, mid_id): (i64, i64) = sqlx::query_as("SELECT max(id) - 7, max(id) / 2 FROM jobs")
+        .fetch_one(&pool)
+        .await?;
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -130,19 +128,34 @@ async fn main() -> anyhow::Result<()> {
 
     let gets: Vec<(String, String)> = vec![
         ("overview".into(), "/v1/dashboard/overview".into()),
-        ("jobs, first page (no filter)".into(), "/v1/dashboard/jobs".into()),
+        (
+            "jobs, first page (no filter)".into(),
+            "/v1/dashboard/jobs".into(),
+        ),
         (
             "jobs, page deep in history (keyset cursor)".into(),
             format!("/v1/dashboard/jobs?cursor={mid_id}"),
         ),
-        ("jobs, state=dead (all kinds)".into(), "/v1/dashboard/jobs?state=dead".into()),
+        (
+            "jobs, state=dead (all kinds)".into(),
+            "/v1/dashboard/jobs?state=dead".into(),
+        ),
         (
             "jobs, kind=publish_listing & state=dead".into(),
             "/v1/dashboard/jobs?kind=publish_listing&state=dead".into(),
         ),
-        ("jobs, state=pending".into(), "/v1/dashboard/jobs?state=pending".into()),
-        ("jobs, state=running".into(), "/v1/dashboard/jobs?state=running".into()),
-        ("jobs, kind=noop".into(), "/v1/dashboard/jobs?kind=noop".into()),
+        (
+            "jobs, state=pending".into(),
+            "/v1/dashboard/jobs?state=pending".into(),
+        ),
+        (
+            "jobs, state=running".into(),
+            "/v1/dashboard/jobs?state=running".into(),
+        ),
+        (
+            "jobs, kind=noop".into(),
+            "/v1/dashboard/jobs?kind=noop".into(),
+        ),
         (
             "jobs, text search (rare: one match per window)".into(),
             format!("/v1/dashboard/jobs?q=item%20{}", some_id - 3),
@@ -185,7 +198,9 @@ async fn main() -> anyhow::Result<()> {
         let s = Instant::now();
         let r = client
             .post(format!("{base}/v1/dashboard/bulk/preview"))
-            .json(&serde_json::json!({"action": "retry", "kind": "publish_listing", "state": "dead"}))
+            .json(
+                &serde_json::json!({"action": "retry", "kind": "publish_listing", "state": "dead"}),
+            )
             .send()
             .await?;
         anyhow::ensure!(r.status().is_success(), "preview answered {}", r.status());
