@@ -81,7 +81,8 @@ async function overview() {
       const btn = q.paused
         ? `<button data-testid="resume-${esc(q.kind)}" data-act="resume" data-kind="${esc(q.kind)}">resume</button>`
         : `<button data-testid="pause-${esc(q.kind)}" data-act="pause" data-kind="${esc(q.kind)}">pause</button>`;
-      return `<tr><td><a href="#/jobs?kind=${esc(q.kind)}">${esc(q.kind)}</a></td>${cells}
+      const est = q.counts_estimated ? ` <span class="muted" title="done/dead/cancelled over 1,000 are estimated from table statistics">≈</span>` : "";
+      return `<tr><td><a href="#/jobs?kind=${esc(q.kind)}">${esc(q.kind)}</a>${est}</td>${cells}
         <td class="num">${fmtAge(q.oldest_pending_age_s)}</td>
         <td data-testid="paused-${esc(q.kind)}">${q.paused ? '<span class="state retrying">paused</span>' : ""}</td><td>${btn}</td></tr>`;
     }).join("");
