@@ -35,3 +35,143 @@ async fn listen(pool: &PgPool, tx: &broadcast::Sender<i64>) -> Result<(), sqlx::
         }
     }
 }
+
+/// A job's new state, as sent on the per-tenant stream `GET /v1/events`.
+#[derive(Debug, Clone, poem_openapi::Object)]
+pub struct JobChange {
+    pub id: i64,
+    pub kind: String,
+    pub state: jobs::queue::JobState,
+    pub attempt: i32,
+    /// The owning tenant (issue #5 adds `jobs.tenant_id`); streams are filtered on it.
+    #[oai(skip)]
+    pub tenant: Option<i64>,
+}
+
+/// What one stream receives: a caller's tenant (set by auth) and an optional kind.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// None: every tenant (ops). Issue #5 sets the caller's tenant for sellers.
+    pub tenant: Option<i64>,
+    pub kind: Option<String>,
+}
+
+impl Scope {
+    pub fn admits(&self, c: &JobChange) -> bool {
+        self.tenant.is_none_or(|t| c.tenant == Some(t))
+            && self.kind.as_deref().is_none_or(|k| c.kind == k)
+    }
+}
+
+/// Resolves changed ids into [`JobChange`]s once per batch for every open stream (one query per
+/// batch whatever the number of clients; none while nobody listens).
+pub fn spawn_feed(
+    pool: PgPool,
+    ids: &broadcast::Sender<i64>,
+) -> broadcast::Sender<std::sync::Arc<Vec<JobChange>>> {
+    use broadcast::error::RecvError;
+    let (tx, _) = broadcast::channel(1024);
+    let out = tx.clone();
+    let mut rx = ids.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let first = match rx.recv().await {
+                Ok(id) => id,
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return,
+            };
+            let mut batch = vec![first];
+            while batch.len() < 5_000 {
+                match rx.try_recv() {
+                    Ok(id) => batch.push(id),
+                    Err(_) => break,
+                }
+            }
+            if tx.receiver_count() == 0 {
+                continue;
+            }
+            batch.sort_unstable();
+            batch.dedup();
+            // Issue #5: select j.tenant_id here so Scope::admits can filter on it.
+            let rows: Result<Vec<jobs::queue::JobRow>, _> = sqlx::query_as(
+                "SELECT j.id, j.kind, j.state, j.args, j.priority, j.attempt, j.max_attempts,
+                        j.snoozes, j.run_at, j.created_at, j.attempted_at, j.finished_at,
+                        j.locked_by, j.idempotency_key, NULL::jsonb AS result,
+                        NULL::jsonb AS last_error, '[]'::jsonb AS errors
+                   FROM jobs j WHERE j.id = ANY($1) ORDER BY j.id",
+            )
+            .bind(&batch)
+            .fetch_all(&pool)
+            .await;
+            match rows {
+                Ok(rows) => {
+                    let now = chrono::Utc::now();
+                    let changes = rows
+                        .into_iter()
+                        .map(|r| JobChange {
+                            state: r.public_state(now),
+                            id: r.id,
+                            kind: r.kind,
+                            attempt: r.attempt,
+                            tenant: None,
+                        })
+                        .collect::<Vec<_>>();
+                    let _ = tx.send(std::sync::Arc::new(changes));
+                }
+                Err(e) => tracing::warn!(error = %e, "reading changed jobs failed"),
+            }
+        }
+    });
+    out
+}
+
+pub struct EventsApi {
+    pub st: std::sync::Arc<crate::AppState>,
+}
+
+#[poem_openapi::OpenApi(tag = "crate::routes::Tag::Jobs")]
+impl EventsApi {
+    /// Job state changes, live (Server-Sent Events)
+    ///
+    /// One event per change of any job the caller may see (with tenants: its own), optionally
+    /// of one kind. Driven by Postgres notifications; a slow client skips ahead (re-read
+    /// `GET /v1/jobs/{id}` for the latest state).
+    #[oai(path = "/v1/events", method = "get")]
+    async fn events(
+        &self,
+        kind: poem_openapi::param::Query<Option<String>>,
+    ) -> Result<
+        poem_openapi::payload::EventStream<futures::stream::BoxStream<'static, JobChange>>,
+        crate::problem::Problem,
+    > {
+        use futures::StreamExt;
+        if let Some(k) = kind.0.as_deref()
+            && !jobs::kinds::ALL_KINDS.contains(&k)
+        {
+            return Err(crate::problem::Problem::bad_request(format!(
+                "unknown kind {k:?}; known kinds: {}",
+                jobs::kinds::ALL_KINDS.join(", ")
+            )));
+        }
+        let scope = Scope {
+            tenant: None,
+            kind: kind.0,
+        };
+        let rx = self.st.job_feed.subscribe();
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(batch) => return Some((batch, rx)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+        .flat_map(move |batch| {
+            let items: Vec<JobChange> = batch.iter().filter(|c| scope.admits(c)).cloned().collect();
+            futures::stream::iter(items)
+        })
+        .boxed();
+        Ok(poem_openapi::payload::EventStream::new(stream).keep_alive(Duration::from_secs(15)))
+    }
+}

@@ -1,6 +1,7 @@
 //! The HTTP API: a thin poem + poem-openapi layer that validates, enqueues and reads. It never
 //! runs a job. Documented at `/openapi.json` and `/docs` (Swagger UI).
 
+pub mod dashboard;
 pub mod events;
 pub mod problem;
 pub mod routes;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub job_changes: tokio::sync::broadcast::Sender<i64>,
     /// Announces changes this process makes (retry, cancel).
     pub job_events: Notifier,
+    /// Changed jobs resolved to their new state, for `GET /v1/events` and the dashboard.
+    pub job_feed: tokio::sync::broadcast::Sender<Arc<Vec<events::JobChange>>>,
     /// Marketplace clients and the token cipher.
     pub market: jobs::marketplace::Marketplaces,
 }
@@ -42,7 +45,9 @@ pub fn app(st: Arc<AppState>) -> impl Endpoint {
         routes::queues::QueuesApi { st: st.clone() },
         routes::plugin::PluginApi { st: st.clone() },
         routes::limits::LimitsApi { st: st.clone() },
-        routes::health::HealthApi { st },
+        routes::health::HealthApi { st: st.clone() },
+        dashboard::DashboardApi { st: st.clone() },
+        events::EventsApi { st },
     );
     let service = OpenApiService::new(apis, "Stoflow Jobs", env!("CARGO_PKG_VERSION"))
         .description("Typed jobs over HTTP into Postgres, run by separate worker processes.");
@@ -60,6 +65,9 @@ pub fn app(st: Arc<AppState>) -> impl Endpoint {
             })),
         )
         .nest("/docs", docs)
+        .nest("/dashboard", dashboard::pages())
+        .around(dashboard::guard)
+        .around(with_trace_id)
         .around(move |ep, req| limit_body(ep, req, limit))
         .with(Tracing)
         .catch_all_error(problem::render)
@@ -70,6 +78,8 @@ pub fn app(st: Arc<AppState>) -> impl Endpoint {
 async fn metrics(st: &AppState) -> poem::Result<poem::Response> {
     use jobs::metrics::{label_text, render_gauge};
     let mut out = st.metrics.render();
+    out.push_str(&jobs::metrics::global().render());
+    jobs::metrics::render_process(&mut out);
     let stats = jobs::queue::stats(&st.pool, jobs::kinds::ALL_KINDS)
         .await
         .map_err(poem::error::InternalServerError)?;
@@ -196,6 +206,31 @@ async fn limit_gauges(st: &AppState, out: &mut String) -> poem::Result<()> {
     Ok(())
 }
 
+/// Serves the request with a trace id (the caller's W3C `traceparent` one, else a new one): jobs it
+/// enqueues store it and their runs log it; the response names it in `x-trace-id`.
+async fn with_trace_id<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Result<poem::Response> {
+    let id = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(jobs::telemetry::trace_id_of_traceparent)
+        .unwrap_or_else(jobs::telemetry::new_trace_id);
+    let span = tracing::info_span!("request", trace_id = %id);
+    let resp = tracing::Instrument::instrument(
+        jobs::telemetry::with_trace_id(id.clone(), ep.call(req)),
+        span,
+    )
+    .await;
+    let mut resp = match resp {
+        Ok(r) => poem::IntoResponse::into_response(r),
+        Err(e) => problem::render(e).await,
+    };
+    if let Ok(v) = poem::http::HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-trace-id", v);
+    }
+    Ok(resp)
+}
+
 /// Rejects bodies over `limit` bytes with 413, whether or not they declare a Content-Length.
 async fn limit_body<E: Endpoint>(
     ep: Arc<E>,
@@ -284,9 +319,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let signal = jobs::shutdown_signal();
     let pool = jobs::db::connect_migrated(&settings).await?;
     let bind = settings.api.bind.clone();
+    let job_changes = events::spawn_listener(pool.clone());
     let st = Arc::new(AppState {
         metrics: Default::default(),
-        job_changes: events::spawn_listener(pool.clone()),
+        job_feed: events::spawn_feed(pool.clone(), &job_changes),
+        job_changes,
         job_events: Notifier::job_events(pool.clone()),
         market: jobs::marketplace::Marketplaces::new(&settings)?,
         notifier: Notifier::spawn(pool.clone()),

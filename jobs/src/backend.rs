@@ -56,6 +56,9 @@ struct Slot {
     snoozes: i32,
     /// When the job became due (its run time when claimed).
     due: chrono::DateTime<chrono::Utc>,
+    /// Put on the run's span: the enqueuing request's trace id, the marketplace it concerns.
+    trace_id: Option<Arc<str>>,
+    marketplace: Option<Arc<str>>,
     permit: Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>,
 }
 
@@ -289,6 +292,11 @@ impl<J: Job> Fetcher<J> {
     }
 
     fn dispatch(&self, row: Claimed, permit: OwnedSemaphorePermit) {
+        let marketplace = row
+            .args
+            .get("marketplace")
+            .and_then(Value::as_str)
+            .map(Arc::from);
         let args = match serde_json::from_value::<J>(row.args) {
             Ok(a) => a,
             Err(e) => {
@@ -312,6 +320,8 @@ impl<J: Job> Fetcher<J> {
             max_attempts: row.max_attempts,
             snoozes: row.snoozes,
             due: row.run_at,
+            trace_id: row.trace_id.as_deref().map(Arc::from),
+            marketplace,
             permit: Arc::new(std::sync::Mutex::new(Some(permit))),
         };
         let task = TaskBuilder::new(args)
@@ -344,7 +354,7 @@ pub const CLAIM_SQL: &str =
          ORDER BY priority DESC, run_at, id
          LIMIT $3
          FOR UPDATE SKIP LOCKED))
- RETURNING id, attempt, max_attempts, snoozes, priority, run_at, args";
+ RETURNING id, attempt, max_attempts, snoozes, priority, run_at, args, trace_id";
 
 #[derive(sqlx::FromRow)]
 struct Claimed {
@@ -355,6 +365,7 @@ struct Claimed {
     priority: i16,
     run_at: chrono::DateTime<chrono::Utc>,
     args: Value,
+    trace_id: Option<String>,
 }
 
 /// The backend's middleware: timeout, panic capture, classification, ack.
@@ -404,7 +415,18 @@ where
         let slot = task.ctx().data().get::<Slot>().cloned();
         let fut = self.inner.call(task);
         let (rt, policy, kind) = (self.rt.clone(), self.policy, self.kind);
-        Box::pin(async move {
+        // Every log line of the run carries these; handlers may record `marketplace` (and, with
+        // tenants, `tenant`) when only they know it: `Span::current().record(..)`.
+        let span = tracing::info_span!(
+            "job",
+            job.id = slot.as_ref().map(|s| s.id),
+            job.kind = kind,
+            job.attempt = slot.as_ref().map(|s| s.attempt),
+            marketplace = slot.as_ref().and_then(|s| s.marketplace.as_deref()),
+            trace_id = slot.as_ref().and_then(|s| s.trace_id.as_deref()),
+            tenant = tracing::field::Empty,
+        );
+        let run = async move {
             let started = std::time::Instant::now();
             if let Some(s) = &slot {
                 let late = (chrono::Utc::now() - s.due).to_std().unwrap_or_default();
@@ -458,13 +480,24 @@ where
                 &[("kind", kind), ("outcome", label)],
                 1,
             );
+            // Failures at info (people look for them), successes at debug (hot path).
+            match &outcome {
+                Outcome::Done(_) => tracing::debug!(outcome = label, "job run finished"),
+                Outcome::Retry { error, .. }
+                | Outcome::Snooze { error, .. }
+                | Outcome::Dead { error } => {
+                    tracing::info!(outcome = label, error = %error, "job run failed")
+                }
+                Outcome::Release => {}
+            }
             rt.ack(Ack {
                 id: slot.id,
                 attempt: slot.attempt,
                 outcome,
             });
             ret
-        })
+        };
+        Box::pin(tracing::Instrument::instrument(run, span))
     }
 }
 

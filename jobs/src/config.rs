@@ -58,6 +58,7 @@ pub struct Settings {
     pub security: SecuritySettings,
     pub plugin: PluginSettings,
     pub limits: LimitSettings,
+    pub log: LogSettings,
     #[serde(default)]
     pub kinds: BTreeMap<String, PolicyOverride>,
 }
@@ -274,6 +275,13 @@ pub struct VintedLimits {
     pub seller_writes_per_hour: u32,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// "text" or "json" (one JSON object per line).
+    pub format: String,
+}
+
 /// Per-kind override of a kind's declared [`crate::Policy`]; unset fields keep the declaration.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -403,6 +411,9 @@ impl Settings {
         }
         if l.etsy.per_second < 0.0 || l.etsy.seller_per_second < 0.0 || l.ebay.per_second < 0.0 {
             return bad("limits.*.per_second", "must be >= 0");
+        }
+        if !["text", "json"].contains(&self.log.format.as_str()) {
+            return bad("log.format", "must be \"text\" or \"json\"");
         }
         if self.database.max_connections < 2 {
             return bad("database.max_connections", "must be >= 2");

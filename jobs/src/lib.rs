@@ -10,9 +10,11 @@
 //! - [`db`]: pool and migrations. [`config`]: layered settings.
 
 pub mod accounts;
+pub mod audit;
 pub mod backend;
 pub mod catalogue;
 pub mod config;
+pub mod dashboard;
 pub mod db;
 pub mod domain;
 pub mod job;

@@ -75,7 +75,55 @@ const HELP: &[(&str, &str, &str)] = &[
         "histogram",
         "In-process waits for a marketplace request's rate-limit slot.",
     ),
+    (
+        "stoflow_marketplace_http_responses_total",
+        "counter",
+        "Marketplace HTTP answers by marketplace and status (\"error\": no answer).",
+    ),
 ];
+
+/// Process-wide metrics recorded where no `Metrics` handle reaches (the marketplace clients).
+/// Both binaries render it next to their own at `/metrics`.
+pub fn global() -> &'static Metrics {
+    static GLOBAL: std::sync::OnceLock<Metrics> = std::sync::OnceLock::new();
+    GLOBAL.get_or_init(Metrics::default)
+}
+
+/// Process health: start time, resident memory, open file descriptors (Linux `/proc`).
+pub fn render_process(out: &mut String) {
+    static START: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
+    });
+    render_gauge(
+        out,
+        "process_start_time_seconds",
+        "Start time of the process since the Unix epoch (first scrape or first use).",
+        &[(String::new(), start)],
+    );
+    let rss_pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok());
+    if let Some(pages) = rss_pages {
+        render_gauge(
+            out,
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            &[(String::new(), pages * 4096.0)],
+        );
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        render_gauge(
+            out,
+            "process_open_fds",
+            "Open file descriptors.",
+            &[(String::new(), fds.count() as f64)],
+        );
+    }
+}
 
 #[derive(Default)]
 pub struct Metrics {
@@ -111,11 +159,17 @@ impl Metrics {
             .observe(d.as_secs_f64());
     }
 
-    /// Renders every metric recorded so far.
+    /// Renders every metric recorded so far (families with no sample are left out, so two
+    /// registries rendered one after the other never declare a family twice).
     pub fn render(&self) -> String {
         let inner = self.inner.lock().expect("metrics");
         let mut out = String::new();
         for (name, kind, help) in HELP {
+            let used = inner.counters.keys().any(|(n, _)| n == name)
+                || inner.histograms.keys().any(|(n, _)| n == name);
+            if !used {
+                continue;
+            }
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for ((n, l), v) in inner.counters.iter().filter(|((n, _), _)| n == name) {
                 let _ = writeln!(out, "{n}{{{l}}} {v}");

@@ -72,6 +72,10 @@ impl JobState {
     }
 
     /// SQL condition (on table alias `j`) selecting rows in this state.
+    pub fn sql_condition(self) -> &'static str {
+        self.sql()
+    }
+
     fn sql(self) -> &'static str {
         match self {
             Self::Scheduled => "(j.state = 'available' AND j.attempt = 0 AND j.run_at > now())",
@@ -212,8 +216,8 @@ pub async fn bulk_insert<'a>(
         maxes.push(j.max_attempts);
     }
     let ids: Vec<i64> = sqlx::query_scalar(
-        "INSERT INTO jobs (kind, args, priority, run_at, max_attempts)
-         SELECT k, a, p, coalesce(r, now()), m
+        "INSERT INTO jobs (kind, args, priority, run_at, max_attempts, trace_id)
+         SELECT k, a, p, coalesce(r, now()), m, $6
            FROM unnest($1::text[], $2::jsonb[], $3::smallint[], $4::timestamptz[], $5::int[])
                 WITH ORDINALITY AS u(k, a, p, r, m, ord)
           ORDER BY ord
@@ -224,6 +228,7 @@ pub async fn bulk_insert<'a>(
     .bind(&prios)
     .bind(&runs)
     .bind(&maxes)
+    .bind(crate::telemetry::current_trace_id())
     .fetch_all(&mut *conn)
     .await?;
     Ok(ids)
@@ -235,8 +240,8 @@ async fn insert_keyed(
     key: &str,
 ) -> Result<Inserted, QueueError> {
     let id: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO jobs (kind, args, priority, run_at, max_attempts, idempotency_key)
-         VALUES ($1, $2, $3, coalesce($4, now()), $5, $6)
+        "INSERT INTO jobs (kind, args, priority, run_at, max_attempts, idempotency_key, trace_id)
+         VALUES ($1, $2, $3, coalesce($4, now()), $5, $6, $7)
          ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
          RETURNING id",
     )
@@ -246,6 +251,7 @@ async fn insert_keyed(
     .bind(job.run_at)
     .bind(job.max_attempts)
     .bind(key)
+    .bind(crate::telemetry::current_trace_id())
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = id {
@@ -368,6 +374,9 @@ pub struct KindStats {
     pub done: i64,
     pub dead: i64,
     pub cancelled: i64,
+    /// True when a done, dead or cancelled count is over 1,000 and estimated from statistics
+    /// (waiting and running counts are always exact).
+    pub counts_estimated: bool,
     /// Age in seconds of the oldest job ready to run and not yet claimed.
     pub oldest_pending_age_s: Option<f64>,
     /// Paused kinds are not fetched by any worker process.
@@ -375,29 +384,68 @@ pub struct KindStats {
 }
 
 /// Counts per kind and state. Every known kind appears, with zeros when it has no jobs.
+///
+/// Bounded by the backlog, not the retained history: waiting and running rows are counted
+/// exactly on their partial indexes; done, dead and cancelled are counted exactly up to
+/// [`EXACT_COUNT_CAP`] per kind and state (a capped index-only scan), and beyond that estimated
+/// from the `(kind, state)` statistics ANALYZE keeps (`counts_estimated` is then true).
 pub async fn stats(pool: &PgPool, kinds: &[&str]) -> Result<Vec<KindStats>, QueueError> {
     sqlx::query_as(
-        "SELECT k.kind,
-                count(j.id) FILTER (WHERE j.state = 'available' AND j.attempt = 0 AND j.run_at > now()) AS scheduled,
-                count(j.id) FILTER (WHERE j.state = 'available' AND j.attempt = 0 AND j.run_at <= now()) AS pending,
-                count(j.id) FILTER (WHERE j.state = 'running') AS running,
-                count(j.id) FILTER (WHERE j.state = 'available' AND j.attempt > 0) AS retrying,
-                count(j.id) FILTER (WHERE j.state = 'done') AS done,
-                count(j.id) FILTER (WHERE j.state = 'dead') AS dead,
-                count(j.id) FILTER (WHERE j.state = 'cancelled') AS cancelled,
-                extract(epoch FROM now() - min(j.run_at) FILTER (WHERE j.state = 'available' AND j.run_at <= now()))::float8
-                  AS oldest_pending_age_s,
-                coalesce(bool_or(c.paused), false) AS paused
+        "WITH waiting AS (
+            SELECT j.kind,
+                   count(*) FILTER (WHERE j.attempt = 0 AND j.run_at > now()) AS scheduled,
+                   count(*) FILTER (WHERE j.attempt = 0 AND j.run_at <= now()) AS pending,
+                   count(*) FILTER (WHERE j.attempt > 0) AS retrying,
+                   min(j.run_at) FILTER (WHERE j.run_at <= now()) AS oldest
+              FROM jobs j WHERE j.state = 'available' GROUP BY j.kind),
+         running AS (
+            SELECT j.kind, count(*) AS running FROM jobs j WHERE j.state = 'running' GROUP BY j.kind),
+         estimated AS (
+            SELECT e.most_common_vals[i][1] AS kind, e.most_common_vals[i][2] AS state,
+                   (e.most_common_freqs[i] * greatest(c.reltuples, 0))::bigint AS n
+              FROM pg_stats_ext e CROSS JOIN LATERAL generate_subscripts(e.most_common_freqs, 1) AS i,
+                   pg_class c
+             WHERE e.statistics_name = 'jobs_kind_state_stats' AND c.oid = 'jobs'::regclass),
+         finished AS (
+            SELECT k.kind, s.state,
+                   (SELECT count(*) FROM (SELECT 1 FROM jobs j WHERE j.state = s.state AND j.kind = k.kind
+                                           LIMIT $2 + 1) x) AS exact
+              FROM unnest($1::text[]) AS k(kind),
+                   unnest(ARRAY['done', 'dead', 'cancelled']) AS s(state)),
+         counted AS (
+            SELECT f.kind, f.state, f.exact > $2 AS capped,
+                   CASE WHEN f.exact > $2 THEN greatest(f.exact, coalesce(e.n, 0)) ELSE f.exact END AS n
+              FROM finished f LEFT JOIN estimated e ON e.kind = f.kind AND e.state = f.state),
+         other AS (
+            SELECT kind, sum(n) FILTER (WHERE state = 'done')::bigint AS done,
+                   sum(n) FILTER (WHERE state = 'dead')::bigint AS dead,
+                   sum(n) FILTER (WHERE state = 'cancelled')::bigint AS cancelled,
+                   bool_or(capped) AS estimated
+              FROM counted GROUP BY kind)
+         SELECT k.kind,
+                coalesce(w.scheduled, 0) AS scheduled, coalesce(w.pending, 0) AS pending,
+                coalesce(r.running, 0) AS running, coalesce(w.retrying, 0) AS retrying,
+                coalesce(o.done, 0) AS done, coalesce(o.dead, 0) AS dead,
+                coalesce(o.cancelled, 0) AS cancelled,
+                coalesce(o.estimated, false) AS counts_estimated,
+                extract(epoch FROM now() - w.oldest)::float8 AS oldest_pending_age_s,
+                coalesce(c.paused, false) AS paused
            FROM unnest($1::text[]) AS k(kind)
-           LEFT JOIN jobs j ON j.kind = k.kind
+           LEFT JOIN waiting w ON w.kind = k.kind
+           LEFT JOIN running r ON r.kind = k.kind
+           LEFT JOIN other o ON o.kind = k.kind
            LEFT JOIN kind_controls c ON c.kind = k.kind
-          GROUP BY k.kind ORDER BY k.kind",
+          ORDER BY k.kind",
     )
     .bind(kinds)
+    .bind(EXACT_COUNT_CAP)
     .fetch_all(pool)
     .await
     .map_err(Into::into)
 }
+
+/// Done, dead and cancelled jobs per kind counted exactly up to this many; estimated beyond.
+pub const EXACT_COUNT_CAP: i64 = 1_000;
 
 /// Pauses or resumes a kind for every worker process, which hear it at once (NOTIFY) or at
 /// their next heartbeat. Running jobs finish; a paused kind's jobs wait, nothing is lost.

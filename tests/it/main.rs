@@ -1,8 +1,10 @@
 //! One test binary (links once). Each test gets its own database and its own processes.
 
 mod api;
+mod browser;
 mod connections;
 mod crash;
+mod dashboard;
 mod ebay_client;
 mod etsy_client;
 mod events;

@@ -96,6 +96,17 @@ async fn metrics_parse_and_match_the_api_after_a_known_workload() {
     );
     assert_eq!(m[r#"stoflow_queue_jobs{kind="noop",state="dead"}"#], 1.0);
     assert_eq!(m["stoflow_worker_processes{}"], 1.0);
+    // Process health, and every kind's depth and oldest age even without jobs.
+    assert!(m["process_start_time_seconds{}"] > 0.0);
+    assert!(m["process_resident_memory_bytes{}"] > 0.0);
+    assert_eq!(
+        m[r#"stoflow_queue_jobs{kind="publish_listing",state="pending"}"#],
+        0.0
+    );
+    assert_eq!(
+        m[r#"stoflow_queue_oldest_pending_seconds{kind="noop"}"#],
+        0.0
+    );
 
     let url: String = sqlx::query_scalar("SELECT metrics_url FROM workers")
         .fetch_one(&db.pool)
@@ -125,4 +136,5 @@ async fn metrics_parse_and_match_the_api_after_a_known_workload() {
         wm[r#"stoflow_job_start_latency_seconds_count{kind="noop"}"#],
         3.0
     );
+    assert!(wm["process_start_time_seconds{}"] > 0.0);
 }

@@ -123,9 +123,13 @@ async fn serve_metrics(
     let app = poem::Route::new().at(
         "/metrics",
         poem::get(poem::endpoint::make_sync(move |_| {
+            let mut text = rt2.metrics.render();
+            text.push_str(&jobs::metrics::global().render());
+            jobs::metrics::render_process(&mut text);
+            text.push_str(&limits.metrics.render());
             poem::Response::builder()
                 .content_type("text/plain; version=0.0.4")
-                .body(rt2.metrics.render() + &limits.metrics.render())
+                .body(text)
         })),
     );
     Ok(Some(tokio::spawn(async move {

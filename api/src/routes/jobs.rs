@@ -97,7 +97,7 @@ pub struct JobView {
 }
 
 impl JobView {
-    fn from_row(r: JobRow) -> Self {
+    pub(crate) fn from_row(r: JobRow) -> Self {
         let state = r.public_state(Utc::now());
         let waiting = matches!(
             state,
@@ -430,24 +430,48 @@ impl JobsApi {
 
     /// Retry a dead or cancelled job now
     #[oai(path = "/v1/jobs/:id/retry", method = "post")]
-    async fn retry(&self, id: Path<i64>) -> Result<Json<JobView>, Problem> {
+    async fn retry(&self, req: &poem::Request, id: Path<i64>) -> Result<Json<JobView>, Problem> {
         let row = queue::retry(&self.st.pool, id.0).await?;
         self.st.job_events.changed([row.id]);
         self.st.notifier.poke(kind_name(&row.kind));
+        audit_job(&self.st, req, "retry", row.id).await?;
         Ok(Json(JobView::from_row(row)))
     }
 
     /// Cancel a job that has not started
     #[oai(path = "/v1/jobs/:id/cancel", method = "post")]
-    async fn cancel(&self, id: Path<i64>) -> Result<Json<JobView>, Problem> {
-        Ok(Json(JobView::from_row(
-            queue::cancel(&self.st.pool, id.0).await?,
-        )))
+    async fn cancel(&self, req: &poem::Request, id: Path<i64>) -> Result<Json<JobView>, Problem> {
+        let row = queue::cancel(&self.st.pool, id.0).await?;
+        self.st.job_events.changed([row.id]);
+        audit_job(&self.st, req, "cancel", row.id).await?;
+        Ok(Json(JobView::from_row(row)))
     }
 }
 
+/// Records an operator's action on one job in the audit log.
+async fn audit_job(
+    st: &AppState,
+    req: &poem::Request,
+    action: &str,
+    id: i64,
+) -> Result<(), Problem> {
+    jobs::audit::record(
+        &st.pool,
+        &jobs::audit::Action {
+            actor: &crate::dashboard::Actor::of(req),
+            action,
+            target: Some(id.to_string()),
+            filter: None,
+            count: 1,
+            reason: None,
+        },
+    )
+    .await
+    .map_err(Into::into)
+}
+
 /// The static name of a stored kind (the notifier takes `&'static str`).
-fn kind_name(k: &str) -> &'static str {
+pub(crate) fn kind_name(k: &str) -> &'static str {
     ALL_KINDS
         .iter()
         .find(|n| **n == k)

@@ -23,6 +23,8 @@ pub enum Tag {
     Limits,
     /// Liveness and readiness probes.
     Health,
+    /// The ops dashboard's views and bulk actions (ops role).
+    Dashboard,
 }
 
 /// Parses a keyset cursor given out by a list endpoint (the last id of the previous page).

@@ -45,24 +45,30 @@ impl QueuesApi {
     #[oai(path = "/v1/queues/:kind/pause", method = "post")]
     async fn pause(
         &self,
+        req: &poem::Request,
         kind: Path<String>,
         /// Why, for the people who will wonder.
         #[oai(validator(max_length = 500))]
         reason: Query<Option<String>>,
     ) -> Result<Json<KindControl>, Problem> {
-        self.set(kind.0, true, reason.0.as_deref()).await
+        self.set(req, kind.0, true, reason.0.as_deref()).await
     }
 
     /// Resume a paused kind
     #[oai(path = "/v1/queues/:kind/resume", method = "post")]
-    async fn resume(&self, kind: Path<String>) -> Result<Json<KindControl>, Problem> {
-        self.set(kind.0, false, None).await
+    async fn resume(
+        &self,
+        req: &poem::Request,
+        kind: Path<String>,
+    ) -> Result<Json<KindControl>, Problem> {
+        self.set(req, kind.0, false, None).await
     }
 }
 
 impl QueuesApi {
     async fn set(
         &self,
+        req: &poem::Request,
         kind: String,
         paused: bool,
         reason: Option<&str>,
@@ -74,6 +80,18 @@ impl QueuesApi {
             )));
         }
         queue::set_paused(&self.st.pool, &kind, paused, reason).await?;
+        jobs::audit::record(
+            &self.st.pool,
+            &jobs::audit::Action {
+                actor: &crate::dashboard::Actor::of(req),
+                action: if paused { "pause" } else { "resume" },
+                target: Some(kind.clone()),
+                filter: None,
+                count: 1,
+                reason,
+            },
+        )
+        .await?;
         Ok(Json(KindControl { kind, paused }))
     }
 }

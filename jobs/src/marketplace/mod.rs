@@ -95,13 +95,20 @@ async fn send_unlimited(
     client: &reqwest::Client,
     req: reqwest::Request,
 ) -> Result<reqwest::Response, MarketplaceError> {
-    let r = client
-        .execute(req)
-        .await
-        .map_err(|e| MarketplaceError::Unavailable {
-            marketplace: m.as_str(),
-            detail: format!("request failed: {e}"),
-        })?;
+    let r = client.execute(req).await;
+    let status_label = match &r {
+        Ok(r) => r.status().as_str().to_string(),
+        Err(_) => "error".to_string(),
+    };
+    crate::metrics::global().inc(
+        "stoflow_marketplace_http_responses_total",
+        &[("marketplace", m.as_str()), ("status", &status_label)],
+        1,
+    );
+    let r = r.map_err(|e| MarketplaceError::Unavailable {
+        marketplace: m.as_str(),
+        detail: format!("request failed: {e}"),
+    })?;
     if r.status().is_success() {
         return Ok(r);
     }
