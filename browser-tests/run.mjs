@@ -13,11 +13,14 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const SHOTS = process.env.SCREENSHOT_DIR || path.join(here, "..", "target", "screenshots");
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const T = 20_000;
+const OPS = { email: process.env.STOFLOW_OPS_EMAIL, password: process.env.STOFLOW_OPS_PASSWORD };
+const SELLER = { email: process.env.STOFLOW_SELLER_EMAIL, password: process.env.STOFLOW_SELLER_PASSWORD };
 mkdirSync(SHOTS, { recursive: true });
 
+let opsToken = null;
 async function call(method, p, body) {
   const r = await fetch(BASE + p, {
-    method, headers: { "content-type": "application/json" },
+    method, headers: { "content-type": "application/json", authorization: `Bearer ${opsToken}` },
     body: body ? JSON.stringify(body) : undefined,
   });
   const text = await r.text();
@@ -51,6 +54,14 @@ const shot = name => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fu
 const text = sel => page.locator(sel).first().innerText();
 const liveOn = () => page.waitForSelector('[data-testid="live"].on');
 
+opsToken = (await call("POST", "/v1/auth/login", OPS)).access_token;
+
+async function signIn(who) {
+  await page.fill('[data-testid="login-email"]', who.email);
+  await page.fill('[data-testid="login-password"]', who.password);
+  await page.click('[data-testid="login-submit"]');
+}
+
 const results = [];
 async function test(name, f) {
   const t0 = Date.now();
@@ -65,11 +76,27 @@ async function test(name, f) {
   }
 }
 
+await test("sign-in: a seller is refused, an ops user gets in", async () => {
+  await page.goto(`${BASE}/dashboard#/overview`);
+  await page.waitForSelector('[data-testid="login"]');
+  await shot("sign-in");
+  await signIn(SELLER);
+  const refused = await page.waitForSelector('[data-testid="login-error"]');
+  if (!/ops users/.test(await refused.innerText())) throw new Error(`seller not refused: ${await refused.innerText()}`);
+  await signIn({ email: OPS.email, password: "wrong-password" });
+  await page.waitForFunction(() => /invalid|password|credentials/i.test(document.querySelector('[data-testid="login-error"]')?.textContent || ""));
+  await signIn(OPS);
+  await page.waitForSelector('[data-testid^="count-noop-"]');
+  await liveOn();
+});
+
 await test("overview shows counts that change while jobs run", async () => {
   // Paused, so the jobs certainly wait while the page shows them pending.
   await call("POST", "/v1/queues/noop/pause");
   for (let i = 0; i < 3; i++) await enqueue({ kind: "noop", sleep_ms: 100 });
+  // A fresh load (the sign-in test left the page on this very URL, where goto changes nothing).
   await page.goto(`${BASE}/dashboard#/overview`);
+  await page.reload();
   await liveOn();
   await page.waitForFunction(() => document.querySelector('[data-testid="count-noop-pending"]')?.textContent === "3");
   const doneBefore = Number(await text('[data-testid="count-noop-done"]'));
@@ -152,10 +179,19 @@ await test("audit log records the actions taken", async () => {
   await shot("audit");
 });
 
-await test("marketplaces page renders accounts and the limits slot", async () => {
+await test("marketplaces page shows budgets, circuits, recent failures and waiting plugin tasks", async () => {
+  // tests/it/browser.rs left this state in the database, as the workers would.
   await page.goto(`${BASE}/dashboard#/marketplaces`);
   await page.waitForSelector('[data-testid="accounts"]');
-  await page.waitForSelector('[data-testid="limits-slot"], [data-testid="limits"]');
+  const circuit = await text('[data-testid="circuit-etsy"]');
+  if (!/open/.test(circuit) || !/HTTP 503/.test(circuit)) throw new Error(`etsy circuit row: ${circuit}`);
+  if (!/closed/.test(await text('[data-testid="circuit-ebay"]'))) throw new Error("ebay circuit not closed");
+  const budget = await text('[data-testid="budget-row"]');
+  if (!/etsy:app:browser-key/.test(budget) || !/5000 \/ 10000/.test(budget)) throw new Error(`budget row: ${budget}`);
+  const recent = await text('[data-testid="recent-error"]');
+  if (!/429/.test(recent) || !/rate_limited/.test(recent)) throw new Error(`recent failure: ${recent}`);
+  const waiting = await text('[data-testid="plugin-waiting"]');
+  if (!/browser-seller/.test(waiting) || !/\b1\b/.test(waiting)) throw new Error(`plugin tasks waiting: ${waiting}`);
   await shot("marketplaces");
 });
 

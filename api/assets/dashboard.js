@@ -27,12 +27,67 @@ function toast(msg) {
   clearTimeout(toast.timer); toast.timer = setTimeout(() => { t.style.display = "none"; }, 4000);
 }
 
-async function api(path, opts = {}) {
-  const r = await fetch(path, { headers: { "content-type": "application/json" }, ...opts });
+// ---- sign-in --------------------------------------------------------------------------------
+// The dashboard's data needs an ops user's access token (POST /v1/auth/login). Tokens live in
+// sessionStorage (gone with the tab); an expired access token is renewed once with the refresh
+// token, else the sign-in form comes back.
+const session = {
+  get access() { return sessionStorage.getItem("stoflow.access"); },
+  get refresh() { return sessionStorage.getItem("stoflow.refresh"); },
+  save(t) {
+    sessionStorage.setItem("stoflow.access", t.access_token);
+    sessionStorage.setItem("stoflow.refresh", t.refresh_token);
+  },
+  clear() { sessionStorage.removeItem("stoflow.access"); sessionStorage.removeItem("stoflow.refresh"); },
+};
+async function renew() {
+  if (!session.refresh) return false;
+  const r = await fetch("/v1/auth/refresh", {
+    method: "POST", headers: { "content-type": "application/json" },
+    body: JSON.stringify({ refresh_token: session.refresh }),
+  });
+  if (!r.ok) { session.clear(); return false; }
+  session.save(await r.json());
+  return true;
+}
+function showLogin(message) {
+  stopLive();
+  document.body.classList.add("signed-out");
+  view.innerHTML = `<form id="login" class="login" data-testid="login">
+      <h2>Sign in</h2>
+      ${message ? `<p class="dead-worker" data-testid="login-error">${esc(message)}</p>` : ""}
+      <label>E-mail <input name="email" type="email" autocomplete="username" required data-testid="login-email"></label>
+      <label>Password <input name="password" type="password" autocomplete="current-password" required data-testid="login-password"></label>
+      <button type="submit" data-testid="login-submit">Sign in</button>
+    </form>`;
+  document.getElementById("login").onsubmit = async ev => {
+    ev.preventDefault();
+    const f = new FormData(ev.target);
+    const r = await fetch("/v1/auth/login", {
+      method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ email: f.get("email"), password: f.get("password") }),
+    });
+    const body = await r.json().catch(() => ({}));
+    if (!r.ok) return showLogin(body.detail || `sign-in failed (${r.status})`);
+    session.save(body);
+    start();
+  };
+}
+function signOut() { session.clear(); showLogin(); }
+
+async function api(path, opts = {}, retried = false) {
+  const headers = { "content-type": "application/json", authorization: `Bearer ${session.access}` };
+  const r = await fetch(path, { ...opts, headers });
+  if (r.status === 401 && !retried && await renew()) return api(path, opts, true);
   const text = await r.text();
   let body; try { body = JSON.parse(text); } catch { body = text; }
   if (!r.ok) {
-    const e = new Error((body && body.detail) || `${r.status} ${r.statusText}`);
+    const msg = (body && body.detail) || `${r.status} ${r.statusText}`;
+    if (r.status === 401 || r.status === 403) {
+      session.clear();
+      showLogin(r.status === 403 ? `${msg} (signed in as a seller?)` : msg);
+    }
+    const e = new Error(msg);
     e.status = r.status; throw e;
   }
   return body;
@@ -40,15 +95,49 @@ async function api(path, opts = {}) {
 const post = (path, body) => api(path, { method: "POST", body: body ? JSON.stringify(body) : undefined });
 
 // ---- live updates ---------------------------------------------------------------------------
-function connectLive() {
+// /v1/events read with fetch (EventSource cannot send the bearer token); reconnects after a drop.
+let liveAbort = null;
+function stopLive() {
+  if (liveAbort) liveAbort.abort();
+  liveAbort = null;
   const live = document.getElementById("live");
-  const es = new EventSource("/v1/events");
-  es.onopen = () => { live.textContent = "live"; live.className = "live on"; };
-  es.onerror = () => { live.textContent = "reconnecting"; live.className = "live off"; };
-  es.onmessage = ev => {
-    let c; try { c = JSON.parse(ev.data); } catch { return; }
-    if (current.onChange) current.onChange(c);
-  };
+  live.textContent = "offline"; live.className = "live off";
+}
+async function connectLive() {
+  const live = document.getElementById("live");
+  stopLive();
+  const ctl = new AbortController();
+  liveAbort = ctl;
+  while (!ctl.signal.aborted) {
+    try {
+      const r = await fetch("/v1/events", {
+        headers: { authorization: `Bearer ${session.access}`, accept: "text/event-stream" },
+        signal: ctl.signal,
+      });
+      if (r.status === 401 && await renew()) continue;
+      if (!r.ok) throw new Error(`${r.status}`);
+      live.textContent = "live"; live.className = "live on";
+      const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += value;
+        let i;
+        while ((i = buf.indexOf("\n\n")) >= 0) {
+          const ev = buf.slice(0, i); buf = buf.slice(i + 2);
+          const data = ev.split("\n").filter(l => l.startsWith("data:")).map(l => l.slice(5).trim()).join("\n");
+          if (!data) continue;
+          let c; try { c = JSON.parse(data); } catch { continue; }
+          if (current.onChange) current.onChange(c);
+        }
+      }
+    } catch (e) {
+      if (ctl.signal.aborted) return;
+    }
+    live.textContent = "reconnecting"; live.className = "live off";
+    await new Promise(res => setTimeout(res, 1000));
+  }
 }
 // Re-runs `f` at most once per `ms` while changes keep coming.
 function debounce(f, ms) {
@@ -66,7 +155,10 @@ function route() {
   document.querySelectorAll("nav a").forEach(a => a.classList.toggle("active", a.dataset.nav === name));
   current = { name, onChange: null, token: current.token + 1 };
   const views = { overview, workers, jobs: parts[1] ? () => jobDetail(parts[1]) : () => jobList(params), marketplaces, audit };
-  (views[name] || overview)().catch(e => { view.innerHTML = `<p class="dead-worker">Error: ${esc(e.message)}</p>`; });
+  (views[name] || overview)().catch(e => {
+    // 401/403 already brought the sign-in form back.
+    if (e.status !== 401 && e.status !== 403) view.innerHTML = `<p class="dead-worker">Error: ${esc(e.message)}</p>`;
+  });
 }
 window.addEventListener("hashchange", route);
 
@@ -293,28 +385,47 @@ async function jobDetail(id) {
 
 // ---- marketplaces ---------------------------------------------------------------------------
 async function marketplaces() {
-  const m = await api("/v1/dashboard/marketplaces");
-  // Issue #4 adds GET /v1/limits (budgets, resets, recent 429/5xx, circuit state): shown when present.
-  let limits = null;
-  try { limits = await api("/v1/limits"); } catch (e) { limits = null; }
+  const [m, limits] = await Promise.all([api("/v1/dashboard/marketplaces"), api("/v1/limits")]);
   const soon = t => t && (new Date(t).getTime() - Date.now()) < 3600e3;
-  const acc = m.accounts.map(a => `<tr><td>${esc(a.marketplace)}</td><td>${a.id}</td><td>${esc(a.external_user_id)}</td><td>${esc(a.shop_id || "")}</td>
+  const none = (n, what) => `<tr><td colspan="${n}" class="muted">${what}</td></tr>`;
+  const circuits = limits.marketplaces.map(c => `<tr data-testid="circuit-${esc(c.marketplace)}"><td>${esc(c.marketplace)}</td>
+    <td><span class="state ${c.circuit === "closed" ? "done" : "dead"}">${esc(c.circuit)}</span></td><td class="num">${c.failures}</td>
+    <td>${fmtTime(c.opened_at)}</td><td>${fmtTime(c.next_probe_at)}</td><td class="num">${c.jobs_waiting_on_limit}</td>
+    <td class="num">${c.jobs_waiting_on_circuit}</td><td class="muted">${esc(c.last_error || "")}</td></tr>`).join("")
+    || none(8, "no marketplace called yet");
+  const keys = limits.keys.map(k => `<tr data-testid="budget-row"><td>${esc(k.key)}</td><td class="num">${k.per_second}/s</td>
+    <td class="num">${k.used} / ${k.window_limit}</td><td class="num">${k.remaining ?? ""}</td><td>${fmtTime(k.resets_at)}</td>
+    <td>${k.blocked_until ? `${fmtTime(k.blocked_until)} <span class="muted">${esc(k.blocked_reason || "")}</span>` : ""}</td></tr>`).join("")
+    || none(6, "no request sent yet");
+  const acc = m.accounts.map(a => `<tr><td>${esc(a.marketplace)}</td><td>${a.id}</td><td>${a.tenant_id ?? ""}</td><td>${esc(a.external_user_id)}</td><td>${esc(a.shop_id || "")}</td>
     <td>${esc(a.status)}${a.status_reason ? ` <span class="muted">${esc(a.status_reason)}</span>` : ""}</td>
     <td class="${soon(a.access_expires_at) ? "dead-worker" : ""}">${fmtTime(a.access_expires_at)}</td><td>${fmtTime(a.refresh_expires_at)}</td></tr>`).join("")
-    || `<tr><td colspan="7" class="muted">no connected account</td></tr>`;
+    || none(8, "no connected account");
+  const recent = m.recent_errors.map(e => `<tr data-testid="recent-error"><td>${fmtTime(e.at)}</td><td>${esc(e.marketplace)}</td>
+    <td>${e.job_id ? `<a href="#/jobs/${e.job_id}">#${e.job_id}</a>` : ""}</td><td>${esc(e.kind)}</td><td>${esc(e.class)}</td>
+    <td><code>${esc(e.message.slice(0, 200))}</code></td></tr>`).join("")
+    || none(6, "no marketplace failure recorded");
+  const plugin = m.plugin_waiting.map(p => `<tr data-testid="plugin-waiting"><td>${p.account_id}</td><td>${p.tenant_id ?? ""}</td><td>${esc(p.seller)}</td>
+    <td>${esc(p.account_status)}</td><td class="num">${p.pending}</td><td class="num">${p.leased}</td><td>${fmtTime(p.oldest_at)}</td>
+    <td>${fmtTime(p.plugin_last_seen_at)}</td></tr>`).join("")
+    || none(8, "no plugin task waiting");
   const lst = m.listings.map(l => `<tr><td>${esc(l.marketplace)}</td><td>${esc(l.status)}</td><td class="num">${l.count}</td></tr>`).join("")
-    || `<tr><td colspan="3" class="muted">no listing</td></tr>`;
+    || none(3, "no listing");
   const errs = m.listing_errors.map(l => `<tr><td>${esc(l.marketplace)}</td><td>product ${l.product_id}</td><td>${esc(l.status)}</td>
     <td><code>${esc(JSON.stringify(l.last_error)).slice(0, 200)}</code></td><td>${fmtTime(l.updated_at)}</td></tr>`).join("")
-    || `<tr><td colspan="5" class="muted">no listing error</td></tr>`;
-  const limitsHtml = limits
-    ? `<pre data-testid="limits">${esc(JSON.stringify(limits, null, 2))}</pre>`
-    : `<div class="slot" data-testid="limits-slot">Rate-limit budgets (used / remaining, reset time), recent 429 and 5xx and circuit state per
-       marketplace and account appear here once <code>GET /v1/limits</code> exists (issue #4). Plugin tasks waiting per seller: issue #2.</div>`;
+    || none(5, "no listing error");
   view.innerHTML = `<h2>Marketplaces</h2>
-    <h3>Rate limits and circuits</h3>${limitsHtml}
+    <h3>Circuits</h3>
+    <table data-testid="circuits"><tr><th>marketplace</th><th>circuit</th><th class="num">failures</th><th>opened</th><th>next probe</th>
+      <th class="num">jobs waiting on a limit</th><th class="num">jobs waiting on the circuit</th><th>last error</th></tr>${circuits}</table>
+    <h3>Rate-limit budgets</h3>
+    <table data-testid="budgets"><tr><th>key</th><th class="num">pace</th><th class="num">used / window</th><th class="num">remaining</th><th>resets</th><th>blocked until</th></tr>${keys}</table>
+    <h3>Recent marketplace failures (429, 5xx, refusals)</h3>
+    <table data-testid="recent-errors"><tr><th>at</th><th>marketplace</th><th>job</th><th>kind</th><th>class</th><th>message</th></tr>${recent}</table>
     <h3>Accounts and token expiry</h3>
-    <table data-testid="accounts"><tr><th>marketplace</th><th>id</th><th>seller</th><th>shop</th><th>status</th><th>access token expires</th><th>refresh token expires</th></tr>${acc}</table>
+    <table data-testid="accounts"><tr><th>marketplace</th><th>id</th><th>tenant</th><th>seller</th><th>shop</th><th>status</th><th>access token expires</th><th>refresh token expires</th></tr>${acc}</table>
+    <h3>Plugin tasks waiting per seller (Vinted)</h3>
+    <table data-testid="plugin-tasks"><tr><th>account</th><th>tenant</th><th>seller</th><th>status</th><th class="num">pending</th><th class="num">leased</th><th>oldest</th><th>extension last seen</th></tr>${plugin}</table>
     <div class="cards"><div><h3>Listings</h3><table><tr><th>marketplace</th><th>status</th><th class="num">count</th></tr>${lst}</table></div>
     <div><h3>Recent listing errors</h3><table><tr><th>marketplace</th><th>product</th><th>status</th><th>error</th><th>at</th></tr>${errs}</table></div></div>`;
 }
@@ -328,5 +439,10 @@ async function audit() {
   view.innerHTML = `<h2>Audit log</h2><table data-testid="audit"><tr><th>when</th><th>who</th><th>action</th><th>target</th><th>filter</th><th class="num">jobs</th><th>reason</th></tr>${rows}</table>`;
 }
 
-connectLive();
-route();
+function start() {
+  document.body.classList.remove("signed-out");
+  connectLive();
+  route();
+}
+document.getElementById("signout").onclick = signOut;
+if (session.access) start(); else showLogin();

@@ -1,9 +1,9 @@
 //! The ops dashboard: pages at `/dashboard` (one embedded HTML page, script and stylesheet; no
 //! CDN) and the JSON they read under `/v1/dashboard/*`, all in the OpenAPI document.
 //!
-//! Access: [`guard`] is the one gate in front of every dashboard page and operation. Until
-//! users exist it lets everyone in as [`Actor::PLACEHOLDER`]; issue #5 (JWT + roles) fills
-//! [`authorize_ops`] so only ops users pass and a seller gets 403.
+//! Access: [`guard`] is the one gate in front of every dashboard operation: an ops user's bearer
+//! token, else 401 (none) or 403 (a seller). The page logs in with `/v1/auth/login` and keeps
+//! the tokens in `sessionStorage`.
 
 use std::sync::Arc;
 
@@ -24,42 +24,39 @@ use crate::problem::Problem;
 use crate::routes::Tag;
 use crate::routes::jobs::{ErrorEntry, JobView};
 
-/// Who is acting, for the audit log.
+/// Who is acting, for the audit log: the user the access token names.
 #[derive(Debug, Clone)]
 pub struct Actor(pub String);
 
 impl Actor {
-    /// Every caller until issue #5 adds users.
-    pub const PLACEHOLDER: &str = "anonymous";
+    pub fn user(u: &crate::auth::User) -> String {
+        format!("user:{} ({})", u.id, u.role.as_str())
+    }
 
-    /// The actor the guard attached to this request, or the placeholder (routes outside the
-    /// dashboard that also act: `/v1/jobs/{id}/retry`, `/v1/queues/{kind}/pause`, …).
+    /// The actor the guard attached to this request.
     pub fn of(req: &Request) -> String {
         req.extensions()
             .get::<Actor>()
             .map(|a| a.0.clone())
-            .unwrap_or_else(|| Self::PLACEHOLDER.to_string())
+            .unwrap_or_else(|| "unknown".to_string())
     }
 }
 
-/// Whether a path belongs to the dashboard (pages and their JSON).
-pub fn is_dashboard_path(path: &str) -> bool {
-    path == "/dashboard" || path.starts_with("/dashboard/") || path.starts_with("/v1/dashboard/")
+/// Whether a path is the dashboard's data (its pages are static and public: they hold nothing
+/// until the browser logs in and calls these with a bearer token).
+pub fn is_dashboard_api(path: &str) -> bool {
+    path.starts_with("/v1/dashboard/")
 }
 
-/// THE dashboard guard (ops role). Every `/dashboard*` and `/v1/dashboard/*` request passes here.
+/// THE dashboard guard: every `/v1/dashboard/*` request needs an ops user's access token (401
+/// without one, 403 for a seller); the user becomes the audit log's actor.
 pub async fn guard<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result<Response> {
-    if is_dashboard_path(req.uri().path()) {
-        let actor = authorize_ops(&req)?;
-        req.extensions_mut().insert(actor);
+    if is_dashboard_api(req.uri().path()) {
+        let user = crate::auth::authenticate(&req).await?;
+        crate::auth::require_ops(&user)?;
+        req.extensions_mut().insert(Actor(Actor::user(&user)));
     }
     ep.call(req).await.map(IntoResponse::into_response)
-}
-
-/// Decides who may use the dashboard. Issue #5: verify the bearer token / session here and
-/// return 401 without one, 403 for a non-ops role; the actor becomes the user's id or email.
-pub fn authorize_ops(_req: &Request) -> Result<Actor, poem::Error> {
-    Ok(Actor(Actor::PLACEHOLDER.to_string()))
 }
 
 const HTML: &str = include_str!("../assets/dashboard.html");
@@ -209,6 +206,10 @@ pub struct MarketplacesView {
     pub listings: Vec<Value>,
     /// The most recent listings with an error.
     pub listing_errors: Vec<Value>,
+    /// The most recent marketplace failures (429s, 5xx, refusals) with their class.
+    pub recent_errors: Vec<Value>,
+    /// Plugin tasks waiting (pending or leased) per Vinted account.
+    pub plugin_waiting: Vec<Value>,
 }
 
 pub struct DashboardApi {
@@ -459,14 +460,16 @@ impl DashboardApi {
 
     /// Marketplace accounts (status, token expiry) and listing errors
     ///
-    /// Rate-limit budgets and circuit state come from `GET /v1/limits` when that route exists.
+    /// Rate-limit budgets and circuit state come from `GET /v1/limits`.
     #[oai(path = "/v1/dashboard/marketplaces", method = "get")]
     async fn marketplaces(&self) -> Result<Json<MarketplacesView>, Problem> {
-        let (accounts, listings, listing_errors) = dash::marketplaces(&self.st.pool).await?;
+        let m = dash::marketplaces(&self.st.pool).await?;
         Ok(Json(MarketplacesView {
-            accounts,
-            listings,
-            listing_errors,
+            accounts: m.accounts,
+            listings: m.listings,
+            listing_errors: m.listing_errors,
+            recent_errors: m.recent_errors,
+            plugin_waiting: m.plugin_waiting,
         }))
     }
 }

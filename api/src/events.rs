@@ -43,7 +43,7 @@ pub struct JobChange {
     pub kind: String,
     pub state: jobs::queue::JobState,
     pub attempt: i32,
-    /// The owning tenant (issue #5 adds `jobs.tenant_id`); streams are filtered on it.
+    /// The owning tenant (None: system jobs, seen by ops only); streams are filtered on it.
     #[oai(skip)]
     pub tenant: Option<i64>,
 }
@@ -51,7 +51,7 @@ pub struct JobChange {
 /// What one stream receives: a caller's tenant (set by auth) and an optional kind.
 #[derive(Debug, Clone, Default)]
 pub struct Scope {
-    /// None: every tenant (ops). Issue #5 sets the caller's tenant for sellers.
+    /// None: every tenant (ops); a seller's own tenant otherwise.
     pub tenant: Option<i64>,
     pub kind: Option<String>,
 }
@@ -92,12 +92,17 @@ pub fn spawn_feed(
             }
             batch.sort_unstable();
             batch.dedup();
-            // Issue #5: select j.tenant_id here so Scope::admits can filter on it.
-            let rows: Result<Vec<jobs::queue::JobRow>, _> = sqlx::query_as(
+            #[derive(sqlx::FromRow)]
+            struct Changed {
+                #[sqlx(flatten)]
+                row: jobs::queue::JobRow,
+                tenant_id: Option<i64>,
+            }
+            let rows: Result<Vec<Changed>, _> = sqlx::query_as(
                 "SELECT j.id, j.kind, j.state, j.args, j.priority, j.attempt, j.max_attempts,
                         j.snoozes, j.run_at, j.created_at, j.attempted_at, j.finished_at,
                         j.locked_by, j.idempotency_key, NULL::jsonb AS result,
-                        NULL::jsonb AS last_error, '[]'::jsonb AS errors
+                        NULL::jsonb AS last_error, '[]'::jsonb AS errors, j.tenant_id
                    FROM jobs j WHERE j.id = ANY($1) ORDER BY j.id",
             )
             .bind(&batch)
@@ -108,12 +113,12 @@ pub fn spawn_feed(
                     let now = chrono::Utc::now();
                     let changes = rows
                         .into_iter()
-                        .map(|r| JobChange {
-                            state: r.public_state(now),
-                            id: r.id,
-                            kind: r.kind,
-                            attempt: r.attempt,
-                            tenant: None,
+                        .map(|c| JobChange {
+                            state: c.row.public_state(now),
+                            id: c.row.id,
+                            kind: c.row.kind,
+                            attempt: c.row.attempt,
+                            tenant: c.tenant_id,
                         })
                         .collect::<Vec<_>>();
                     let _ = tx.send(std::sync::Arc::new(changes));
@@ -133,12 +138,13 @@ pub struct EventsApi {
 impl EventsApi {
     /// Job state changes, live (Server-Sent Events)
     ///
-    /// One event per change of any job the caller may see (with tenants: its own), optionally
-    /// of one kind. Driven by Postgres notifications; a slow client skips ahead (re-read
+    /// One event per change of any job the caller may see (a seller: their tenant's; ops: all),
+    /// optionally of one kind. Driven by Postgres notifications; a slow client skips ahead (re-read
     /// `GET /v1/jobs/{id}` for the latest state).
     #[oai(path = "/v1/events", method = "get")]
     async fn events(
         &self,
+        auth: crate::auth::Seller,
         kind: poem_openapi::param::Query<Option<String>>,
     ) -> Result<
         poem_openapi::payload::EventStream<futures::stream::BoxStream<'static, JobChange>>,
@@ -154,7 +160,7 @@ impl EventsApi {
             )));
         }
         let scope = Scope {
-            tenant: None,
+            tenant: auth.job_scope(),
             kind: kind.0,
         };
         let rx = self.st.job_feed.subscribe();

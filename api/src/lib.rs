@@ -1,6 +1,7 @@
 //! The HTTP API: a thin poem + poem-openapi layer that validates, enqueues and reads. It never
 //! runs a job. Documented at `/openapi.json` and `/docs` (Swagger UI).
 
+pub mod auth;
 pub mod dashboard;
 pub mod events;
 pub mod problem;
@@ -31,13 +32,19 @@ pub struct AppState {
     pub job_feed: tokio::sync::broadcast::Sender<Arc<Vec<events::JobChange>>>,
     /// Marketplace clients and the token cipher.
     pub market: jobs::marketplace::Marketplaces,
+    /// Signs and verifies access tokens.
+    pub signer: jobs::auth::Signer,
+    /// Per-user and per-login request budgets.
+    pub limiters: auth::Limiters,
 }
 
 /// The whole HTTP application, ready to serve.
 pub fn app(st: Arc<AppState>) -> impl Endpoint {
     let limit = st.settings.api.body_limit_bytes;
     let st_for_metrics = st.clone();
+    let cors = cors(&st.settings.api.cors_origins);
     let apis = (
+        routes::auth::AuthApi { st: st.clone() },
         routes::jobs::JobsApi { st: st.clone() },
         routes::products::ProductsApi { st: st.clone() },
         routes::connections::ConnectionsApi { st: st.clone() },
@@ -47,7 +54,7 @@ pub fn app(st: Arc<AppState>) -> impl Endpoint {
         routes::limits::LimitsApi { st: st.clone() },
         routes::health::HealthApi { st: st.clone() },
         dashboard::DashboardApi { st: st.clone() },
-        events::EventsApi { st },
+        events::EventsApi { st: st.clone() },
     );
     let service = OpenApiService::new(apis, "Stoflow Jobs", env!("CARGO_PKG_VERSION"))
         .description("Typed jobs over HTTP into Postgres, run by separate worker processes.");
@@ -69,8 +76,28 @@ pub fn app(st: Arc<AppState>) -> impl Endpoint {
         .around(dashboard::guard)
         .around(with_trace_id)
         .around(move |ep, req| limit_body(ep, req, limit))
-        .with(Tracing)
+        .data(st)
         .catch_all_error(problem::render)
+        // Outside the error renderer, so errors (401, 429) carry CORS headers too.
+        .with_if(cors.is_some(), cors.unwrap_or_default())
+        .with(Tracing)
+}
+
+/// CORS from `api.cors_origins` (None: no CORS headers at all).
+fn cors(origins: &[String]) -> Option<poem::middleware::Cors> {
+    if origins.is_empty() {
+        return None;
+    }
+    let c = poem::middleware::Cors::new()
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+        .allow_headers(["authorization", "content-type", "idempotency-key"])
+        .expose_headers(["location", "retry-after"])
+        .max_age(600);
+    Some(if origins.iter().any(|o| o == "*") {
+        c
+    } else {
+        c.allow_origins(origins.iter().map(String::as_str))
+    })
 }
 
 /// Prometheus metrics: this process's counters plus queue gauges read from the database
@@ -327,6 +354,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         job_events: Notifier::job_events(pool.clone()),
         market: jobs::marketplace::Marketplaces::new(&settings)?,
         notifier: Notifier::spawn(pool.clone()),
+        signer: jobs::auth::Signer::new(&settings.auth).map_err(anyhow::Error::msg)?,
+        limiters: auth::Limiters::new(settings.api.user_rate_per_s, settings.api.user_rate_burst),
         pool,
         settings: Arc::new(settings),
     });

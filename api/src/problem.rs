@@ -29,6 +29,12 @@ pub enum Problem {
     /// an out-of-range value, a bad id.
     #[oai(status = 400, content_type = "application/problem+json")]
     BadRequest(Json<ProblemBody>),
+    /// No valid access token: log in at /v1/auth/login and send `Authorization: Bearer …`.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<ProblemBody>),
+    /// The caller's role may not do this (ops-only operations).
+    #[oai(status = 403, content_type = "application/problem+json")]
+    Forbidden(Json<ProblemBody>),
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(Json<ProblemBody>),
     /// The job is not in a state that allows this action, or an idempotency key was reused with
@@ -40,6 +46,9 @@ pub enum Problem {
     /// Well-formed but not acceptable (a rule beyond the schema).
     #[oai(status = 422, content_type = "application/problem+json")]
     Unprocessable(Json<ProblemBody>),
+    /// Over the per-user request rate; retry after `Retry-After` seconds.
+    #[oai(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Json<ProblemBody>, #[oai(header = "Retry-After")] u64),
     #[oai(status = 500, content_type = "application/problem+json")]
     Internal(Json<ProblemBody>),
     #[oai(status = 503, content_type = "application/problem+json")]
@@ -60,6 +69,15 @@ fn body(status: StatusCode, detail: impl Into<String>) -> Json<ProblemBody> {
 impl Problem {
     pub fn bad_request(d: impl Into<String>) -> Self {
         Self::BadRequest(body(StatusCode::BAD_REQUEST, d))
+    }
+    pub fn unauthorized(d: impl Into<String>) -> Self {
+        Self::Unauthorized(body(StatusCode::UNAUTHORIZED, d))
+    }
+    pub fn forbidden(d: impl Into<String>) -> Self {
+        Self::Forbidden(body(StatusCode::FORBIDDEN, d))
+    }
+    pub fn too_many(d: impl Into<String>, retry_after_s: u64) -> Self {
+        Self::TooManyRequests(body(StatusCode::TOO_MANY_REQUESTS, d), retry_after_s)
     }
     pub fn not_found(d: impl Into<String>) -> Self {
         Self::NotFound(body(StatusCode::NOT_FOUND, d))

@@ -66,6 +66,11 @@ fn up() -> anyhow::Result<()> {
 
     let base = format!("http://{bind}");
     let ready = wait_ready(&format!("{base}/health/ready"), Duration::from_secs(30));
+    let logins = if ready {
+        demo_users(&url)
+    } else {
+        String::new()
+    };
     if ready {
         let sims = if sim {
             "  Simulators eBay http://127.0.0.1:8481, Etsy http://127.0.0.1:8482, Vinted http://127.0.0.1:8483 (sim/README.md)\n"
@@ -73,7 +78,7 @@ fn up() -> anyhow::Result<()> {
             ""
         };
         println!(
-            "\nStoflow Jobs is up:\n  API        {base}/v1/jobs\n  Queues     {base}/v1/queues\n  Docs       {base}/docs\n  OpenAPI    {base}/openapi.json\n  Health     {base}/health/ready\n  Metrics    {base}/metrics\n{sims}\nTry:\n  curl -s -XPOST {base}/v1/jobs -H 'content-type: application/json' -d '{{\"job\":{{\"kind\":\"noop\",\"sleep_ms\":100}}}}'\n\nCtrl-C stops everything.\n"
+            "\nStoflow Jobs is up:\n  API        {base}/v1/jobs\n  Queues     {base}/v1/queues\n  Docs       {base}/docs\n  OpenAPI    {base}/openapi.json\n  Health     {base}/health/ready\n  Metrics    {base}/metrics\n{sims}{logins}\nTry:\n  TOKEN=$(curl -s -XPOST {base}/v1/auth/login -H 'content-type: application/json' -d '{{\"email\":\"{DEMO_SELLER}\",\"password\":\"{DEMO_PASSWORD}\"}}' | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')\n  curl -s -XPOST {base}/v1/jobs -H \"authorization: Bearer $TOKEN\" -H 'content-type: application/json' -d '{{\"job\":{{\"kind\":\"noop\",\"sleep_ms\":100}}}}'\n\nCtrl-C stops everything.\n"
         );
     } else {
         eprintln!(
@@ -119,6 +124,37 @@ fn up() -> anyhow::Result<()> {
         Some(why) => Err(anyhow::anyhow!(why)),
         None => Ok(()),
     }
+}
+
+const DEMO_SELLER: &str = "seller@demo.stoflow.dev";
+const DEMO_OPS: &str = "ops@demo.stoflow.dev";
+/// Development only: printed on start so a newcomer can log in at once.
+const DEMO_PASSWORD: &str = "demo-password-1";
+
+/// Creates the demo seller and ops user (once per database); returns the lines that present them.
+fn demo_users(url: &str) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let pool = match jobs::db::connect(url, 2).await {
+            Ok(p) => p,
+            Err(e) => return format!("  (demo users not created: {e})\n"),
+        };
+        for (email, role) in [
+            (DEMO_SELLER, jobs::auth::Role::Seller),
+            (DEMO_OPS, jobs::auth::Role::Ops),
+        ] {
+            match jobs::auth::create_user(&pool, email, DEMO_PASSWORD, role, None).await {
+                Ok(_) | Err(jobs::auth::AuthError::EmailTaken) => {}
+                Err(e) => return format!("  (demo user {email} not created: {e})\n"),
+            }
+        }
+        format!(
+            "  Logins     seller {DEMO_SELLER} / ops {DEMO_OPS}, password {DEMO_PASSWORD} (POST /v1/auth/login)\n"
+        )
+    })
 }
 
 fn wait_ready(url: &str, within: Duration) -> bool {

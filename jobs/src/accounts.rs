@@ -16,34 +16,46 @@ use crate::secrets::TokenCipher;
 /// How long a consent may take before its `state` expires.
 const STATE_TTL_MINUTES: i32 = 10;
 
-/// A new single-use `state` for a consent redirect (with Etsy's PKCE verifier, kept here).
+/// A new single-use `state` for a consent redirect of `tenant` (with Etsy's PKCE verifier, kept
+/// here). The callback is public: the state is what binds it to the tenant that started it.
 pub async fn new_state(
     pool: &PgPool,
+    tenant: i64,
     m: Marketplace,
     verifier: Option<&str>,
 ) -> Result<String, sqlx::Error> {
     let state = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 24]>());
-    sqlx::query("INSERT INTO oauth_states (state, marketplace, verifier) VALUES ($1, $2, $3)")
-        .bind(&state)
-        .bind(m.as_str())
-        .bind(verifier)
+    sqlx::query(
+        "INSERT INTO oauth_states (state, marketplace, verifier, tenant_id) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&state)
+    .bind(m.as_str())
+    .bind(verifier)
+    .bind(tenant)
         .execute(pool)
         .await?;
     Ok(state)
 }
 
-/// Consumes a `state`: Some(verifier) once, within its lifetime, for its marketplace; None for a
-/// state that is unknown, replayed, expired or from another marketplace.
+/// The tenant that started a consent, and its PKCE verifier.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TakenState {
+    pub tenant_id: i64,
+    pub verifier: Option<String>,
+}
+
+/// Consumes a `state`: Some once, within its lifetime, for its marketplace; None for a state
+/// that is unknown, replayed, expired or from another marketplace.
 pub async fn take_state(
     pool: &PgPool,
     m: Marketplace,
     state: &str,
-) -> Result<Option<Option<String>>, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<Option<TakenState>, sqlx::Error> {
+    sqlx::query_as(
         "UPDATE oauth_states SET used_at = now()
           WHERE state = $1 AND marketplace = $2 AND used_at IS NULL
             AND created_at > now() - make_interval(mins => $3)
-         RETURNING verifier",
+         RETURNING tenant_id, verifier",
     )
     .bind(state)
     .bind(m.as_str())
@@ -54,6 +66,7 @@ pub async fn take_state(
 
 /// What a new connection brings.
 pub struct Connection<'a> {
+    pub tenant_id: i64,
     pub marketplace: Marketplace,
     pub external_user_id: &'a str,
     pub shop_id: Option<&'a str>,
@@ -65,7 +78,8 @@ pub struct Connection<'a> {
     pub setup: Value,
 }
 
-/// Stores (or renews) a connection; returns the account id.
+/// Stores (or renews) a connection, schedules its first refresh, and releases the jobs held
+/// while it was broken; returns the account id.
 pub async fn save(
     pool: &PgPool,
     cipher: &TokenCipher,
@@ -73,11 +87,13 @@ pub async fn save(
 ) -> Result<i64, sqlx::Error> {
     let (key_id, access) = cipher.seal(c.access_token);
     let (_, refresh) = cipher.seal(c.refresh_token);
-    sqlx::query_scalar(
+    let mut tx = pool.begin().await?;
+    let id: i64 = sqlx::query_scalar(
         "INSERT INTO marketplace_accounts (marketplace, external_user_id, shop_id, access_token, refresh_token,
-                                           token_key_id, access_expires_at, refresh_expires_at, scopes, setup)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-         ON CONFLICT (marketplace, external_user_id) DO UPDATE SET
+                                           token_key_id, access_expires_at, refresh_expires_at, scopes, setup,
+                                           tenant_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (tenant_id, marketplace, external_user_id) DO UPDATE SET
             shop_id = excluded.shop_id, access_token = excluded.access_token, refresh_token = excluded.refresh_token,
             token_key_id = excluded.token_key_id, access_expires_at = excluded.access_expires_at,
             refresh_expires_at = excluded.refresh_expires_at, scopes = excluded.scopes, setup = excluded.setup,
@@ -94,13 +110,24 @@ pub async fn save(
     .bind(c.refresh_expires_at)
     .bind(c.scopes)
     .bind(c.setup)
-    .fetch_one(pool)
-    .await
+    .bind(c.tenant_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    schedule_refresh(&mut tx, Some(c.tenant_id), id, c.access_expires_at)
+        .await
+        .map_err(|e| match e {
+            crate::queue::QueueError::Database(e) => e,
+            other => sqlx::Error::Protocol(other.to_string()),
+        })?;
+    tx.commit().await?;
+    release_held_jobs(pool, c.tenant_id).await?;
+    Ok(id)
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Account {
     pub id: i64,
+    pub tenant_id: Option<i64>,
     pub marketplace: String,
     pub external_user_id: String,
     pub shop_id: Option<String>,
@@ -108,13 +135,18 @@ pub struct Account {
     pub setup: Value,
 }
 
-/// The connected account of a marketplace (the oldest, while there is one seller per install).
-pub async fn connected(pool: &PgPool, m: Marketplace) -> Result<Option<Account>, sqlx::Error> {
+/// `tenant`'s connected account on a marketplace (its oldest, if it connected several).
+pub async fn connected(
+    pool: &PgPool,
+    tenant: i64,
+    m: Marketplace,
+) -> Result<Option<Account>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, marketplace, external_user_id, shop_id, status, setup FROM marketplace_accounts
-          WHERE marketplace = $1 AND status = 'connected' ORDER BY id LIMIT 1",
+        "SELECT id, tenant_id, marketplace, external_user_id, shop_id, status, setup FROM marketplace_accounts
+          WHERE tenant_id = $2 AND marketplace = $1 AND status = 'connected' ORDER BY id LIMIT 1",
     )
     .bind(m.as_str())
+    .bind(tenant)
     .fetch_optional(pool)
     .await
 }
@@ -122,17 +154,25 @@ pub async fn connected(pool: &PgPool, m: Marketplace) -> Result<Option<Account>,
 /// An account by id, whatever its status.
 pub async fn get(pool: &PgPool, id: i64) -> Result<Option<Account>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, marketplace, external_user_id, shop_id, status, setup FROM marketplace_accounts WHERE id = $1",
+        "SELECT id, tenant_id, marketplace, external_user_id, shop_id, status, setup FROM marketplace_accounts WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(pool)
     .await
 }
 
-/// The connected account a job of marketplace `m` works for, or a permanent error telling the
-/// seller to connect one.
-pub async fn require_connected(pool: &PgPool, m: Marketplace) -> Result<Account, JobError> {
-    connected(pool, m)
+/// The connected account a job of `tenant` on marketplace `m` works for; while the connection
+/// is broken the job is held (snoozed until the seller reconnects), and without one it fails
+/// telling the seller to connect one.
+pub async fn require_connected(
+    pool: &PgPool,
+    tenant: i64,
+    m: Marketplace,
+) -> Result<Account, JobError> {
+    if let Some(held) = held_if_broken(pool, tenant, m).await? {
+        return Err(held);
+    }
+    connected(pool, tenant, m)
         .await?
         .ok_or_else(|| JobError::Permanent {
             class: "not_connected".into(),
@@ -267,4 +307,178 @@ pub async fn mark_access_expired(pool: &PgPool, account: i64) -> Result<(), sqlx
         .execute(pool)
         .await
         .map(drop)
+}
+
+/// A refresh job runs this long before the access token expires.
+pub const REFRESH_LEAD: Duration = Duration::minutes(10);
+
+/// Enqueues the `refresh_token` job of `account` for `REFRESH_LEAD` before `expires_at`, in the
+/// caller's transaction. One job per account and expiry (the idempotency key), however many
+/// times this is called for the same token.
+pub async fn schedule_refresh(
+    conn: &mut sqlx::PgConnection,
+    tenant: Option<i64>,
+    account: i64,
+    expires_at: DateTime<Utc>,
+) -> Result<(), crate::queue::QueueError> {
+    use crate::job::{Job, Kind};
+    use crate::kinds::RefreshToken;
+    let job = crate::queue::NewJob {
+        kind: RefreshToken::KIND,
+        args: serde_json::json!({ "account_id": account }),
+        priority: 0,
+        run_at: Some(expires_at - REFRESH_LEAD),
+        max_attempts: RefreshToken::POLICY.max_attempts,
+        idempotency_key: Some(format!(
+            "refresh_token:{account}:{}",
+            expires_at.timestamp()
+        )),
+    };
+    crate::queue::insert_for(conn, tenant, &[job]).await?;
+    Ok(())
+}
+
+/// Jobs of `tenant` held because its connection was broken run now (it is connected again).
+pub async fn release_held_jobs(pool: &PgPool, tenant: i64) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE jobs SET run_at = now()
+          WHERE tenant_id = $1 AND state = 'available' AND last_error->>'class' = $2",
+    )
+    .bind(tenant)
+    .bind(ACCOUNT_BROKEN)
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
+/// Error class of a job held because its account's connection is broken.
+pub const ACCOUNT_BROKEN: &str = "account_broken";
+/// How long such a job waits before looking again (reconnecting releases it at once).
+pub const HELD_FOR: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The error that holds a job while `tenant`'s connection to `m` is broken (None when it is not).
+pub async fn held_if_broken(
+    pool: &PgPool,
+    tenant: i64,
+    m: Marketplace,
+) -> Result<Option<JobError>, sqlx::Error> {
+    let reason: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT status_reason FROM marketplace_accounts
+          WHERE tenant_id = $1 AND marketplace = $2 AND status = 'broken' ORDER BY id LIMIT 1",
+    )
+    .bind(tenant)
+    .bind(m.as_str())
+    .fetch_optional(pool)
+    .await?;
+    Ok(reason.map(|r| JobError::Snooze {
+        after: HELD_FOR,
+        class: ACCOUNT_BROKEN.into(),
+        message: format!(
+            "paused: the {} connection is broken ({}); reconnect at /v1/connections/{}/connect",
+            m.as_str(),
+            r.unwrap_or_default(),
+            m.as_str()
+        ),
+    }))
+}
+
+/// Refreshes `account`'s tokens unless its access token still has `min_remaining` to live.
+/// The row lock serialises refreshes of one account: a second one waits, then finds the token
+/// fresh and does nothing. Etsy's rotated refresh token is written in the same transaction that
+/// read the old one under the lock, so no refresh can present a consumed token.
+pub async fn refresh_account(
+    pool: &PgPool,
+    market: &crate::marketplace::Marketplaces,
+    account: i64,
+    min_remaining: Duration,
+) -> Result<Value, JobError> {
+    let cipher = &market.cipher;
+    let mut tx = pool.begin().await?;
+    #[allow(clippy::type_complexity)]
+    let row: Option<(
+        String,
+        String,
+        Option<Vec<u8>>,
+        Option<String>,
+        Option<DateTime<Utc>>,
+        Option<i64>,
+    )> = sqlx::query_as(
+        "SELECT marketplace, status, refresh_token, token_key_id, access_expires_at, tenant_id
+               FROM marketplace_accounts WHERE id = $1 FOR UPDATE",
+    )
+    .bind(account)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((marketplace, status, Some(refresh), Some(key_id), expires, tenant)) = row else {
+        return Err(JobError::Permanent {
+            class: "not_connected".into(),
+            message: format!("account {account} does not exist or has no OAuth tokens"),
+        });
+    };
+    if status != "connected" {
+        return Ok(serde_json::json!({ "refreshed": false, "status": status }));
+    }
+    if expires.is_some_and(|e| e > Utc::now() + min_remaining) {
+        return Ok(serde_json::json!({ "refreshed": false, "reason": "fresh" }));
+    }
+    let old_refresh = cipher
+        .open(&key_id, &refresh)
+        .map_err(|e| JobError::Permanent {
+            class: "token_unreadable".into(),
+            message: e.to_string(),
+        })?;
+    let res = match marketplace.as_str() {
+        "ebay" => market
+            .ebay
+            .refresh(&old_refresh)
+            .await
+            .map(|t| (t.access_token, None, t.expires_in)),
+        "etsy" => market
+            .etsy
+            .refresh(&old_refresh)
+            .await
+            .map(|t| (t.access_token, Some(t.refresh_token), t.expires_in as i64)),
+        other => {
+            return Err(JobError::permanent(format!(
+                "{other} accounts have no OAuth tokens to refresh"
+            )));
+        }
+    };
+    match res {
+        Ok((access, new_refresh, expires_in)) => {
+            let (new_key, access_sealed) = cipher.seal(&access);
+            let (_, refresh_sealed) = cipher.seal(new_refresh.as_deref().unwrap_or(&old_refresh));
+            let expires_at = Utc::now() + Duration::seconds(expires_in);
+            sqlx::query(
+                "UPDATE marketplace_accounts SET access_token = $2, refresh_token = $3, token_key_id = $4,
+                        access_expires_at = $5, updated_at = now() WHERE id = $1",
+            )
+            .bind(account)
+            .bind(access_sealed)
+            .bind(refresh_sealed)
+            .bind(new_key)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?;
+            schedule_refresh(&mut tx, tenant, account, expires_at)
+                .await
+                .map_err(JobError::retry)?;
+            tx.commit().await?;
+            Ok(serde_json::json!({ "refreshed": true, "access_expires_at": expires_at }))
+        }
+        Err(e @ MarketplaceError::AuthRevoked { .. }) => {
+            sqlx::query(
+                "UPDATE marketplace_accounts SET status = 'broken', status_reason = $2, updated_at = now()
+                  WHERE id = $1",
+            )
+            .bind(account)
+            .bind(format!("reconnect needed: {e}"))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            tracing::warn!(account, "refresh token revoked: connection marked broken");
+            Err(e.into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }

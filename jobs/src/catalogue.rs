@@ -36,6 +36,8 @@ pub const STATUSES: &[&str] = &["draft", "published", "sold", "archived"];
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Product {
     pub id: i64,
+    /// The seller's business that owns it; every API query is scoped by it.
+    pub tenant_id: i64,
     pub sku: String,
     pub title: String,
     pub description: String,
@@ -71,12 +73,12 @@ pub struct ProductFields {
     pub status: Option<String>,
 }
 
-const COLUMNS: &str = "id, sku, title, description, brand, category, condition, price_cents, currency, size, \
+const COLUMNS: &str = "id, tenant_id, sku, title, description, brand, category, condition, price_cents, currency, size, \
                        color, stock_quantity, images, status, created_at, updated_at";
 
 fn map_unique(e: sqlx::Error) -> CatalogueError {
     match &e {
-        sqlx::Error::Database(d) if d.constraint() == Some("products_sku_key") => {
+        sqlx::Error::Database(d) if d.constraint() == Some("products_tenant_sku_key") => {
             CatalogueError::Conflict("another product already has this sku".into())
         }
         _ => CatalogueError::Database(e),
@@ -94,13 +96,18 @@ fn generated_sku() -> String {
     format!("SF{tail}")
 }
 
-/// Creates a product. `title`, `condition` and `price_cents` must be set (the API checks).
-pub async fn create(pool: &PgPool, f: ProductFields) -> Result<Product, CatalogueError> {
+/// Creates a product of `tenant`. `title`, `condition` and `price_cents` must be set (the API
+/// checks).
+pub async fn create(
+    pool: &PgPool,
+    tenant: i64,
+    f: ProductFields,
+) -> Result<Product, CatalogueError> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO products (sku, title, description, brand, category, condition, price_cents, currency,
-                               size, color, stock_quantity, images, status)
+                               size, color, stock_quantity, images, status, tenant_id)
          VALUES ($1, $2, coalesce($3, ''), $4, $5, $6, $7, coalesce($8, 'EUR'), $9, $10, coalesce($11, 1),
-                 coalesce($12, '[]'::jsonb), coalesce($13, 'draft'))
+                 coalesce($12, '[]'::jsonb), coalesce($13, 'draft'), $14)
          RETURNING {COLUMNS}"
     )))
     .bind(f.sku.unwrap_or_else(generated_sku))
@@ -116,16 +123,21 @@ pub async fn create(pool: &PgPool, f: ProductFields) -> Result<Product, Catalogu
     .bind(f.stock_quantity)
     .bind(f.images.map(Value::from))
     .bind(f.status)
+    .bind(tenant)
     .fetch_one(pool)
     .await
     .map_err(map_unique)
 }
 
-pub async fn get(pool: &PgPool, id: i64) -> Result<Product, CatalogueError> {
+/// A live product; with `tenant`, only one of that tenant's (workers pass None: the job's
+/// product is whoever's it is).
+pub async fn get(pool: &PgPool, tenant: Option<i64>, id: i64) -> Result<Product, CatalogueError> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM products WHERE id = $1 AND deleted_at IS NULL"
+        "SELECT {COLUMNS} FROM products
+          WHERE id = $1 AND deleted_at IS NULL AND ($2::bigint IS NULL OR tenant_id = $2)"
     )))
     .bind(id)
+    .bind(tenant)
     .fetch_optional(pool)
     .await?
     .ok_or(CatalogueError::NotFound)
@@ -134,25 +146,33 @@ pub async fn get(pool: &PgPool, id: i64) -> Result<Product, CatalogueError> {
 /// Newest first, keyset-paginated by id.
 pub async fn list(
     pool: &PgPool,
+    tenant: i64,
     status: Option<&str>,
     before_id: Option<i64>,
     limit: u32,
 ) -> Result<Vec<Product>, CatalogueError> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM products
-          WHERE deleted_at IS NULL AND ($1::text IS NULL OR status = $1) AND ($2::bigint IS NULL OR id < $2)
+          WHERE tenant_id = $4 AND deleted_at IS NULL AND ($1::text IS NULL OR status = $1)
+            AND ($2::bigint IS NULL OR id < $2)
           ORDER BY id DESC LIMIT $3"
     )))
     .bind(status)
     .bind(before_id)
     .bind(i64::from(limit))
+    .bind(tenant)
     .fetch_all(pool)
     .await
     .map_err(Into::into)
 }
 
 /// Sets the given fields; the others keep their values.
-pub async fn update(pool: &PgPool, id: i64, f: ProductFields) -> Result<Product, CatalogueError> {
+pub async fn update(
+    pool: &PgPool,
+    tenant: i64,
+    id: i64,
+    f: ProductFields,
+) -> Result<Product, CatalogueError> {
     let mut q: QueryBuilder<Postgres> = QueryBuilder::new("UPDATE products SET updated_at = now()");
     macro_rules! set {
         ($col:literal, $v:expr) => {
@@ -176,6 +196,8 @@ pub async fn update(pool: &PgPool, id: i64, f: ProductFields) -> Result<Product,
     set!("status", f.status);
     q.push(" WHERE id = ")
         .push_bind(id)
+        .push(" AND tenant_id = ")
+        .push_bind(tenant)
         .push(" AND deleted_at IS NULL RETURNING ")
         .push(COLUMNS);
     q.build_query_as()
@@ -186,12 +208,16 @@ pub async fn update(pool: &PgPool, id: i64, f: ProductFields) -> Result<Product,
 }
 
 /// Soft delete: the product disappears from the catalogue; its row stays for history.
-pub async fn delete(pool: &PgPool, id: i64) -> Result<(), CatalogueError> {
-    let n = sqlx::query("UPDATE products SET deleted_at = now(), updated_at = now() WHERE id = $1 AND deleted_at IS NULL")
-        .bind(id)
-        .execute(pool)
-        .await?
-        .rows_affected();
+pub async fn delete(pool: &PgPool, tenant: i64, id: i64) -> Result<(), CatalogueError> {
+    let n = sqlx::query(
+        "UPDATE products SET deleted_at = now(), updated_at = now()
+          WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL",
+    )
+    .bind(id)
+    .bind(tenant)
+    .execute(pool)
+    .await?
+    .rows_affected();
     if n == 0 {
         Err(CatalogueError::NotFound)
     } else {
@@ -205,10 +231,11 @@ pub async fn delete(pool: &PgPool, id: i64) -> Result<(), CatalogueError> {
 pub async fn publish(
     pool: &PgPool,
     settings: &Settings,
+    tenant: i64,
     id: i64,
     marketplaces: &[Marketplace],
 ) -> Result<Vec<(Marketplace, Inserted)>, CatalogueError> {
-    per_marketplace(pool, settings, id, marketplaces, "publish", |m| {
+    per_marketplace(pool, settings, tenant, id, marketplaces, "publish", |m| {
         PublishListing {
             product_id: id,
             marketplace: m,
@@ -221,10 +248,11 @@ pub async fn publish(
 pub async fn withdraw(
     pool: &PgPool,
     settings: &Settings,
+    tenant: i64,
     id: i64,
     marketplaces: &[Marketplace],
 ) -> Result<Vec<(Marketplace, Inserted)>, CatalogueError> {
-    per_marketplace(pool, settings, id, marketplaces, "withdraw", |m| {
+    per_marketplace(pool, settings, tenant, id, marketplaces, "withdraw", |m| {
         WithdrawListing {
             product_id: id,
             marketplace: m,
@@ -239,6 +267,7 @@ pub async fn withdraw(
 async fn per_marketplace<J: crate::Job>(
     pool: &PgPool,
     settings: &Settings,
+    tenant: i64,
     id: i64,
     marketplaces: &[Marketplace],
     action: &str,
@@ -246,9 +275,11 @@ async fn per_marketplace<J: crate::Job>(
 ) -> Result<Vec<(Marketplace, Inserted)>, CatalogueError> {
     let mut tx = pool.begin().await?;
     let row: Option<(String, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT status, updated_at FROM products WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+        "SELECT status, updated_at FROM products
+          WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL FOR UPDATE",
     )
     .bind(id)
+    .bind(tenant)
     .fetch_optional(&mut *tx)
     .await?;
     let (status, version) = row.ok_or(CatalogueError::NotFound)?;
@@ -269,7 +300,7 @@ async fn per_marketplace<J: crate::Job>(
             NewJob::of(&job(*m), settings, Some(key))
         })
         .collect();
-    let inserted = queue::insert(&mut tx, &jobs).await?;
+    let inserted = queue::insert_for(&mut tx, Some(tenant), &jobs).await?;
     if publishing {
         sqlx::query("UPDATE products SET status = 'published' WHERE id = $1")
             .bind(id)

@@ -59,6 +59,7 @@ pub struct Settings {
     pub plugin: PluginSettings,
     pub limits: LimitSettings,
     pub log: LogSettings,
+    pub auth: AuthSettings,
     #[serde(default)]
     pub kinds: BTreeMap<String, PolicyOverride>,
 }
@@ -77,6 +78,11 @@ pub struct ApiSettings {
     pub body_limit_bytes: usize,
     pub batch_max: usize,
     pub list_max: u32,
+    /// Origins allowed by CORS ("*" for any); empty: no CORS headers.
+    pub cors_origins: Vec<String>,
+    /// Requests per second each user may make (sustained), and the burst above it.
+    pub user_rate_per_s: u32,
+    pub user_rate_burst: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -212,6 +218,19 @@ pub struct EtsySettings {
 pub struct SecuritySettings {
     pub token_keys: Vec<Secret>,
     pub active_token_key: String,
+    /// "development" or "production" (`STOFLOW_ENV` sets it too). Production refuses the
+    /// development keys shipped in config.default.toml.
+    pub environment: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// JWT (HS256) keys: "id:base64-of-at-least-32-bytes[:verify_until RFC 3339]".
+    pub signing_keys: Vec<Secret>,
+    pub active_signing_key: String,
+    pub access_ttl_s: u64,
+    pub refresh_ttl_s: u64,
 }
 
 /// Fleet-wide marketplace limits and the circuit breaker ([`crate::limits`]).
@@ -302,7 +321,14 @@ impl Settings {
         let mut fig = Figment::new()
             .merge(Toml::string(DEFAULTS))
             .merge(Toml::file(file))
-            .merge(Env::prefixed("STOFLOW_").split("__").ignore(&["CONFIG"]));
+            .merge(
+                Env::prefixed("STOFLOW_")
+                    .split("__")
+                    .ignore(&["CONFIG", "ENV"]),
+            );
+        if let Ok(env) = std::env::var("STOFLOW_ENV") {
+            fig = fig.merge(("security.environment", env));
+        }
         if let Ok(url) = std::env::var("DATABASE_URL") {
             fig = fig.merge(("database.url", url));
         }
@@ -415,6 +441,52 @@ impl Settings {
         if !["text", "json"].contains(&self.log.format.as_str()) {
             return bad("log.format", "must be \"text\" or \"json\"");
         }
+        if let Err(e) = crate::auth::Signer::new(&self.auth) {
+            return bad("auth.signing_keys", &e);
+        }
+        if self.auth.access_ttl_s == 0 || self.auth.refresh_ttl_s <= self.auth.access_ttl_s {
+            return bad(
+                "auth.access_ttl_s/refresh_ttl_s",
+                "must be > 0, and refresh tokens must outlive access tokens",
+            );
+        }
+        if self.api.user_rate_per_s == 0 || self.api.user_rate_burst == 0 {
+            return bad("api.user_rate_per_s/user_rate_burst", "must be > 0");
+        }
+        match self.security.environment.as_str() {
+            "development" => {}
+            "production" => {
+                let defaults = Self::defaults();
+                if self
+                    .security
+                    .token_keys
+                    .iter()
+                    .any(|k| defaults.security.token_keys.contains(k))
+                {
+                    return bad(
+                        "security.token_keys",
+                        "the development key is refused in production: set STOFLOW_SECURITY__TOKEN_KEYS",
+                    );
+                }
+                if self
+                    .auth
+                    .signing_keys
+                    .iter()
+                    .any(|k| defaults.auth.signing_keys.contains(k))
+                {
+                    return bad(
+                        "auth.signing_keys",
+                        "the development key is refused in production: set STOFLOW_AUTH__SIGNING_KEYS",
+                    );
+                }
+            }
+            other => {
+                return bad(
+                    "security.environment",
+                    &format!("{other:?}: expected \"development\" or \"production\""),
+                );
+            }
+        }
         if self.database.max_connections < 2 {
             return bad("database.max_connections", "must be >= 2");
         }
@@ -455,6 +527,25 @@ mod tests {
         s.worker.lease_timeout_ms = s.worker.heartbeat_ms;
         let e = s.validate().unwrap_err().to_string();
         assert!(e.contains("worker.lease_timeout_ms"), "{e}");
+    }
+
+    #[test]
+    fn production_refuses_the_development_keys() {
+        let mut s = Settings::defaults();
+        s.security.environment = "production".into();
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("security.token_keys"), "{e}");
+        s.security.token_keys = vec![Secret::new(
+            "prod1:cHJvZHVjdGlvbi1rZXktMzItYnl0ZXMtbG9uZy4uLi4=",
+        )];
+        s.security.active_token_key = "prod1".into();
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("auth.signing_keys"), "{e}");
+        s.auth.signing_keys = vec![Secret::new(
+            "jwt1:cHJvZHVjdGlvbi1qd3Qta2V5LTMyLWJ5dGVzLWxvbmcu",
+        )];
+        s.auth.active_signing_key = "jwt1".into();
+        s.validate().unwrap();
     }
 
     #[test]

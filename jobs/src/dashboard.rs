@@ -307,33 +307,60 @@ const ACCOUNT_JSON: &str = "SELECT jsonb_build_object('id', id, 'marketplace', m
         'refresh_expires_at', refresh_expires_at, 'scopes', scopes)
    FROM marketplace_accounts WHERE id = $1";
 
-/// Accounts (without tokens) and recent listing failures, for the marketplaces panel.
-pub async fn marketplaces(
-    pool: &PgPool,
-) -> Result<(Vec<Value>, Vec<Value>, Vec<Value>), sqlx::Error> {
-    let accounts: Vec<Value> = sqlx::query_scalar(
-        "SELECT jsonb_build_object('id', id, 'marketplace', marketplace,
-                'external_user_id', external_user_id, 'shop_id', shop_id, 'status', status,
-                'status_reason', status_reason, 'access_expires_at', access_expires_at,
-                'refresh_expires_at', refresh_expires_at)
-           FROM marketplace_accounts ORDER BY marketplace, id LIMIT 500",
-    )
-    .fetch_all(pool)
-    .await?;
-    let listing_counts: Vec<Value> = sqlx::query_scalar(
-        "SELECT jsonb_build_object('marketplace', marketplace, 'status', status, 'count', count(*))
-           FROM listings GROUP BY marketplace, status ORDER BY marketplace, status",
-    )
-    .fetch_all(pool)
-    .await?;
-    let errors: Vec<Value> = sqlx::query_scalar(
-        "SELECT jsonb_build_object('id', id, 'product_id', product_id, 'marketplace', marketplace,
-                'status', status, 'last_error', last_error, 'updated_at', updated_at)
-           FROM listings WHERE last_error IS NOT NULL ORDER BY updated_at DESC LIMIT 50",
-    )
-    .fetch_all(pool)
-    .await?;
-    Ok((accounts, listing_counts, errors))
+/// The marketplaces page: accounts with token expiry (never tokens), listings per status, the
+/// most recent listing errors and marketplace failures (429s, 5xx, refusals), and the plugin
+/// tasks waiting per Vinted account.
+#[derive(Debug, Clone, Serialize)]
+pub struct Marketplaces {
+    pub accounts: Vec<Value>,
+    pub listings: Vec<Value>,
+    pub listing_errors: Vec<Value>,
+    pub recent_errors: Vec<Value>,
+    pub plugin_waiting: Vec<Value>,
+}
+
+pub async fn marketplaces(pool: &PgPool) -> Result<Marketplaces, sqlx::Error> {
+    let rows = |sql: &'static str| sqlx::query_scalar::<_, Value>(sql).fetch_all(pool);
+    Ok(Marketplaces {
+        accounts: rows(
+            "SELECT jsonb_build_object('id', id, 'marketplace', marketplace, 'tenant_id', tenant_id,
+                    'external_user_id', external_user_id, 'shop_id', shop_id, 'status', status,
+                    'status_reason', status_reason, 'access_expires_at', access_expires_at,
+                    'refresh_expires_at', refresh_expires_at)
+               FROM marketplace_accounts ORDER BY marketplace, id LIMIT 500",
+        )
+        .await?,
+        listings: rows(
+            "SELECT jsonb_build_object('marketplace', marketplace, 'status', status, 'count', count(*))
+               FROM listings GROUP BY marketplace, status ORDER BY marketplace, status",
+        )
+        .await?,
+        listing_errors: rows(
+            "SELECT jsonb_build_object('id', id, 'product_id', product_id, 'marketplace', marketplace,
+                    'status', status, 'last_error', last_error, 'updated_at', updated_at)
+               FROM listings WHERE last_error IS NOT NULL ORDER BY updated_at DESC LIMIT 50",
+        )
+        .await?,
+        recent_errors: rows(
+            "SELECT jsonb_build_object('marketplace', marketplace, 'account_id', account_id, 'job_id', job_id,
+                    'kind', kind, 'class', class, 'message', message, 'at', at)
+               FROM marketplace_errors ORDER BY at DESC LIMIT 50",
+        )
+        .await?,
+        plugin_waiting: rows(
+            "SELECT jsonb_build_object('account_id', a.id, 'tenant_id', a.tenant_id,
+                    'seller', a.external_user_id, 'account_status', a.status,
+                    'plugin_last_seen_at', (SELECT max(p.last_used_at) FROM plugin_tokens p
+                                             WHERE p.account_id = a.id AND p.revoked_at IS NULL),
+                    'pending', count(*) FILTER (WHERE t.state = 'pending'),
+                    'leased', count(*) FILTER (WHERE t.state = 'leased'),
+                    'oldest_at', min(t.created_at))
+               FROM plugin_tasks t JOIN marketplace_accounts a ON a.id = t.account_id
+              WHERE t.state IN ('pending', 'leased')
+              GROUP BY a.id ORDER BY min(t.created_at) LIMIT 200",
+        )
+        .await?,
+    })
 }
 
 /// Replaces the value of every key that names a secret (token, secret, password, authorization,

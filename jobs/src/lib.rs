@@ -11,6 +11,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod auth;
 pub mod backend;
 pub mod catalogue;
 pub mod config;

@@ -33,7 +33,8 @@ pub async fn upsert(
     sku: &str,
 ) -> Result<Listing, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO listings (product_id, marketplace, account_id, sku) VALUES ($1, $2, $3, $4)
+        "INSERT INTO listings (product_id, marketplace, account_id, sku, tenant_id)
+         VALUES ($1, $2, $3, $4, (SELECT tenant_id FROM products WHERE id = $1))
          ON CONFLICT (product_id, marketplace) DO UPDATE SET account_id = excluded.account_id, sku = excluded.sku,
                 status = CASE WHEN listings.status IN ('failed', 'withdrawn') THEN 'publishing' ELSE listings.status END,
                 updated_at = now()

@@ -99,16 +99,24 @@ async fn import_one(
     .await?;
     out.orders += 1;
     out.new_orders += usize::from(inserted);
+    // SKUs are unique per tenant: an order's lines name the account's tenant's products only.
+    let tenant: Option<i64> =
+        sqlx::query_scalar("SELECT tenant_id FROM marketplace_accounts WHERE id = $1")
+            .bind(account)
+            .fetch_one(&mut *tx)
+            .await?;
     let mut follow_ups: Vec<NewJob> = Vec::new();
     for line in o.lines.iter().filter(|_| !o.cancelled) {
         let product: Option<i64> = sqlx::query_scalar(
             "SELECT coalesce(
-                 (SELECT id FROM products WHERE sku = $1 AND deleted_at IS NULL),
-                 (SELECT product_id FROM listings WHERE marketplace = $2 AND remote_listing_id = $3))",
+                 (SELECT id FROM products WHERE sku = $1 AND tenant_id = $4 AND deleted_at IS NULL),
+                 (SELECT product_id FROM listings
+                   WHERE marketplace = $2 AND remote_listing_id = $3 AND tenant_id = $4))",
         )
         .bind(&line.sku)
         .bind(m.as_str())
         .bind(&line.remote_listing_id)
+        .bind(tenant)
         .fetch_one(&mut *tx)
         .await?;
         // The primary key makes a line take stock once, however often the order is seen.
@@ -185,7 +193,7 @@ async fn import_one(
             });
         }
     }
-    out.follow_ups += queue::insert(&mut tx, &follow_ups)
+    out.follow_ups += queue::insert_for(&mut tx, tenant, &follow_ups)
         .await?
         .iter()
         .filter(|i| i.created)

@@ -25,7 +25,6 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 
-use crate::catalogue;
 use crate::config::PluginSettings;
 use crate::job::{Job, JobContext, JobError, Kind};
 use crate::kinds::DispatchPluginTask;
@@ -103,6 +102,7 @@ fn token_hash(token: &str) -> Vec<u8> {
 /// account is connected again (a reconnect also lifts a `blocked` pause).
 pub async fn connect(
     pool: &PgPool,
+    tenant: i64,
     vinted_user_id: &str,
     login: &str,
 ) -> Result<(i64, String), sqlx::Error> {
@@ -112,14 +112,15 @@ pub async fn connect(
     );
     let mut tx = pool.begin().await?;
     let account: i64 = sqlx::query_scalar(
-        "INSERT INTO marketplace_accounts (marketplace, external_user_id, shop_id)
-         VALUES ('vinted', $1, $2)
-         ON CONFLICT (marketplace, external_user_id) DO UPDATE SET
+        "INSERT INTO marketplace_accounts (marketplace, external_user_id, shop_id, tenant_id)
+         VALUES ('vinted', $1, $2, $3)
+         ON CONFLICT (tenant_id, marketplace, external_user_id) DO UPDATE SET
             shop_id = excluded.shop_id, status = 'connected', status_reason = NULL, updated_at = now()
          RETURNING id",
     )
     .bind(vinted_user_id)
     .bind(login)
+    .bind(tenant)
     .fetch_one(&mut *tx)
     .await?;
     sqlx::query(
@@ -403,11 +404,18 @@ pub struct TaskView {
 const VIEW: &str = "id, account_id, product_id, listing_id, action, state, attempts, max_attempts, result, error, \
                     errors, job_ids, created_at, picked_at, finished_at";
 
-pub async fn get(pool: &PgPool, id: i64) -> Result<Option<TaskView>, sqlx::Error> {
+/// A task by id; with `tenant`, only that tenant's (another's is as absent).
+pub async fn get(
+    pool: &PgPool,
+    tenant: Option<i64>,
+    id: i64,
+) -> Result<Option<TaskView>, sqlx::Error> {
     sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT {VIEW} FROM plugin_tasks WHERE id = $1"
+        "SELECT {VIEW} FROM plugin_tasks WHERE id = $1 AND ($2::bigint IS NULL OR account_id IN
+           (SELECT id FROM marketplace_accounts WHERE tenant_id = $2))"
     )))
     .bind(id)
+    .bind(tenant)
     .fetch_optional(pool)
     .await
 }
@@ -451,7 +459,7 @@ pub async fn report(
     let current = lease_id.as_deref() == Some(r.lease_id.as_str());
     if current && matches!(state.as_str(), "succeeded" | "failed" | "timed_out") {
         drop(tx);
-        return get(pool, id)
+        return get(pool, None, id)
             .await?
             .ok_or_else(|| PluginError::NotFound(format!("no task {id}")));
     }
@@ -558,7 +566,7 @@ pub async fn report(
         }
     }
     tx.commit().await?;
-    get(pool, id)
+    get(pool, None, id)
         .await?
         .ok_or_else(|| PluginError::NotFound(format!("no task {id}")))
 }
@@ -609,7 +617,12 @@ pub async fn create_or_join(
                 max_attempts: policy.max_attempts,
                 idempotency_key: Some(format!("plugin_task:{id}")),
             };
-            let inserted = queue::insert(&mut tx, &[job]).await?;
+            let tenant: Option<i64> =
+                sqlx::query_scalar("SELECT tenant_id FROM marketplace_accounts WHERE id = $1")
+                    .bind(account)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let inserted = queue::insert_for(&mut tx, tenant, &[job]).await?;
             sqlx::query("UPDATE plugin_tasks SET job_ids = job_ids || $2 WHERE id = $1")
                 .bind(id)
                 .bind(inserted[0].id)
@@ -786,46 +799,33 @@ pub async fn follow(ctx: &JobContext, job: i64, id: i64) -> Result<Value, JobErr
 /// creates or updates it, and follow that task, so this job's outcome says whether the product
 /// is on Vinted (done with the remote id, or dead with the task's error).
 pub async fn publish(ctx: &JobContext, job: i64, product_id: i64) -> Result<Value, JobError> {
-    let task: Option<i64> = sqlx::query_scalar(
-        "SELECT id FROM plugin_tasks WHERE job_ids @> ARRAY[$1]::bigint[] ORDER BY id DESC LIMIT 1",
-    )
-    .bind(job)
-    .fetch_optional(&ctx.pool)
-    .await?;
-    if let Some(task) = task {
+    if let Some(task) = followed_task(ctx, job).await? {
         return follow(ctx, job, task).await;
     }
-    let product = catalogue::get(&ctx.pool, product_id)
-        .await
-        .map_err(|e| match e {
-            catalogue::CatalogueError::NotFound => JobError::permanent(format!(
-                "product {product_id} does not exist or was deleted"
-            )),
-            other => JobError::retry(other),
-        })?;
+    let product = crate::kinds::product(ctx, product_id).await?;
     // A paused (broken) account still takes tasks: they wait for the seller to log in again.
     let account: Option<(i64, Value)> = sqlx::query_as(
-        "SELECT id, setup FROM marketplace_accounts WHERE marketplace = 'vinted' AND status <> 'disconnected'
+        "SELECT id, setup FROM marketplace_accounts
+          WHERE tenant_id = $1 AND marketplace = 'vinted' AND status <> 'disconnected'
           ORDER BY id LIMIT 1",
     )
+    .bind(product.tenant_id)
     .fetch_optional(&ctx.pool)
     .await?;
     let (account, setup) = account.ok_or_else(|| JobError::Permanent {
         class: "not_connected".into(),
         message: "no connected Vinted account: connect one with POST /v1/connections/vinted".into(),
     })?;
-    let (listing, remote): (i64, Option<String>) = sqlx::query_as(
-        "INSERT INTO listings (product_id, marketplace, account_id, sku) VALUES ($1, 'vinted', $2, $3)
-         ON CONFLICT (product_id, marketplace) DO UPDATE SET account_id = excluded.account_id, sku = excluded.sku,
-                status = CASE WHEN listings.status IN ('failed', 'withdrawn') THEN 'publishing' ELSE listings.status END,
-                updated_at = now()
-         RETURNING id, CASE WHEN status = 'published' THEN remote_listing_id END",
+    let row = crate::listings::upsert(
+        &ctx.pool,
+        product_id,
+        crate::domain::Marketplace::Vinted,
+        account,
+        &product.sku,
     )
-    .bind(product_id)
-    .bind(account)
-    .bind(&product.sku)
-    .fetch_one(&ctx.pool)
     .await?;
+    let listing = row.id;
+    let remote = row.remote_listing_id.filter(|_| row.status == "published");
     let params = match vinted::listing_params(
         &product,
         &ctx.settings.marketplaces.vinted,
@@ -868,6 +868,16 @@ pub async fn publish(ctx: &JobContext, job: i64, product_id: i64) -> Result<Valu
     follow(ctx, job, task).await
 }
 
+/// The plugin task an earlier run of `job` created or joined (a retried run follows it on).
+async fn followed_task(ctx: &JobContext, job: i64) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM plugin_tasks WHERE job_ids @> ARRAY[$1]::bigint[] ORDER BY id DESC LIMIT 1",
+    )
+    .bind(job)
+    .fetch_optional(&ctx.pool)
+    .await
+}
+
 /// `withdraw_listing` from Vinted: a `delete_listing` task for the extension, followed like a
 /// publish, so the job is done once the item is gone from Vinted.
 pub async fn withdraw(
@@ -875,13 +885,7 @@ pub async fn withdraw(
     job: i64,
     listing: &crate::listings::Listing,
 ) -> Result<Value, JobError> {
-    let task: Option<i64> = sqlx::query_scalar(
-        "SELECT id FROM plugin_tasks WHERE job_ids @> ARRAY[$1]::bigint[] ORDER BY id DESC LIMIT 1",
-    )
-    .bind(job)
-    .fetch_optional(&ctx.pool)
-    .await?;
-    if let Some(task) = task {
+    if let Some(task) = followed_task(ctx, job).await? {
         return follow(ctx, job, task).await;
     }
     let (Some(account), Some(remote)) = (listing.account_id, &listing.remote_listing_id) else {

@@ -176,6 +176,15 @@ pub struct Inserted {
 /// Jobs without an idempotency key go in one multi-row INSERT; keyed jobs one by one, each
 /// answering with the existing job when its key is taken. Call [`Notifier::poke`] after commit.
 pub async fn insert(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Vec<Inserted>, QueueError> {
+    insert_for(conn, None, jobs).await
+}
+
+/// [`insert`] on behalf of `tenant` (the caller's; None: a system job only ops users see).
+pub async fn insert_for(
+    conn: &mut PgConnection,
+    tenant: Option<i64>,
+    jobs: &[NewJob],
+) -> Result<Vec<Inserted>, QueueError> {
     let mut out = vec![
         Inserted {
             id: 0,
@@ -187,14 +196,14 @@ pub async fn insert(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Vec<Inse
         .filter(|i| jobs[*i].idempotency_key.is_none())
         .collect();
     if !plain.is_empty() {
-        let ids = bulk_insert(conn, plain.iter().map(|i| &jobs[*i])).await?;
+        let ids = bulk_insert_for(conn, tenant, plain.iter().map(|i| &jobs[*i])).await?;
         for (slot, id) in plain.iter().zip(ids) {
             out[*slot].id = id;
         }
     }
     for (i, job) in jobs.iter().enumerate() {
         if let Some(key) = &job.idempotency_key {
-            out[i] = insert_keyed(conn, job, key).await?;
+            out[i] = insert_keyed(conn, tenant, job, key).await?;
         }
     }
     Ok(out)
@@ -204,6 +213,14 @@ pub async fn insert(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Vec<Inse
 /// Returns ids in input order: RETURNING follows the order of the ordered SELECT feeding it.
 pub async fn bulk_insert<'a>(
     conn: &mut PgConnection,
+    jobs: impl Iterator<Item = &'a NewJob>,
+) -> Result<Vec<i64>, QueueError> {
+    bulk_insert_for(conn, None, jobs).await
+}
+
+pub async fn bulk_insert_for<'a>(
+    conn: &mut PgConnection,
+    tenant: Option<i64>,
     jobs: impl Iterator<Item = &'a NewJob>,
 ) -> Result<Vec<i64>, QueueError> {
     let (mut kinds, mut args, mut prios, mut runs, mut maxes) =
@@ -216,8 +233,8 @@ pub async fn bulk_insert<'a>(
         maxes.push(j.max_attempts);
     }
     let ids: Vec<i64> = sqlx::query_scalar(
-        "INSERT INTO jobs (kind, args, priority, run_at, max_attempts, trace_id)
-         SELECT k, a, p, coalesce(r, now()), m, $6
+        "INSERT INTO jobs (kind, args, priority, run_at, max_attempts, trace_id, tenant_id)
+         SELECT k, a, p, coalesce(r, now()), m, $6, $7
            FROM unnest($1::text[], $2::jsonb[], $3::smallint[], $4::timestamptz[], $5::int[])
                 WITH ORDINALITY AS u(k, a, p, r, m, ord)
           ORDER BY ord
@@ -229,6 +246,7 @@ pub async fn bulk_insert<'a>(
     .bind(&runs)
     .bind(&maxes)
     .bind(crate::telemetry::current_trace_id())
+    .bind(tenant)
     .fetch_all(&mut *conn)
     .await?;
     Ok(ids)
@@ -236,12 +254,13 @@ pub async fn bulk_insert<'a>(
 
 async fn insert_keyed(
     conn: &mut PgConnection,
+    tenant: Option<i64>,
     job: &NewJob,
     key: &str,
 ) -> Result<Inserted, QueueError> {
     let id: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO jobs (kind, args, priority, run_at, max_attempts, idempotency_key, trace_id)
-         VALUES ($1, $2, $3, coalesce($4, now()), $5, $6, $7)
+        "INSERT INTO jobs (kind, args, priority, run_at, max_attempts, idempotency_key, trace_id, tenant_id)
+         VALUES ($1, $2, $3, coalesce($4, now()), $5, $6, $7, $8)
          ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
          RETURNING id",
     )
@@ -252,18 +271,23 @@ async fn insert_keyed(
     .bind(job.max_attempts)
     .bind(key)
     .bind(crate::telemetry::current_trace_id())
+    .bind(tenant)
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = id {
         return Ok(Inserted { id, created: true });
     }
-    let existing: Option<(i64, String, Value)> =
-        sqlx::query_as("SELECT id, kind, args FROM jobs WHERE idempotency_key = $1")
+    let existing: Option<(i64, String, Value, Option<i64>)> =
+        sqlx::query_as("SELECT id, kind, args, tenant_id FROM jobs WHERE idempotency_key = $1")
             .bind(key)
             .fetch_optional(&mut *conn)
             .await?;
     match existing {
-        Some((id, kind, args)) if kind == job.kind && args == job.args => {
+        // Keys are unique across tenants: another tenant's job is neither returned nor named.
+        Some((.., owner)) if owner != tenant => Err(QueueError::Conflict(format!(
+            "idempotency key {key:?} is taken; choose another"
+        ))),
+        Some((id, kind, args, _)) if kind == job.kind && args == job.args => {
             Ok(Inserted { id, created: false })
         }
         Some((id, ..)) => Err(QueueError::Conflict(format!(
@@ -277,10 +301,16 @@ async fn insert_keyed(
 }
 
 pub async fn get(pool: &PgPool, id: i64) -> Result<JobRow, QueueError> {
+    get_for(pool, None, id).await
+}
+
+/// A job; with `tenant`, only that tenant's (another tenant's job is NotFound).
+pub async fn get_for(pool: &PgPool, tenant: Option<i64>, id: i64) -> Result<JobRow, QueueError> {
     sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM jobs j WHERE j.id = $1"
+        "SELECT {COLUMNS} FROM jobs j WHERE j.id = $1 AND ($2::bigint IS NULL OR j.tenant_id = $2)"
     )))
     .bind(id)
+    .bind(tenant)
     .fetch_optional(pool)
     .await?
     .ok_or(QueueError::NotFound)
@@ -293,6 +323,8 @@ pub struct ListFilter {
     /// Keyset cursor: only ids below this one (newest first).
     pub before_id: Option<i64>,
     pub limit: u32,
+    /// Only this tenant's jobs (sellers always; ops when they ask).
+    pub tenant: Option<i64>,
 }
 
 /// Newest first, keyset-paginated by id.
@@ -301,11 +333,13 @@ pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<JobRow>, QueueErr
     sqlx::query_as(AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM jobs j
           WHERE ($1::text IS NULL OR j.kind = $1) AND ($2::bigint IS NULL OR j.id < $2) AND {state}
+            AND ($4::bigint IS NULL OR j.tenant_id = $4)
           ORDER BY j.id DESC LIMIT $3"
     )))
     .bind(&f.kind)
     .bind(f.before_id)
     .bind(i64::from(f.limit))
+    .bind(f.tenant)
     .fetch_all(pool)
     .await
     .map_err(Into::into)
@@ -313,8 +347,14 @@ pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<JobRow>, QueueErr
 
 /// Runs a dead or cancelled job again now, granting one more attempt if it had used them all.
 pub async fn retry(pool: &PgPool, id: i64) -> Result<JobRow, QueueError> {
+    retry_for(pool, None, id).await
+}
+
+/// [`retry`] of one of `tenant`'s jobs (None: any job).
+pub async fn retry_for(pool: &PgPool, tenant: Option<i64>, id: i64) -> Result<JobRow, QueueError> {
     transition(
         pool,
+        tenant,
         id,
         "state = 'available', run_at = now(), finished_at = NULL, result = NULL,
          max_attempts = greatest(j.max_attempts, j.attempt + 1)",
@@ -326,8 +366,14 @@ pub async fn retry(pool: &PgPool, id: i64) -> Result<JobRow, QueueError> {
 
 /// Cancels a job that has not started (scheduled, pending or retrying); it will never run.
 pub async fn cancel(pool: &PgPool, id: i64) -> Result<JobRow, QueueError> {
+    cancel_for(pool, None, id).await
+}
+
+/// [`cancel`] of one of `tenant`'s jobs (None: any job).
+pub async fn cancel_for(pool: &PgPool, tenant: Option<i64>, id: i64) -> Result<JobRow, QueueError> {
     transition(
         pool,
+        tenant,
         id,
         "state = 'cancelled', finished_at = now()",
         "j.state = 'available'",
@@ -340,21 +386,25 @@ pub async fn cancel(pool: &PgPool, id: i64) -> Result<JobRow, QueueError> {
 /// says which state it is in and `rule`. (Both SQL fragments are constants of this module.)
 async fn transition(
     pool: &PgPool,
+    tenant: Option<i64>,
     id: i64,
     set: &str,
     allowed: &str,
     rule: &str,
 ) -> Result<JobRow, QueueError> {
     let row: Option<JobRow> = sqlx::query_as(AssertSqlSafe(format!(
-        "UPDATE jobs j SET {set} WHERE j.id = $1 AND {allowed} RETURNING {COLUMNS}"
+        "UPDATE jobs j SET {set}
+          WHERE j.id = $1 AND ($2::bigint IS NULL OR j.tenant_id = $2) AND {allowed}
+         RETURNING {COLUMNS}"
     )))
     .bind(id)
+    .bind(tenant)
     .fetch_optional(pool)
     .await?;
     match row {
         Some(r) => Ok(r),
         None => {
-            let state = get(pool, id).await?.public_state(Utc::now());
+            let state = get_for(pool, tenant, id).await?.public_state(Utc::now());
             Err(QueueError::Conflict(format!(
                 "job {id} is {}; {rule}",
                 state.as_str()

@@ -98,6 +98,7 @@ mod tests {
         SecuritySettings {
             token_keys: keys.iter().map(|k| Secret::new(*k)).collect(),
             active_token_key: active.into(),
+            environment: "development".into(),
         }
     }
 

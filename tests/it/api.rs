@@ -87,6 +87,7 @@ async fn the_same_idempotency_key_gives_one_job() {
 async fn batch_enqueue_is_all_or_nothing() {
     let db = TestDb::new().await;
     let api = Api::spawn(&db, &[]).await;
+    api.seed_account(&db, 7).await;
     let (s, v) = api
         .post(
             "/v1/jobs/batch",
@@ -323,6 +324,7 @@ async fn list_filters_by_kind_and_state_and_pages_with_a_cursor() {
                 .await,
         );
     }
+    api.seed_account(&db, 1).await;
     let sync_id = api
         .enqueue(json!({"kind": "sync_orders", "account_id": 1}), json!({}))
         .await;
@@ -370,7 +372,7 @@ async fn queues_report_counts_per_kind_and_state() {
         .await;
     api.enqueue(json!({"kind": "noop"}), json!({})).await;
     api.enqueue(json!({"kind": "noop"}), json!({})).await;
-    let (s, v) = api.get("/v1/queues").await;
+    let (s, v) = api.get_as(&api.ops, "/v1/queues").await;
     assert_eq!(s, 200);
     let noop = v["queues"]
         .as_array()

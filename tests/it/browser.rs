@@ -26,6 +26,7 @@ async fn dashboard_pages_work_in_headless_chromium() {
     let db = TestDb::new().await;
     let api = Api::spawn(&db, &[]).await;
     let _w = worker(&db, &[]);
+    seed_marketplace_state(&db, &api).await;
     let base = api.base.clone();
     let shots = root.join("target/screenshots");
     let out = tokio::task::spawn_blocking(move || {
@@ -33,6 +34,10 @@ async fn dashboard_pages_work_in_headless_chromium() {
             .arg("run.mjs")
             .current_dir(&dir)
             .env("STOFLOW_API", base)
+            .env("STOFLOW_OPS_EMAIL", integration::OPS_EMAIL)
+            .env("STOFLOW_SELLER_EMAIL", integration::SELLER_EMAIL)
+            .env("STOFLOW_OPS_PASSWORD", integration::TEST_PASSWORD)
+            .env("STOFLOW_SELLER_PASSWORD", integration::TEST_PASSWORD)
             .env("SCREENSHOT_DIR", shots)
             .env("CHROMIUM", chromium)
             .output()
@@ -60,4 +65,39 @@ async fn dashboard_pages_work_in_headless_chromium() {
             "no screenshot of {page}"
         );
     }
+}
+
+/// What the marketplaces page shows, as the workers and the plugin routes would leave it: an Etsy
+/// key's budget half used, Etsy's circuit open after 5xx, a 429 on record, and a Vinted task
+/// waiting for the seller's extension.
+async fn seed_marketplace_state(db: &TestDb, api: &Api) {
+    let (s, p) = api
+        .post(
+            "/v1/products",
+            &serde_json::json!({"title": "Linen shirt", "condition": "good", "price": "12.00"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{p}");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO rate_limits (key, marketplace, per_second, per_window, window_ms)
+              VALUES ('etsy:app:browser-key', 'etsy', 9, 10000, 86400000);
+         INSERT INTO rate_limit_buckets (key, bucket, n)
+              VALUES ('etsy:app:browser-key', (extract(epoch FROM now()) * 1000)::bigint / 3600000, 5000);
+         INSERT INTO circuit_breakers (marketplace, state, failures, opened_at, next_probe_at, open_ms, last_error)
+              VALUES ('etsy', 'open', 5, now(), now() + interval '30 seconds', 30000, 'HTTP 503 from Etsy');
+         INSERT INTO marketplace_errors (marketplace, kind, class, message)
+              VALUES ('etsy', 'publish_listing', 'rate_limited', 'etsy 429 Too Many Requests: retry after 2 s');
+         WITH a AS (INSERT INTO marketplace_accounts (tenant_id, marketplace, external_user_id)
+                    VALUES ({tenant}, 'vinted', 'browser-seller') RETURNING id),
+              l AS (INSERT INTO listings (product_id, marketplace, account_id, sku, tenant_id)
+                    SELECT {product}, 'vinted', a.id, p.sku, p.tenant_id FROM a, products p WHERE p.id = {product}
+                    RETURNING id, account_id)
+         INSERT INTO plugin_tasks (account_id, product_id, listing_id, action, params, max_attempts, pickup_deadline)
+         SELECT l.account_id, {product}, l.id, 'create_listing', '{{}}', 3, now() + interval '1 hour' FROM l;",
+        tenant = api.seller_login.tenant_id,
+        product = p["id"].as_i64().unwrap(),
+    )))
+    .execute(&db.pool)
+    .await
+    .unwrap();
 }

@@ -52,7 +52,7 @@ async fn overview_workers_and_job_pages_report_the_queue() {
     .await
     .unwrap();
 
-    let (s, o) = api.get("/v1/dashboard/overview").await;
+    let (s, o) = api.get_as(&api.ops, "/v1/dashboard/overview").await;
     assert_eq!(s, 200, "{o}");
     let noop = kind_row(&o, "noop");
     assert_eq!(
@@ -83,7 +83,7 @@ async fn overview_workers_and_job_pages_report_the_queue() {
     assert!(p["run_p95_ms"].as_f64().unwrap() >= p["run_p50_ms"].as_f64().unwrap());
     assert_eq!(o["workers_live"], 1);
 
-    let (_, w) = api.get("/v1/dashboard/workers").await;
+    let (_, w) = api.get_as(&api.ops, "/v1/dashboard/workers").await;
     let procs = w["workers"].as_array().unwrap();
     assert_eq!(procs.len(), 1);
     assert_eq!(procs[0]["status"], "live");
@@ -97,49 +97,77 @@ async fn overview_workers_and_job_pages_report_the_queue() {
     assert_eq!(procs[0]["pid"], _w.pid());
 
     // Filters: state across kinds (merged per-kind index scans), kind and state, text, id.
-    let (_, all_dead) = api.get("/v1/dashboard/jobs?state=dead").await;
+    let (_, all_dead) = api.get_as(&api.ops, "/v1/dashboard/jobs?state=dead").await;
     assert_eq!(ids(&all_dead), vec![secret, bad]);
-    let (_, noop_dead) = api.get("/v1/dashboard/jobs?state=dead&kind=noop").await;
+    let (_, noop_dead) = api
+        .get_as(&api.ops, "/v1/dashboard/jobs?state=dead&kind=noop")
+        .await;
     assert_eq!(ids(&noop_dead), vec![bad]);
-    let (_, noop_done) = api.get("/v1/dashboard/jobs?kind=noop&state=done").await;
+    let (_, noop_done) = api
+        .get_as(&api.ops, "/v1/dashboard/jobs?kind=noop&state=done")
+        .await;
     assert_eq!(ids(&noop_done), vec![ok2, ok1]);
-    let (_, by_text) = api.get("/v1/dashboard/jobs?q=access_token").await;
+    let (_, by_text) = api
+        .get_as(&api.ops, "/v1/dashboard/jobs?q=access_token")
+        .await;
     assert_eq!(ids(&by_text), vec![secret]);
     assert_eq!(by_text["jobs"][0]["args"]["access_token"], "[redacted]");
-    let (_, by_error) = api.get("/v1/dashboard/jobs?q=permanent%20failure").await;
+    let (_, by_error) = api
+        .get_as(&api.ops, "/v1/dashboard/jobs?q=permanent%20failure")
+        .await;
     assert_eq!(ids(&by_error), vec![bad]);
-    let (_, by_id) = api.get(&format!("/v1/dashboard/jobs?q={ok1}")).await;
+    let (_, by_id) = api
+        .get_as(&api.ops, &format!("/v1/dashboard/jobs?q={ok1}"))
+        .await;
     assert!(ids(&by_id).contains(&ok1));
     // Keyset pages: one job per page, then the next.
-    let (_, p1) = api.get("/v1/dashboard/jobs?kind=noop&limit=1").await;
+    let (_, p1) = api
+        .get_as(&api.ops, "/v1/dashboard/jobs?kind=noop&limit=1")
+        .await;
     assert_eq!(ids(&p1), vec![bad]);
     let c = p1["next_cursor"].as_str().unwrap();
     let (_, p2) = api
-        .get(&format!("/v1/dashboard/jobs?kind=noop&limit=1&cursor={c}"))
+        .get_as(
+            &api.ops,
+            &format!("/v1/dashboard/jobs?kind=noop&limit=1&cursor={c}"),
+        )
         .await;
     assert_eq!(ids(&p2), vec![ok2]);
 
     // Detail: secrets redacted at any depth, the error with its class, timings.
-    let (s, d) = api.get(&format!("/v1/dashboard/jobs/{secret}")).await;
+    let (s, d) = api
+        .get_as(&api.ops, &format!("/v1/dashboard/jobs/{secret}"))
+        .await;
     assert_eq!(s, 200, "{d}");
     assert_eq!(d["job"]["args"]["access_token"], "[redacted]");
     assert_eq!(d["job"]["args"]["nested"]["Authorization"], "[redacted]");
     assert_eq!(d["job"]["args"]["account_id"], 77);
     assert!(!d.to_string().contains("tok-123"));
-    let (_, d) = api.get(&format!("/v1/dashboard/jobs/{bad}")).await;
+    let (_, d) = api
+        .get_as(&api.ops, &format!("/v1/dashboard/jobs/{bad}"))
+        .await;
     assert_eq!(d["job"]["errors"][0]["class"], "permanent");
     assert!(d["timings"]["run_ms"].as_i64().is_some(), "{d}");
 
     // Inputs are validated with a precise problem.
-    let (s, e) = api.get("/v1/dashboard/jobs?kind=nope").await;
+    let (s, e) = api.get_as(&api.ops, "/v1/dashboard/jobs?kind=nope").await;
     assert_eq!(s, 400);
     assert!(
         e["detail"].as_str().unwrap().contains("unknown kind"),
         "{e}"
     );
-    assert_eq!(api.get("/v1/dashboard/jobs?cursor=x").await.0, 400);
-    assert_eq!(api.get("/v1/dashboard/jobs?limit=0").await.0, 400);
-    assert_eq!(api.get("/v1/dashboard/jobs/999999").await.0, 404);
+    assert_eq!(
+        api.get_as(&api.ops, "/v1/dashboard/jobs?cursor=x").await.0,
+        400
+    );
+    assert_eq!(
+        api.get_as(&api.ops, "/v1/dashboard/jobs?limit=0").await.0,
+        400
+    );
+    assert_eq!(
+        api.get_as(&api.ops, "/v1/dashboard/jobs/999999").await.0,
+        404
+    );
     // The page itself is served, with the kinds written in.
     let page = api
         .http
@@ -163,23 +191,31 @@ async fn bulk_actions_preview_then_apply_and_every_action_is_audited() {
         jobs.push(api.enqueue(json!({"kind": "noop"}), json!({})).await);
     }
     let other = api
-        .enqueue(json!({"kind": "sync_orders", "account_id": 1}), json!({}))
+        .enqueue(
+            json!({"kind": "sync_orders", "account_id": seller_account(&db, &api).await}),
+            json!({}),
+        )
         .await;
     let cancel = json!({"action": "cancel", "kind": "noop", "reason": "bad deploy"});
-    let (s, p) = api.post("/v1/dashboard/bulk/preview", &cancel).await;
+    let (s, p) = api
+        .post_as(&api.ops, "/v1/dashboard/bulk/preview", &cancel)
+        .await;
     assert_eq!((s, p["count"].as_i64()), (200, Some(3)), "{p}");
-    let (s, r) = api.post("/v1/dashboard/bulk", &cancel).await;
+    let (s, r) = api.post_as(&api.ops, "/v1/dashboard/bulk", &cancel).await;
     assert_eq!((s, r["changed"].as_i64()), (200, Some(3)), "{r}");
     for id in &jobs {
         assert_eq!(api.job(*id).await["state"], "cancelled");
     }
     assert_eq!(api.job(other).await["state"], "pending");
-    let (_, p) = api.post("/v1/dashboard/bulk/preview", &cancel).await;
+    let (_, p) = api
+        .post_as(&api.ops, "/v1/dashboard/bulk/preview", &cancel)
+        .await;
     assert_eq!(p["count"], 0);
 
     // A state the action does not apply to is refused, naming the allowed ones.
     let (s, e) = api
-        .post(
+        .post_as(
+            &api.ops,
             "/v1/dashboard/bulk/preview",
             &json!({"action": "retry", "state": "pending"}),
         )
@@ -190,21 +226,28 @@ async fn bulk_actions_preview_then_apply_and_every_action_is_audited() {
         "{e}"
     );
     let (s, _) = api
-        .post(
+        .post_as(
+            &api.ops,
             "/v1/dashboard/bulk",
             &json!({"action": "retry", "kind": "nope"}),
         )
         .await;
     assert_eq!(s, 400);
     let (s, _) = api
-        .post("/v1/dashboard/bulk", &json!({"action": "explode"}))
+        .post_as(
+            &api.ops,
+            "/v1/dashboard/bulk",
+            &json!({"action": "explode"}),
+        )
         .await;
     assert_eq!(s, 400);
 
     let retry = json!({"action": "retry", "kind": "noop", "state": "cancelled"});
-    let (_, p) = api.post("/v1/dashboard/bulk/preview", &retry).await;
+    let (_, p) = api
+        .post_as(&api.ops, "/v1/dashboard/bulk/preview", &retry)
+        .await;
     assert_eq!(p["count"], 3);
-    let (_, r) = api.post("/v1/dashboard/bulk", &retry).await;
+    let (_, r) = api.post_as(&api.ops, "/v1/dashboard/bulk", &retry).await;
     assert_eq!(r["changed"], 3);
     for id in &jobs {
         assert_eq!(api.job(*id).await["state"], "pending");
@@ -216,13 +259,13 @@ async fn bulk_actions_preview_then_apply_and_every_action_is_audited() {
         .await;
     assert_eq!(s, 200);
     let r = api
-        .http
+        .ops
         .post(api.url("/v1/queues/noop/pause?reason=incident"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let (_, a) = api.get("/v1/dashboard/audit").await;
+    let (_, a) = api.get_as(&api.ops, "/v1/dashboard/audit").await;
     let entries = a["entries"].as_array().unwrap();
     let summary: Vec<(String, Value, i64)> = entries
         .iter()
@@ -246,7 +289,12 @@ async fn bulk_actions_preview_then_apply_and_every_action_is_audited() {
     let bulk_cancel = &entries[3];
     assert_eq!(bulk_cancel["filter"]["kind"], "noop");
     assert_eq!(bulk_cancel["reason"], "bad deploy");
-    assert_eq!(bulk_cancel["actor"], "anonymous");
+    // The audit log names who acted: the ops user for dashboard and queue actions.
+    let (_, me) = api.get_as(&api.ops, "/v1/auth/me").await;
+    assert_eq!(
+        bulk_cancel["actor"],
+        format!("user:{} (ops)", me["user_id"])
+    );
     assert_eq!(entries[0]["reason"], "incident");
 }
 
@@ -295,7 +343,10 @@ async fn the_event_stream_carries_job_state_changes_of_the_asked_kind() {
     );
     // Another kind's changes are not on a noop stream.
     let other = api
-        .enqueue(json!({"kind": "sync_orders", "account_id": 1}), json!({}))
+        .enqueue(
+            json!({"kind": "sync_orders", "account_id": seller_account(&db, &api).await}),
+            json!({}),
+        )
         .await;
     let id = api
         .enqueue(json!({"kind": "noop", "sleep_ms": 200}), json!({}))
@@ -336,7 +387,9 @@ async fn the_enqueue_trace_id_is_stored_and_on_every_log_line_of_the_run() {
     assert_eq!(r.headers()["x-trace-id"], trace);
     let id = Api::read(r).await.1["id"].as_i64().unwrap();
     api.wait_state(id, "dead", T).await;
-    let (_, d) = api.get(&format!("/v1/dashboard/jobs/{id}")).await;
+    let (_, d) = api
+        .get_as(&api.ops, &format!("/v1/dashboard/jobs/{id}"))
+        .await;
     assert_eq!(d["trace_id"], trace);
     // Without a traceparent the API makes one up and still stores it.
     let r = api
@@ -348,7 +401,9 @@ async fn the_enqueue_trace_id_is_stored_and_on_every_log_line_of_the_run() {
         .unwrap();
     let made = r.headers()["x-trace-id"].to_str().unwrap().to_string();
     let id2 = Api::read(r).await.1["id"].as_i64().unwrap();
-    let (_, d2) = api.get(&format!("/v1/dashboard/jobs/{id2}")).await;
+    let (_, d2) = api
+        .get_as(&api.ops, &format!("/v1/dashboard/jobs/{id2}"))
+        .await;
     assert_eq!(
         (made.len(), d2["trace_id"].as_str()),
         (32, Some(made.as_str()))
@@ -435,13 +490,57 @@ async fn marketplace_answers_are_counted_by_status_and_the_job_detail_names_list
     assert!(count("200") >= 1.0, "{text}");
     assert!(text.contains("# TYPE process_start_time_seconds gauge"));
 
-    let (_, d) = api.get(&format!("/v1/dashboard/jobs/{job}")).await;
+    let (_, d) = api
+        .get_as(&api.ops, &format!("/v1/dashboard/jobs/{job}"))
+        .await;
     assert_eq!(d["listing"]["status"], "published", "{d}");
     assert_eq!(d["listing"]["product_id"], product);
     assert_eq!(d["account"]["marketplace"], "ebay", "{d}");
     assert!(d["account"].get("access_token").is_none());
     assert_eq!(d["job"]["errors"][0]["class"], "unavailable");
-    let (_, m) = api.get("/v1/dashboard/marketplaces").await;
+    let (_, m) = api.get_as(&api.ops, "/v1/dashboard/marketplaces").await;
     assert_eq!(m["accounts"][0]["status"], "connected", "{m}");
     assert!(m["accounts"][0]["access_expires_at"].is_string(), "{m}");
+}
+
+#[tokio::test]
+async fn the_dashboard_api_needs_an_ops_token_and_the_page_asks_for_one() {
+    let db = TestDb::new().await;
+    let api = Api::spawn(&db, &[]).await;
+    let anon = reqwest::Client::new();
+    for path in [
+        "/v1/dashboard/overview",
+        "/v1/dashboard/jobs",
+        "/v1/dashboard/audit",
+    ] {
+        let r = anon.get(api.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path} without a token");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+        assert_eq!(api.get(path).await.0, 403, "{path} as a seller");
+        assert_eq!(api.get_as(&api.ops, path).await.0, 200, "{path} as ops");
+    }
+    let (s, body) = api
+        .post(
+            "/v1/dashboard/bulk",
+            &json!({"action": "cancel", "kind": "noop"}),
+        )
+        .await;
+    assert_eq!(s, 403, "a seller cannot act in bulk: {body}");
+    assert!(body["detail"].as_str().unwrap().contains("ops"));
+    // The page holds no data: it is served to anyone and signs in from the browser.
+    let page = anon.get(api.url("/dashboard")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("/dashboard/app.js"));
+}
+
+/// A marketplace account of the test seller's tenant (jobs may only name the caller's own).
+async fn seller_account(db: &TestDb, api: &Api) -> i64 {
+    sqlx::query_scalar(
+        "INSERT INTO marketplace_accounts (tenant_id, marketplace, external_user_id) VALUES ($1, 'ebay', 'dash-seller')
+         RETURNING id",
+    )
+    .bind(api.seller_login.tenant_id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
 }

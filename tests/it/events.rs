@@ -12,7 +12,7 @@ async fn an_sse_client_sees_pending_then_running_then_done_in_order() {
     let _w = worker(&db, &[]);
     // Paused, so the stream certainly starts while the job is pending.
     let r = api
-        .http
+        .ops
         .post(api.url("/v1/queues/noop/pause"))
         .send()
         .await
@@ -57,7 +57,7 @@ async fn an_sse_client_sees_pending_then_running_then_done_in_order() {
         }
         if states == ["pending"] && !resumed {
             resumed = true;
-            api.http
+            api.ops
                 .post(api.url("/v1/queues/noop/resume"))
                 .send()
                 .await

@@ -272,7 +272,8 @@ async fn a_paused_kind_is_not_fetched_until_it_is_resumed() {
     let api = Api::spawn(&db, &[]).await;
     let _w = worker(&db, &[]);
     let (s, v) = api
-        .post(
+        .post_as(
+            &api.ops,
             "/v1/queues/noop/pause",
             &json!({"reason": "marketplace incident"}),
         )
@@ -287,7 +288,7 @@ async fn a_paused_kind_is_not_fetched_until_it_is_resumed() {
         (waiting["state"].clone(), waiting["attempt"].clone()),
         (json!("pending"), json!(0))
     );
-    let (_, q) = api.get("/v1/queues").await;
+    let (_, q) = api.get_as(&api.ops, "/v1/queues").await;
     let noop = q["queues"]
         .as_array()
         .unwrap()
@@ -298,7 +299,7 @@ async fn a_paused_kind_is_not_fetched_until_it_is_resumed() {
     assert_eq!(noop["paused"], true);
 
     let r = api
-        .http
+        .ops
         .post(api.url("/v1/queues/noop/resume"))
         .send()
         .await
@@ -306,7 +307,9 @@ async fn a_paused_kind_is_not_fetched_until_it_is_resumed() {
     assert_eq!(r.status(), 200);
     api.wait_state(id, "done", T).await;
     assert_eq!(
-        api.post("/v1/queues/teleport/pause", &json!({})).await.0,
+        api.post_as(&api.ops, "/v1/queues/teleport/pause", &json!({}))
+            .await
+            .0,
         404
     );
 }

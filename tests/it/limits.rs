@@ -253,7 +253,7 @@ async fn a_spent_daily_quota_makes_jobs_wait_for_the_reset_then_finish() {
 
     // The quota runs out: the rest wait on the limit, visible in GET /v1/limits.
     eventually(T, "jobs waiting on a spent quota", || async {
-        let (_, v) = f.api.get("/v1/limits").await;
+        let (_, v) = f.api.get_as(&f.api.ops, "/v1/limits").await;
         let etsy = v["marketplaces"]
             .as_array()
             .unwrap()
@@ -367,7 +367,7 @@ async fn connect_ebay(api: &Api) {
 }
 
 async fn circuit(api: &Api, m: &str) -> Value {
-    let (s, v) = api.get("/v1/limits").await;
+    let (s, v) = api.get_as(&api.ops, "/v1/limits").await;
     assert_eq!(s, 200, "{v}");
     v["marketplaces"]
         .as_array()
@@ -466,7 +466,7 @@ async fn limits_are_in_the_openapi_document_and_metrics() {
     wait_all_done(&f.db, &ids, T).await;
     let (_, doc) = f.api.get("/openapi.json").await;
     assert!(doc["paths"]["/v1/limits"]["get"].is_object());
-    let (s, v) = f.api.get("/v1/limits").await;
+    let (s, v) = f.api.get_as(&f.api.ops, "/v1/limits").await;
     assert_eq!(s, 200);
     let k = &v["keys"][0];
     assert_eq!(k["key"], "etsy:app:1aa2bb33cc44dd55ee66ff77");

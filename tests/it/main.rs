@@ -1,6 +1,7 @@
 //! One test binary (links once). Each test gets its own database and its own processes.
 
 mod api;
+mod auth;
 mod browser;
 mod connections;
 mod crash;
@@ -15,4 +16,6 @@ mod orders;
 mod plugin;
 mod products;
 mod publish;
+mod refresh;
 mod regressions;
+mod tenancy;

@@ -81,7 +81,7 @@ async fn metrics_parse_and_match_the_api_after_a_known_workload() {
         .await
         .unwrap();
     let m = parse(&text);
-    let (_, q) = api.get("/v1/queues").await;
+    let (_, q) = api.get_as(&api.ops, "/v1/queues").await;
     let noop = q["queues"]
         .as_array()
         .unwrap()

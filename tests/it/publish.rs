@@ -344,7 +344,9 @@ async fn an_etsy_draft_left_by_a_crashed_run_is_found_and_reused() {
         etsy.shipping_profiles(&token, shop).await.unwrap().results[0].shipping_profile_id;
     let readiness =
         etsy.readiness_states(&token, shop).await.unwrap().results[0].readiness_state_id;
-    let row = jobs::catalogue::get(&p.db.pool, product).await.unwrap();
+    let row = jobs::catalogue::get(&p.db.pool, None, product)
+        .await
+        .unwrap();
     let draft = jobs::publishing::etsy::draft_for(
         &row,
         es.taxonomy_id,

@@ -247,11 +247,54 @@ pub fn worker(db: &TestDb, extra: &[(&'static str, &str)]) -> Proc {
     Proc::spawn("worker", &["run"], &env)
 }
 
-/// The API process on a free port, ready to serve.
+/// The API process on a free port, ready to serve, with a seller and an ops user logged in.
 pub struct Api {
     pub proc: Proc,
     pub base: String,
+    /// Sends the seller's access token on every request (what most tests act as).
     pub http: reqwest::Client,
+    /// Sends the ops user's access token.
+    pub ops: reqwest::Client,
+    /// Sends no credentials.
+    pub anon: reqwest::Client,
+    pub seller_login: Login,
+    pub ops_login: Login,
+}
+
+/// A logged-in user of a test.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub email: String,
+    pub password: String,
+    pub user_id: i64,
+    pub tenant_id: i64,
+    pub access_token: String,
+    pub refresh_token: String,
+}
+
+pub const SELLER_EMAIL: &str = "seller@test.stoflow.dev";
+pub const OPS_EMAIL: &str = "ops@test.stoflow.dev";
+pub const TEST_PASSWORD: &str = "test-password-123";
+
+/// Creates a user unless one with this e-mail exists (several APIs may share a test database).
+pub async fn ensure_user(db: &TestDb, email: &str, role: jobs::auth::Role) {
+    match jobs::auth::create_user(&db.pool, email, TEST_PASSWORD, role, None).await {
+        Ok(_) | Err(jobs::auth::AuthError::EmailTaken) => {}
+        Err(e) => panic!("create user {email}: {e}"),
+    }
+}
+
+/// A client that sends `token` as its bearer token.
+pub fn client_with(token: &str) -> reqwest::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().expect("header value"),
+    );
+    reqwest::Client::builder()
+        .default_headers(h)
+        .build()
+        .expect("client")
 }
 
 impl Api {
@@ -263,28 +306,81 @@ impl Api {
     pub async fn spawn_on(port: u16, db: &TestDb, extra: &[(&'static str, &str)]) -> Self {
         let mut env = test_env(db);
         env.push(("STOFLOW_API__BIND", format!("127.0.0.1:{port}")));
+        // Tests fire requests faster than a person; the per-user limit has its own test.
+        env.push(("STOFLOW_API__USER_RATE_PER_S", "10000".into()));
+        env.push(("STOFLOW_API__USER_RATE_BURST", "10000".into()));
         env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
         let proc = Proc::spawn("api", &[], &env);
-        let api = Self {
-            proc,
-            base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
-        };
-        let ready = format!("{}/health/ready", api.base);
+        let base = format!("http://127.0.0.1:{port}");
+        let anon = reqwest::Client::new();
+        let ready = format!("{base}/health/ready");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = api.http.get(&ready).send().await
+            if let Ok(r) = anon.get(&ready).send().await
                 && r.status().is_success()
             {
-                return api;
+                break;
             }
             assert!(
                 Instant::now() < deadline,
                 "api not ready; log:\n{}",
-                api.proc.log_text()
+                proc.log_text()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        ensure_user(db, SELLER_EMAIL, jobs::auth::Role::Seller).await;
+        ensure_user(db, OPS_EMAIL, jobs::auth::Role::Ops).await;
+        let seller_login = login(&anon, &base, SELLER_EMAIL, TEST_PASSWORD).await;
+        let ops_login = login(&anon, &base, OPS_EMAIL, TEST_PASSWORD).await;
+        Self {
+            proc,
+            http: client_with(&seller_login.access_token),
+            ops: client_with(&ops_login.access_token),
+            anon,
+            base,
+            seller_login,
+            ops_login,
+        }
+    }
+
+    /// A marketplace account row with this id owned by the test seller (jobs naming an
+    /// `account_id` must name one of the caller's accounts).
+    pub async fn seed_account(&self, db: &TestDb, id: i64) {
+        sqlx::query(
+            "INSERT INTO marketplace_accounts (id, tenant_id, marketplace, external_user_id)
+             OVERRIDING SYSTEM VALUE VALUES ($1, $2, 'etsy', 'seeded-' || $1)",
+        )
+        .bind(id)
+        .bind(self.seller_login.tenant_id)
+        .execute(&db.pool)
+        .await
+        .expect("seed account");
+    }
+
+    /// Logs in another user (see [`ensure_user`]).
+    pub async fn login(&self, email: &str) -> Login {
+        login(&self.anon, &self.base, email, TEST_PASSWORD).await
+    }
+
+    /// POST JSON as `client`; returns status and body.
+    pub async fn post_as(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        body: &Value,
+    ) -> (u16, Value) {
+        let r = client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("post");
+        Self::read(r).await
+    }
+
+    pub async fn get_as(&self, client: &reqwest::Client, path: &str) -> (u16, Value) {
+        let r = client.get(self.url(path)).send().await.expect("get");
+        Self::read(r).await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -328,8 +424,9 @@ impl Api {
         v["id"].as_i64().expect("id")
     }
 
+    /// A job as ops users see it (any tenant's, and system jobs tests insert directly).
     pub async fn job(&self, id: i64) -> Value {
-        let (status, v) = self.get(&format!("/v1/jobs/{id}")).await;
+        let (status, v) = self.get_as(&self.ops, &format!("/v1/jobs/{id}")).await;
         assert_eq!(status, 200, "get job {id}: {v}");
         v
     }
@@ -357,6 +454,26 @@ impl Api {
 
     pub async fn wait_state(&self, id: i64, state: &str, within: Duration) -> Value {
         self.wait_job(id, within, |v| v["state"] == state).await
+    }
+}
+
+/// `POST /v1/auth/login`; panics unless it succeeds.
+pub async fn login(http: &reqwest::Client, base: &str, email: &str, password: &str) -> Login {
+    let r = http
+        .post(format!("{base}/v1/auth/login"))
+        .json(&json!({ "email": email, "password": password }))
+        .send()
+        .await
+        .expect("login");
+    let (status, v) = Api::read(r).await;
+    assert_eq!(status, 200, "login {email}: {v}");
+    Login {
+        email: email.into(),
+        password: password.into(),
+        user_id: v["user"]["user_id"].as_i64().expect("user id"),
+        tenant_id: v["user"]["tenant_id"].as_i64().expect("tenant id"),
+        access_token: v["access_token"].as_str().expect("access token").into(),
+        refresh_token: v["refresh_token"].as_str().expect("refresh token").into(),
     }
 }
 

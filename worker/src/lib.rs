@@ -2,6 +2,7 @@
 //! runs them under an apalis `Monitor`, and shuts down gracefully on SIGTERM/SIGINT.
 
 pub mod scheduler;
+pub mod users;
 
 use std::sync::Arc;
 

@@ -1,6 +1,8 @@
 //! `worker [run] [--kinds a,b]`: a worker process; run as many as you like, anywhere.
 //! `worker scheduler`: enqueues periodic jobs (each tick once, however many replicas run).
 //! `worker migrate`: applies migrations and exits (the Procfile's release step).
+//! `worker create-user --email E --role ops|seller [--tenant ID]`: creates a user (the first ops
+//! user, say); the password comes from `STOFLOW_NEW_USER_PASSWORD` or the first line of stdin.
 
 use std::process::ExitCode;
 
@@ -21,13 +23,25 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cmd == "create-user" {
+        let rest: Vec<String> = args.collect();
+        return match worker::users::create_user_command(settings, &rest).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     while let Some(a) = args.next() {
         match (a.as_str(), args.next()) {
             ("--kinds", Some(k)) => {
                 settings.worker.kinds = k.split(',').map(str::to_string).collect()
             }
             _ => {
-                eprintln!("usage: worker [run|scheduler|migrate] [--kinds kind1,kind2]");
+                eprintln!(
+                    "usage: worker [run|scheduler|migrate|create-user] [--kinds kind1,kind2]"
+                );
                 return ExitCode::from(2);
             }
         }
@@ -42,7 +56,7 @@ async fn main() -> ExitCode {
         "migrate" => worker::migrate(settings).await,
         other => {
             eprintln!(
-                "unknown command {other:?}; usage: worker [run|scheduler|migrate] [--kinds kind1,kind2]"
+                "unknown command {other:?}; usage: worker [run|scheduler|migrate|create-user] [--kinds kind1,kind2]"
             );
             return ExitCode::from(2);
         }

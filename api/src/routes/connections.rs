@@ -13,6 +13,7 @@ use jobs::accounts::{self, Connection};
 use jobs::domain::Marketplace;
 
 use crate::AppState;
+use crate::auth::Seller;
 use crate::problem::Problem;
 use crate::routes::Tag;
 
@@ -49,12 +50,13 @@ pub struct ConnectionsApi {
 }
 
 impl ConnectionsApi {
-    async fn view(&self, id: i64) -> Result<Json<ConnectionView>, Problem> {
+    async fn view(&self, tenant: i64, id: i64) -> Result<Json<ConnectionView>, Problem> {
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT id AS account_id, marketplace, status, status_reason, scopes, access_expires_at, {PLUGIN_SEEN}
-               FROM marketplace_accounts WHERE id = $1"
+               FROM marketplace_accounts WHERE id = $1 AND tenant_id = $2"
         )))
         .bind(id)
+        .bind(tenant)
         .fetch_optional(&self.st.pool)
         .await?
         .map(Json)
@@ -86,8 +88,9 @@ fn refused(name: &'static str) -> impl Fn(jobs::marketplace::MarketplaceError) -
 impl ConnectionsApi {
     /// Start connecting an eBay account
     #[oai(path = "/v1/connections/ebay/connect", method = "get")]
-    async fn ebay_connect(&self) -> Result<Json<ConsentRedirect>, Problem> {
-        let state = accounts::new_state(&self.st.pool, Marketplace::Ebay, None).await?;
+    async fn ebay_connect(&self, auth: Seller) -> Result<Json<ConsentRedirect>, Problem> {
+        let state =
+            accounts::new_state(&self.st.pool, auth.tenant(), Marketplace::Ebay, None).await?;
         Ok(Json(ConsentRedirect {
             consent_url: self.st.market.ebay.consent_url(&state),
         }))
@@ -101,14 +104,12 @@ impl ConnectionsApi {
         state: Query<Option<String>>,
     ) -> Result<Json<ConnectionView>, Problem> {
         let (code, state) = code_and_state(code.0, state.0)?;
-        if accounts::take_state(&self.st.pool, Marketplace::Ebay, &state)
-            .await?
-            .is_none()
-        {
+        let Some(taken) = accounts::take_state(&self.st.pool, Marketplace::Ebay, &state).await?
+        else {
             return Err(Problem::bad_request(
                 "state is unknown, already used or expired; start again at /v1/connections/ebay/connect",
             ));
-        }
+        };
         let t = self
             .st
             .market
@@ -126,12 +127,12 @@ impl ConnectionsApi {
             .map(|s| s.to_string())
             .collect();
         let now = Utc::now();
-        // eBay gives no user id with the tokens; one eBay seller per install until accounts
-        // are per tenant (the accounts issue).
+        // eBay gives no user id with the tokens: one eBay account per tenant.
         let id = accounts::save(
             &self.st.pool,
             &self.st.market.cipher,
             Connection {
+                tenant_id: taken.tenant_id,
                 marketplace: Marketplace::Ebay,
                 external_user_id: "ebay-seller",
                 shop_id: None,
@@ -146,22 +147,21 @@ impl ConnectionsApi {
             },
         )
         .await?;
-        let list = self.list().await?;
-        list.0
-            .connections
-            .into_iter()
-            .find(|c| c.account_id == id)
-            .map(Json)
-            .ok_or_else(|| Problem::not_found("account vanished"))
+        self.view(taken.tenant_id, id).await
     }
 
     /// Start connecting an Etsy shop (OAuth with PKCE; the verifier stays on the server)
     #[oai(path = "/v1/connections/etsy/connect", method = "get")]
-    async fn etsy_connect(&self) -> Result<Json<ConsentRedirect>, Problem> {
+    async fn etsy_connect(&self, auth: Seller) -> Result<Json<ConsentRedirect>, Problem> {
         use jobs::marketplace::etsy::{Pkce, SCOPES};
         let pkce = Pkce::new();
-        let state =
-            accounts::new_state(&self.st.pool, Marketplace::Etsy, Some(&pkce.verifier)).await?;
+        let state = accounts::new_state(
+            &self.st.pool,
+            auth.tenant(),
+            Marketplace::Etsy,
+            Some(&pkce.verifier),
+        )
+        .await?;
         Ok(Json(ConsentRedirect {
             consent_url: self
                 .st
@@ -179,8 +179,10 @@ impl ConnectionsApi {
         state: Query<Option<String>>,
     ) -> Result<Json<ConnectionView>, Problem> {
         let (code, state) = code_and_state(code.0, state.0)?;
-        let Some(Some(verifier)) =
-            accounts::take_state(&self.st.pool, Marketplace::Etsy, &state).await?
+        let Some(accounts::TakenState {
+            tenant_id,
+            verifier: Some(verifier),
+        }) = accounts::take_state(&self.st.pool, Marketplace::Etsy, &state).await?
         else {
             return Err(Problem::bad_request(
                 "state is unknown, already used or expired; start again at /v1/connections/etsy/connect",
@@ -205,6 +207,7 @@ impl ConnectionsApi {
             &self.st.pool,
             &self.st.market.cipher,
             Connection {
+                tenant_id,
                 marketplace: Marketplace::Etsy,
                 external_user_id: &user,
                 shop_id: shop.as_deref(),
@@ -218,16 +221,40 @@ impl ConnectionsApi {
             },
         )
         .await?;
-        self.view(id).await
+        self.view(tenant_id, id).await
     }
 
-    /// Connected marketplace accounts (never their tokens)
+    /// Disconnect an account: its tokens are deleted; its jobs fail until it is connected again
+    #[oai(path = "/v1/connections/:id/disconnect", method = "post")]
+    async fn disconnect(
+        &self,
+        auth: Seller,
+        id: poem_openapi::param::Path<i64>,
+    ) -> Result<Json<ConnectionView>, Problem> {
+        let n = sqlx::query(
+            "UPDATE marketplace_accounts SET status = 'disconnected', status_reason = 'disconnected by the seller',
+                    access_token = NULL, refresh_token = NULL, access_expires_at = NULL, updated_at = now()
+              WHERE id = $1 AND tenant_id = $2",
+        )
+        .bind(id.0)
+        .bind(auth.tenant())
+        .execute(&self.st.pool)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(Problem::not_found("no such account"));
+        }
+        self.view(auth.tenant(), id.0).await
+    }
+
+    /// Connected marketplace accounts: status, scopes, expiry (never their tokens)
     #[oai(path = "/v1/connections", method = "get")]
-    async fn list(&self) -> Result<Json<Connections>, Problem> {
+    async fn list(&self, auth: Seller) -> Result<Json<Connections>, Problem> {
         let connections: Vec<ConnectionView> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT id AS account_id, marketplace, status, status_reason, scopes, access_expires_at, {PLUGIN_SEEN}
-               FROM marketplace_accounts ORDER BY id"
+               FROM marketplace_accounts WHERE tenant_id = $1 ORDER BY id"
         )))
+        .bind(auth.tenant())
         .fetch_all(&self.st.pool)
         .await?;
         Ok(Json(Connections { connections }))

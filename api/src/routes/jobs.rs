@@ -12,6 +12,7 @@ use jobs::kinds::{ALL_KINDS, AnyJob};
 use jobs::queue::{self, JobRow, JobState, ListFilter, NewJob};
 
 use crate::AppState;
+use crate::auth::Seller;
 use crate::problem::Problem;
 use crate::routes::Tag;
 
@@ -255,14 +256,47 @@ impl JobsApi {
         })
     }
 
-    async fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<EnqueuedJob>, Problem> {
+    /// A seller may only name their own products and accounts in a job's arguments; another
+    /// tenant's id is a 404, as everywhere.
+    async fn check_owned(&self, auth: &Seller, jobs: &[NewJob]) -> Result<(), Problem> {
+        if auth.0.is_ops() {
+            return Ok(());
+        }
+        for (field, table) in [
+            ("product_id", "products"),
+            ("account_id", "marketplace_accounts"),
+        ] {
+            let ids: Vec<i64> = jobs
+                .iter()
+                .filter_map(|j| j.args.get(field).and_then(Value::as_i64))
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let missing: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT i FROM unnest($1::bigint[]) AS i
+                  WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.id = i AND t.tenant_id = $2)
+                  LIMIT 1"
+            )))
+            .bind(&ids)
+            .bind(auth.tenant())
+            .fetch_optional(&self.st.pool)
+            .await?;
+            if let Some(id) = missing {
+                return Err(Problem::not_found(format!("{field} {id}: no such object")));
+            }
+        }
+        Ok(())
+    }
+
+    async fn insert(&self, tenant: i64, jobs: Vec<NewJob>) -> Result<Vec<EnqueuedJob>, Problem> {
         // One job is one atomic statement (two with a taken key, both idempotent): no explicit
         // transaction, saving two round trips on the hot path. A batch is all or nothing.
         let ins = if jobs.len() == 1 {
-            queue::insert(&mut *self.st.pool.acquire().await?, &jobs).await?
+            queue::insert_for(&mut *self.st.pool.acquire().await?, Some(tenant), &jobs).await?
         } else {
             let mut tx = self.st.pool.begin().await?;
-            let ins = queue::insert(&mut tx, &jobs).await?;
+            let ins = queue::insert_for(&mut tx, Some(tenant), &jobs).await?;
             tx.commit().await?;
             ins
         };
@@ -310,13 +344,15 @@ impl JobsApi {
     #[oai(path = "/v1/jobs", method = "post")]
     async fn enqueue(
         &self,
+        auth: Seller,
         body: Json<EnqueueRequest>,
         #[oai(name = "Idempotency-Key", validator(min_length = 1, max_length = 255))]
         idempotency_key: Header<Option<String>>,
     ) -> Result<EnqueueResponse, Problem> {
         let job = self.to_new_job(&body.0, idempotency_key.0.as_deref())?;
+        self.check_owned(&auth, std::slice::from_ref(&job)).await?;
         let e = self
-            .insert(vec![job])
+            .insert(auth.tenant(), vec![job])
             .await?
             .pop()
             .expect("one job in, one out");
@@ -334,6 +370,7 @@ impl JobsApi {
     #[oai(path = "/v1/jobs/batch", method = "post")]
     async fn enqueue_batch(
         &self,
+        auth: Seller,
         body: Json<BatchRequest>,
     ) -> Result<BatchEnqueueResponse, Problem> {
         let max = self.st.settings.api.batch_max;
@@ -350,24 +387,30 @@ impl JobsApi {
                     .map_err(|p| prefix(p, &format!("jobs[{i}]: ")))?,
             );
         }
-        let jobs = self.insert(new).await?;
+        self.check_owned(&auth, &new).await?;
+        let jobs = self.insert(auth.tenant(), new).await?;
         Ok(BatchEnqueueResponse::Accepted(Json(BatchResponse { jobs })))
     }
 
     /// Get a job
     #[oai(path = "/v1/jobs/:id", method = "get")]
-    async fn get(&self, id: Path<i64>) -> Result<Json<JobView>, Problem> {
+    async fn get(&self, auth: Seller, id: Path<i64>) -> Result<Json<JobView>, Problem> {
         Ok(Json(JobView::from_row(
-            queue::get(&self.st.pool, id.0).await?,
+            queue::get_for(&self.st.pool, auth.job_scope(), id.0).await?,
         )))
     }
 
     /// List jobs, newest first
     ///
-    /// Filter by kind and state; page with `cursor` (from `next_cursor`).
+    /// Filter by kind and state; page with `cursor` (from `next_cursor`). Sellers see their
+    /// tenant's jobs; ops users see every tenant's, or one with `tenant_id`.
     #[oai(path = "/v1/jobs", method = "get")]
     async fn list(
         &self,
+        auth: Seller,
+        /// Ops only: the jobs of this tenant.
+        #[oai(validator(minimum(value = "1")))]
+        tenant_id: Query<Option<i64>>,
         kind: Query<Option<String>>,
         state: Query<Option<JobState>>,
         #[oai(validator(minimum(value = "1")))] limit: Query<Option<u32>>,
@@ -387,7 +430,17 @@ impl JobsApi {
             return Err(Problem::bad_request(format!("limit must be at most {max}")));
         }
         let before_id = super::parse_cursor(cursor.0.as_deref())?;
+        let tenant = match (auth.job_scope(), tenant_id.0) {
+            (Some(own), None) => Some(own),
+            (Some(_), Some(_)) => {
+                return Err(Problem::forbidden(
+                    "tenant_id is for ops users; sellers see their own jobs",
+                ));
+            }
+            (None, t) => t,
+        };
         let filter = ListFilter {
+            tenant,
             kind: kind.0,
             state: state.0,
             before_id,
@@ -410,12 +463,13 @@ impl JobsApi {
     #[oai(path = "/v1/jobs/:id/events", method = "get")]
     async fn events(
         &self,
+        auth: Seller,
         id: Path<i64>,
     ) -> Result<EventStream<futures::stream::BoxStream<'static, JobEvent>>, Problem> {
         use futures::StreamExt;
         // Subscribe before the first read so no change falls between the two.
         let changes = self.st.job_changes.subscribe();
-        queue::get(&self.st.pool, id.0).await?;
+        queue::get_for(&self.st.pool, auth.job_scope(), id.0).await?;
         let watch = Watch {
             st: self.st.clone(),
             id: id.0,
@@ -430,20 +484,20 @@ impl JobsApi {
 
     /// Retry a dead or cancelled job now
     #[oai(path = "/v1/jobs/:id/retry", method = "post")]
-    async fn retry(&self, req: &poem::Request, id: Path<i64>) -> Result<Json<JobView>, Problem> {
-        let row = queue::retry(&self.st.pool, id.0).await?;
+    async fn retry(&self, auth: Seller, id: Path<i64>) -> Result<Json<JobView>, Problem> {
+        let row = queue::retry_for(&self.st.pool, auth.job_scope(), id.0).await?;
         self.st.job_events.changed([row.id]);
         self.st.notifier.poke(kind_name(&row.kind));
-        audit_job(&self.st, req, "retry", row.id).await?;
+        audit_job(&self.st, &auth.0, "retry", row.id).await?;
         Ok(Json(JobView::from_row(row)))
     }
 
     /// Cancel a job that has not started
     #[oai(path = "/v1/jobs/:id/cancel", method = "post")]
-    async fn cancel(&self, req: &poem::Request, id: Path<i64>) -> Result<Json<JobView>, Problem> {
-        let row = queue::cancel(&self.st.pool, id.0).await?;
+    async fn cancel(&self, auth: Seller, id: Path<i64>) -> Result<Json<JobView>, Problem> {
+        let row = queue::cancel_for(&self.st.pool, auth.job_scope(), id.0).await?;
         self.st.job_events.changed([row.id]);
-        audit_job(&self.st, req, "cancel", row.id).await?;
+        audit_job(&self.st, &auth.0, "cancel", row.id).await?;
         Ok(Json(JobView::from_row(row)))
     }
 }
@@ -451,14 +505,14 @@ impl JobsApi {
 /// Records an operator's action on one job in the audit log.
 async fn audit_job(
     st: &AppState,
-    req: &poem::Request,
+    user: &crate::auth::User,
     action: &str,
     id: i64,
 ) -> Result<(), Problem> {
     jobs::audit::record(
         &st.pool,
         &jobs::audit::Action {
-            actor: &crate::dashboard::Actor::of(req),
+            actor: &crate::dashboard::Actor::user(user),
             action,
             target: Some(id.to_string()),
             filter: None,

@@ -22,7 +22,7 @@ impl LimitsApi {
     /// A key appears once a request has used it. `used`/`remaining` count the current window (a
     /// day for Etsy and eBay); `blocked_until` is a marketplace's Retry-After or spent quota.
     #[oai(path = "/v1/limits", method = "get")]
-    async fn limits(&self) -> Result<Json<LimitsView>, Problem> {
+    async fn limits(&self, _ops: crate::auth::Ops) -> Result<Json<LimitsView>, Problem> {
         Ok(Json(limits::view(&self.st.pool).await?))
     }
 }

@@ -1,3 +1,4 @@
+pub mod auth;
 pub mod connections;
 pub mod health;
 pub mod jobs;
@@ -9,6 +10,8 @@ pub mod queues;
 
 #[derive(poem_openapi::Tags)]
 pub enum Tag {
+    /// Log in, refresh tokens.
+    Auth,
     /// Enqueue and follow jobs.
     Jobs,
     /// The seller's catalogue.

@@ -11,6 +11,7 @@ use poem_openapi::{Object, OpenApi};
 use jobs::domain::Marketplace;
 
 use crate::AppState;
+use crate::auth::Seller;
 use crate::problem::Problem;
 use crate::routes::Tag;
 
@@ -64,6 +65,7 @@ impl OrdersApi {
     #[oai(path = "/v1/orders", method = "get")]
     async fn list(
         &self,
+        auth: Seller,
         marketplace: Query<Option<Marketplace>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))] limit: Query<Option<u32>>,
         cursor: Query<Option<String>>,
@@ -78,11 +80,13 @@ impl OrdersApi {
                                 FROM order_lines l WHERE l.order_id = o.id), '[]'::jsonb) AS lines
                FROM orders o
               WHERE ($1::text IS NULL OR o.marketplace = $1) AND ($2::bigint IS NULL OR o.id < $2)
+                AND o.account_id IN (SELECT id FROM marketplace_accounts WHERE tenant_id = $4)
               ORDER BY o.id DESC LIMIT $3",
         )
         .bind(marketplace.0.map(Marketplace::as_str))
         .bind(before)
         .bind(i64::from(limit))
+        .bind(auth.tenant())
         .fetch_all(&self.st.pool)
         .await?;
         let next_cursor = (orders.len() == limit as usize)
@@ -95,18 +99,24 @@ impl OrdersApi {
     }
 
     /// Recent marketplace failures (refusals, outages, rate limits), newest first
+    ///
+    /// A seller sees their own accounts' failures; ops users see every tenant's.
     #[oai(path = "/v1/marketplace-errors", method = "get")]
     async fn errors(
         &self,
+        auth: Seller,
         marketplace: Query<Option<Marketplace>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))] limit: Query<Option<u32>>,
     ) -> Result<Json<MarketplaceErrorList>, Problem> {
         let errors: Vec<MarketplaceErrorView> = sqlx::query_as(
             "SELECT id, marketplace, account_id, job_id, kind, class, message, at FROM marketplace_errors
-              WHERE ($1::text IS NULL OR marketplace = $1) ORDER BY at DESC, id DESC LIMIT $2",
+              WHERE ($1::text IS NULL OR marketplace = $1)
+                AND ($3::bigint IS NULL OR account_id IN (SELECT id FROM marketplace_accounts WHERE tenant_id = $3))
+              ORDER BY at DESC, id DESC LIMIT $2",
         )
         .bind(marketplace.0.map(Marketplace::as_str))
         .bind(i64::from(limit.0.unwrap_or(50)))
+        .bind(auth.job_scope())
         .fetch_all(&self.st.pool)
         .await?;
         Ok(Json(MarketplaceErrorList { errors }))

@@ -47,6 +47,9 @@ pub enum PluginProblem {
     /// Well-formed but incomplete (success without a remote id, failure without an error).
     #[oai(status = 422, content_type = "application/problem+json")]
     Unprocessable(Json<ProblemBody>),
+    /// Over a request rate; retry after `Retry-After` seconds.
+    #[oai(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Json<ProblemBody>, #[oai(header = "Retry-After")] u64),
     #[oai(status = 500, content_type = "application/problem+json")]
     Internal(Json<ProblemBody>),
 }
@@ -80,6 +83,8 @@ impl From<Problem> for PluginProblem {
             Problem::NotFound(b) => Self::NotFound(b),
             Problem::Conflict(b) => Self::Conflict(b),
             Problem::Unprocessable(b) => Self::Unprocessable(b),
+            Problem::Unauthorized(b) | Problem::Forbidden(b) => Self::Unauthorized(b),
+            Problem::TooManyRequests(b, s) => Self::TooManyRequests(b, s),
             Problem::PayloadTooLarge(b) | Problem::Internal(b) | Problem::Unavailable(b) => {
                 Self::Internal(b)
             }
@@ -279,9 +284,18 @@ impl PluginApi {
         method = "post",
         tag = "crate::routes::Tag::Connections"
     )]
-    async fn connect(&self, body: Json<ConnectVinted>) -> Result<Connected, Problem> {
-        let (account_id, plugin_token) =
-            plugin::connect(&self.st.pool, &body.vinted_user_id, &body.login).await?;
+    async fn connect(
+        &self,
+        auth: crate::auth::Seller,
+        body: Json<ConnectVinted>,
+    ) -> Result<Connected, Problem> {
+        let (account_id, plugin_token) = plugin::connect(
+            &self.st.pool,
+            auth.tenant(),
+            &body.vinted_user_id,
+            &body.login,
+        )
+        .await?;
         Ok(Connected::Created(Json(VintedConnection {
             account_id,
             marketplace: "vinted".into(),
@@ -296,8 +310,12 @@ impl PluginApi {
         method = "get",
         tag = "crate::routes::Tag::Connections"
     )]
-    async fn task(&self, id: Path<i64>) -> Result<Json<PluginTaskView>, Problem> {
-        plugin::get(&self.st.pool, id.0)
+    async fn task(
+        &self,
+        auth: crate::auth::Seller,
+        id: Path<i64>,
+    ) -> Result<Json<PluginTaskView>, Problem> {
+        plugin::get(&self.st.pool, auth.job_scope(), id.0)
             .await?
             .map(|t| Json(t.into()))
             .ok_or_else(|| Problem::not_found("no plugin task with this id"))

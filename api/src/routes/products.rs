@@ -11,6 +11,7 @@ use jobs::catalogue::{self, CatalogueError, Product, ProductFields};
 use jobs::domain::Marketplace;
 
 use crate::AppState;
+use crate::auth::Seller;
 use crate::problem::Problem;
 use crate::routes::Tag;
 
@@ -266,8 +267,12 @@ pub struct ProductsApi {
 impl ProductsApi {
     /// Create a product
     #[oai(path = "/v1/products", method = "post")]
-    async fn create(&self, body: Json<ProductInput>) -> Result<CreatedProduct, Problem> {
-        let p = catalogue::create(&self.st.pool, fields(body.0, true)?).await?;
+    async fn create(
+        &self,
+        auth: Seller,
+        body: Json<ProductInput>,
+    ) -> Result<CreatedProduct, Problem> {
+        let p = catalogue::create(&self.st.pool, auth.tenant(), fields(body.0, true)?).await?;
         let loc = format!("/v1/products/{}", p.id);
         Ok(CreatedProduct::Created(Json(p.into()), loc))
     }
@@ -276,14 +281,21 @@ impl ProductsApi {
     #[oai(path = "/v1/products", method = "get")]
     async fn list(
         &self,
+        auth: Seller,
         status: Query<Option<ProductStatus>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))] limit: Query<Option<u32>>,
         cursor: Query<Option<String>>,
     ) -> Result<Json<ProductList>, Problem> {
         let limit = limit.0.unwrap_or(50);
         let before = super::parse_cursor(cursor.0.as_deref())?;
-        let rows =
-            catalogue::list(&self.st.pool, status.0.map(name).as_deref(), before, limit).await?;
+        let rows = catalogue::list(
+            &self.st.pool,
+            auth.tenant(),
+            status.0.map(name).as_deref(),
+            before,
+            limit,
+        )
+        .await?;
         let next_cursor = (rows.len() == limit as usize)
             .then(|| rows.last().map(|r| r.id.to_string()))
             .flatten();
@@ -295,19 +307,24 @@ impl ProductsApi {
 
     /// Get a product
     #[oai(path = "/v1/products/:id", method = "get")]
-    async fn get(&self, id: Path<i64>) -> Result<Json<ProductView>, Problem> {
-        Ok(Json(catalogue::get(&self.st.pool, id.0).await?.into()))
+    async fn get(&self, auth: Seller, id: Path<i64>) -> Result<Json<ProductView>, Problem> {
+        Ok(Json(
+            catalogue::get(&self.st.pool, Some(auth.tenant()), id.0)
+                .await?
+                .into(),
+        ))
     }
 
     /// Change some fields of a product
     #[oai(path = "/v1/products/:id", method = "patch")]
     async fn update(
         &self,
+        auth: Seller,
         id: Path<i64>,
         body: Json<ProductInput>,
     ) -> Result<Json<ProductView>, Problem> {
         Ok(Json(
-            catalogue::update(&self.st.pool, id.0, fields(body.0, false)?)
+            catalogue::update(&self.st.pool, auth.tenant(), id.0, fields(body.0, false)?)
                 .await?
                 .into(),
         ))
@@ -315,8 +332,8 @@ impl ProductsApi {
 
     /// Delete a product (soft: it leaves the catalogue, its history stays)
     #[oai(path = "/v1/products/:id", method = "delete")]
-    async fn delete(&self, id: Path<i64>) -> Result<Deleted, Problem> {
-        catalogue::delete(&self.st.pool, id.0).await?;
+    async fn delete(&self, auth: Seller, id: Path<i64>) -> Result<Deleted, Problem> {
+        catalogue::delete(&self.st.pool, auth.tenant(), id.0).await?;
         Ok(Deleted::NoContent)
     }
 
@@ -328,11 +345,18 @@ impl ProductsApi {
     #[oai(path = "/v1/products/:id/publish", method = "post")]
     async fn publish(
         &self,
+        auth: Seller,
         id: Path<i64>,
         body: Json<PublishRequest>,
     ) -> Result<Publishing, Problem> {
-        let res = catalogue::publish(&self.st.pool, &self.st.settings, id.0, &body.0.marketplaces)
-            .await?;
+        let res = catalogue::publish(
+            &self.st.pool,
+            &self.st.settings,
+            auth.tenant(),
+            id.0,
+            &body.0.marketplaces,
+        )
+        .await?;
         Ok(self.accepted::<jobs::kinds::PublishListing>(res))
     }
 
@@ -343,18 +367,25 @@ impl ProductsApi {
     #[oai(path = "/v1/products/:id/withdraw", method = "post")]
     async fn withdraw(
         &self,
+        auth: Seller,
         id: Path<i64>,
         body: Json<PublishRequest>,
     ) -> Result<Publishing, Problem> {
-        let res = catalogue::withdraw(&self.st.pool, &self.st.settings, id.0, &body.0.marketplaces)
-            .await?;
+        let res = catalogue::withdraw(
+            &self.st.pool,
+            &self.st.settings,
+            auth.tenant(),
+            id.0,
+            &body.0.marketplaces,
+        )
+        .await?;
         Ok(self.accepted::<jobs::kinds::WithdrawListing>(res))
     }
 
     /// A product's listings: per marketplace its state, remote ids, URL and last error
     #[oai(path = "/v1/products/:id/listings", method = "get")]
-    async fn listings(&self, id: Path<i64>) -> Result<Json<ListingList>, Problem> {
-        catalogue::get(&self.st.pool, id.0).await?;
+    async fn listings(&self, auth: Seller, id: Path<i64>) -> Result<Json<ListingList>, Problem> {
+        catalogue::get(&self.st.pool, Some(auth.tenant()), id.0).await?;
         let listings: Vec<ListingView> = sqlx::query_as(
             "SELECT marketplace, account_id, sku, status, remote_offer_id, remote_listing_id, url,
                     last_error, published_at, withdrawn_at, withdraw_reason, remote_state, updated_at

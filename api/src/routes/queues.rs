@@ -10,6 +10,7 @@ use jobs::kinds::ALL_KINDS;
 use jobs::queue::{self, KindStats};
 
 use crate::AppState;
+use crate::auth::Ops;
 use crate::problem::Problem;
 use crate::routes::Tag;
 
@@ -31,44 +32,40 @@ pub struct QueuesApi {
 
 #[OpenApi(tag = "Tag::Queues")]
 impl QueuesApi {
-    /// Counts per kind and state, and the age of the oldest ready job
+    /// Counts per kind and state, and the age of the oldest ready job (ops)
     #[oai(path = "/v1/queues", method = "get")]
-    async fn queues(&self) -> Result<Json<Queues>, Problem> {
+    async fn queues(&self, _ops: Ops) -> Result<Json<Queues>, Problem> {
         Ok(Json(Queues {
             queues: queue::stats(&self.st.pool, ALL_KINDS).await?,
         }))
     }
 
-    /// Pause a kind: no worker process fetches it until it is resumed
+    /// Pause a kind: no worker process fetches it until it is resumed (ops)
     ///
     /// Running jobs finish; waiting jobs stay waiting.
     #[oai(path = "/v1/queues/:kind/pause", method = "post")]
     async fn pause(
         &self,
-        req: &poem::Request,
+        ops: Ops,
         kind: Path<String>,
         /// Why, for the people who will wonder.
         #[oai(validator(max_length = 500))]
         reason: Query<Option<String>>,
     ) -> Result<Json<KindControl>, Problem> {
-        self.set(req, kind.0, true, reason.0.as_deref()).await
+        self.set(&ops, kind.0, true, reason.0.as_deref()).await
     }
 
-    /// Resume a paused kind
+    /// Resume a paused kind (ops)
     #[oai(path = "/v1/queues/:kind/resume", method = "post")]
-    async fn resume(
-        &self,
-        req: &poem::Request,
-        kind: Path<String>,
-    ) -> Result<Json<KindControl>, Problem> {
-        self.set(req, kind.0, false, None).await
+    async fn resume(&self, ops: Ops, kind: Path<String>) -> Result<Json<KindControl>, Problem> {
+        self.set(&ops, kind.0, false, None).await
     }
 }
 
 impl QueuesApi {
     async fn set(
         &self,
-        req: &poem::Request,
+        ops: &Ops,
         kind: String,
         paused: bool,
         reason: Option<&str>,
@@ -83,7 +80,7 @@ impl QueuesApi {
         jobs::audit::record(
             &self.st.pool,
             &jobs::audit::Action {
-                actor: &crate::dashboard::Actor::of(req),
+                actor: &crate::dashboard::Actor::user(&ops.0),
                 action: if paused { "pause" } else { "resume" },
                 target: Some(kind.clone()),
                 filter: None,

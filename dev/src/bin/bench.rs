@@ -337,6 +337,9 @@ async fn main() -> anyhow::Result<()> {
             ("STOFLOW_CONFIG", "/nonexistent".into()),
             ("STOFLOW_API__BIND", format!("127.0.0.1:{port}")),
             ("RUST_LOG", "warn".into()),
+            // The per-user rate limit would measure itself, not the enqueue path.
+            ("STOFLOW_API__USER_RATE_PER_S", "1000000".into()),
+            ("STOFLOW_API__USER_RATE_BURST", "1000000".into()),
         ];
         let mut api = proc::spawn("api", &[], &env, None)?;
         let base = format!("http://127.0.0.1:{port}");
@@ -351,17 +354,36 @@ async fn main() -> anyhow::Result<()> {
             anyhow::ensure!(Instant::now() < deadline, "api did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let (email, password) = ("bench@stoflow.dev", "bench-password-1");
+        match jobs::auth::create_user(&pool, email, password, jobs::auth::Role::Seller, None).await
+        {
+            Ok(_) | Err(jobs::auth::AuthError::EmailTaken) => {}
+            Err(e) => anyhow::bail!("bench user: {e}"),
+        }
+        let login: serde_json::Value = client
+            .post(format!("{base}/v1/auth/login"))
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let bearer = format!(
+            "Bearer {}",
+            login["access_token"].as_str().unwrap_or_default()
+        );
         let per = o.http / o.http_clients;
         let t = Instant::now();
         let mut tasks = vec![];
         for _ in 0..o.http_clients {
             let (client, url) = (client.clone(), format!("{base}/v1/jobs"));
+            let bearer = bearer.clone();
             tasks.push(tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(per);
                 for _ in 0..per {
                     let s = Instant::now();
                     let r = client
                         .post(&url)
+                        .header("authorization", &bearer)
                         .json(&json!({"job": {"kind": "noop"}}))
                         .send()
                         .await?;

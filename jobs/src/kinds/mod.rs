@@ -17,6 +17,7 @@ pub use noop::{Noop, NoopFailure};
 pub use poll_etsy::{PollEtsy, PollWhat};
 pub use prune_jobs::PruneJobs;
 pub use publish_listing::PublishListing;
+pub(crate) use publish_listing::product;
 pub use refresh_token::RefreshToken;
 pub use sync_orders::SyncOrders;
 pub use withdraw_listing::WithdrawListing;
@@ -133,14 +134,6 @@ fn object_fields<T: poem_openapi::types::Type>() -> Vec<&'static str> {
         .get(T::name().as_ref())
         .map(|s| s.properties.iter().map(|(k, _)| *k).collect())
         .unwrap_or_default()
-}
-
-/// The outcome of a kind whose marketplace work is not built yet: dead at once, saying so.
-fn not_built<J: Kind>() -> crate::job::JobError {
-    crate::job::JobError::Permanent {
-        class: "not_implemented".into(),
-        message: format!("{}: marketplace integration is not built yet", J::KIND),
-    }
 }
 
 #[cfg(test)]

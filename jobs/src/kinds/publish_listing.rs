@@ -35,7 +35,7 @@ impl Job for PublishListing {
             return crate::plugin::publish(&ctx, run.job_id, self.product_id).await;
         }
         let product = product(&ctx, self.product_id).await?;
-        let account = accounts::require_connected(&ctx.pool, m).await?;
+        let account = accounts::require_connected(&ctx.pool, product.tenant_id, m).await?;
         let listing = listings::upsert(&ctx.pool, product.id, m, account.id, &product.sku).await?;
         let result = match m {
             Marketplace::Ebay => {
@@ -65,7 +65,7 @@ pub(crate) async fn product(
     ctx: &JobContext,
     product_id: i64,
 ) -> Result<catalogue::Product, JobError> {
-    catalogue::get(&ctx.pool, product_id)
+    catalogue::get(&ctx.pool, None, product_id)
         .await
         .map_err(|e| match e {
             catalogue::CatalogueError::NotFound => JobError::permanent(format!(

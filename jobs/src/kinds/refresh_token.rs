@@ -1,6 +1,10 @@
 //! `refresh_token`: refresh one marketplace account's OAuth access token ahead of expiry and store
-//! the (possibly rotated) refresh token atomically. Concurrent refreshes of one account collapse
-//! by idempotency key. OAuth calls arrive with the accounts issue.
+//! the (possibly rotated) refresh token atomically ([`crate::accounts::refresh_account`]).
+//! Enqueued when an account connects and after every refresh, for `REFRESH_LEAD` before the new
+//! expiry (one job per account and expiry, by idempotency key). Concurrent refreshes of one
+//! account collapse: they queue on the account's row lock and the later ones find the token
+//! fresh. A revoked refresh token (`invalid_grant`) marks the account broken: dead, class
+//! `auth_revoked`, and the account's other jobs are held until the seller reconnects.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -17,7 +21,13 @@ pub struct RefreshToken {
 impl Job for RefreshToken {
     const POLICY: Policy = Policy::new(6, 30, 4).backoff(1_000, 300);
 
-    async fn run(self, _ctx: JobContext, _run: RunInfo) -> Result<Value, JobError> {
-        Err(super::not_built::<Self>())
+    async fn run(self, ctx: JobContext, _run: RunInfo) -> Result<Value, JobError> {
+        crate::accounts::refresh_account(
+            &ctx.pool,
+            &ctx.market,
+            self.account_id,
+            crate::accounts::REFRESH_LEAD,
+        )
+        .await
     }
 }

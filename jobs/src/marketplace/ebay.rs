@@ -578,6 +578,7 @@ mod tests {
 
     fn product() -> catalogue::Product {
         catalogue::Product {
+            tenant_id: 1,
             id: 1,
             sku: "SF1".into(),
             title: "Wool scarf".into(),

@@ -202,6 +202,7 @@ mod tests {
     fn product() -> Product {
         Product {
             id: 1,
+            tenant_id: 1,
             sku: "SKU1".into(),
             title: "Wool scarf".into(),
             description: "Soft and warm".into(),

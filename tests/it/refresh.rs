@@ -1,0 +1,185 @@
+//! Token refresh jobs against the simulators: Etsy rotation under concurrent refreshes, and a
+//! revoked grant that holds the account's jobs until the seller reconnects.
+
+use std::time::Duration;
+
+use integration::{Api, TestDb, free_port, simulators, worker};
+use serde_json::{Value, json};
+
+const T: Duration = Duration::from_secs(30);
+
+struct Setup {
+    db: TestDb,
+    api: Api,
+    sims: sim::Running,
+    _workers: Vec<integration::Proc>,
+}
+
+async fn setup() -> Setup {
+    let db = TestDb::new().await;
+    let port = free_port();
+    let (sims, env) = simulators(port).await;
+    let env: Vec<(&'static str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let api = Api::spawn_on(port, &db, &env).await;
+    let workers = vec![worker(&db, &env), worker(&db, &env)];
+    Setup {
+        db,
+        api,
+        sims,
+        _workers: workers,
+    }
+}
+
+impl Setup {
+    /// Connects through our consent URL → the simulator (approves at once) → our callback.
+    async fn connect(&self, marketplace: &str) -> i64 {
+        let (s, v) = self
+            .api
+            .get(&format!("/v1/connections/{marketplace}/connect"))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        let r = self
+            .api
+            .http
+            .get(v["consent_url"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        let (s, account) = Api::read(r).await;
+        assert_eq!(
+            (s, account["status"].clone()),
+            (200, json!("connected")),
+            "{account}"
+        );
+        account["account_id"].as_i64().unwrap()
+    }
+
+    async fn expire_access(&self, account: i64) {
+        sqlx::query("UPDATE marketplace_accounts SET access_expires_at = now() WHERE id = $1")
+            .bind(account)
+            .execute(&self.db.pool)
+            .await
+            .unwrap();
+    }
+
+    async fn refresh_jobs(&self, account: i64, n: usize) -> Vec<i64> {
+        let jobs: Vec<Value> = (0..n)
+            .map(|_| json!({"job": {"kind": "refresh_token", "account_id": account}}))
+            .collect();
+        let (s, v) = self
+            .api
+            .post("/v1/jobs/batch", &json!({ "jobs": jobs }))
+            .await;
+        assert_eq!(s, 202, "{v}");
+        v["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_i64().unwrap())
+            .collect()
+    }
+
+    async fn status(&self, account: i64) -> Value {
+        let (_, v) = self.api.get("/v1/connections").await;
+        v["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["account_id"] == account)
+            .cloned()
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn etsy_rotation_under_two_concurrent_refreshes_keeps_a_working_connection() {
+    let s = setup().await;
+    let account = s.connect("etsy").await;
+    let scheduled: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE kind = 'refresh_token' AND run_at > now() + interval '45 minutes'",
+    )
+    .fetch_one(&s.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        scheduled, 1,
+        "connecting schedules a refresh ahead of the 1 h expiry"
+    );
+
+    s.expire_access(account).await;
+    let ids = s.refresh_jobs(account, 2).await;
+    let mut refreshed = 0;
+    for id in ids {
+        let v = s.api.wait_state(id, "done", T).await;
+        if v["result"]["refreshed"] == true {
+            refreshed += 1;
+        }
+    }
+    assert_eq!(refreshed, 1, "the two refreshes collapsed into one");
+    assert_eq!(s.status(account).await["status"], "connected");
+
+    // The stored refresh token is the rotated one: the next refresh works too.
+    s.expire_access(account).await;
+    let id = s.refresh_jobs(account, 1).await[0];
+    let v = s.api.wait_state(id, "done", T).await;
+    assert_eq!(v["result"]["refreshed"], true, "{v}");
+    assert_eq!(s.status(account).await["status"], "connected");
+}
+
+#[tokio::test]
+async fn a_revoked_refresh_token_holds_the_accounts_jobs_until_it_reconnects() {
+    let s = setup().await;
+    let account = s.connect("ebay").await;
+    let (st, p) = s
+        .api
+        .post(
+            "/v1/products",
+            &json!({"title": "Lamp", "condition": "good", "price": "20", "images": ["https://img.example/1.jpg"], "brand": "Acme"}),
+        )
+        .await;
+    assert_eq!(st, 201, "{p}");
+    let r = reqwest::Client::new()
+        .post(format!("{}/_admin/tokens/revoke", s.sims.ebay_url))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    s.expire_access(account).await;
+    let id = s.refresh_jobs(account, 1).await[0];
+    let v = s.api.wait_state(id, "dead", T).await;
+    assert_eq!(v["last_error"]["class"], "auth_revoked", "{v}");
+    let c = s.status(account).await;
+    assert_eq!(c["status"], "broken", "{c}");
+    assert!(
+        c["status_reason"].as_str().unwrap().contains("reconnect"),
+        "{c}"
+    );
+
+    // Publishing now is held (not failed), saying why.
+    let (st, v) = s
+        .api
+        .post(
+            &format!("/v1/products/{}/publish", p["id"]),
+            &json!({"marketplaces": ["ebay"]}),
+        )
+        .await;
+    assert_eq!(st, 202, "{v}");
+    let job = v["jobs"][0]["job_id"].as_i64().unwrap();
+    let held = s
+        .api
+        .wait_job(job, T, |v| v["last_error"]["class"] == "account_broken")
+        .await;
+    assert_ne!(held["state"], "dead", "{held}");
+    assert!(
+        held["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("reconnect")
+    );
+
+    // Reconnecting releases it at once.
+    s.connect("ebay").await;
+    let done = s.api.wait_state(job, "done", T).await;
+    assert!(done["result"]["listing_id"].is_string(), "{done}");
+}

@@ -1,0 +1,178 @@
+//! Tenant isolation: a seller reaches none of another tenant's objects, through any route.
+
+use integration::{Api, TestDb, client_with, ensure_user};
+use serde_json::{Value, json};
+
+/// Another seller (their own tenant), logged in on `api`.
+async fn other_seller(db: &TestDb, api: &Api) -> (reqwest::Client, i64) {
+    ensure_user(db, "other@test.stoflow.dev", jobs::auth::Role::Seller).await;
+    let l = api.login("other@test.stoflow.dev").await;
+    assert_ne!(l.tenant_id, api.seller_login.tenant_id);
+    (client_with(&l.access_token), l.tenant_id)
+}
+
+/// A body that passes validation for each operation that takes one.
+fn body_for(path: &str, method: &str) -> Value {
+    match (path, method) {
+        (p, "post") if p.ends_with("/publish") || p.ends_with("/withdraw") => {
+            json!({"marketplaces": ["ebay"]})
+        }
+        (_, "patch") => json!({"title": "renamed"}),
+        _ => json!({}),
+    }
+}
+
+#[tokio::test]
+async fn every_route_with_an_id_answers_404_for_another_tenants_object() {
+    let db = TestDb::new().await;
+    let api = Api::spawn(&db, &[]).await;
+    let (other, _) = other_seller(&db, &api).await;
+
+    // Tenant A's objects: a product, a job (waiting, so retry/cancel would apply), an account.
+    let (s, p) = api
+        .post(
+            "/v1/products",
+            &json!({"title": "Scarf", "condition": "good", "price": "10.00"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{p}");
+    let product = p["id"].as_i64().unwrap();
+    let job = api
+        .enqueue(
+            json!({"kind": "noop"}),
+            json!({"delay_ms": 600000, "idempotency_key": "a-key"}),
+        )
+        .await;
+    let account: i64 = sqlx::query_scalar(
+        "INSERT INTO marketplace_accounts (tenant_id, marketplace, external_user_id) VALUES ($1, 'etsy', 'u1')
+         RETURNING id",
+    )
+    .bind(api.seller_login.tenant_id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+
+    let task: i64 = sqlx::query_scalar(
+        "WITH l AS (INSERT INTO listings (product_id, marketplace, account_id, sku, tenant_id)
+                    SELECT id, 'vinted', $2, sku, tenant_id FROM products WHERE id = $1 RETURNING id)
+         INSERT INTO plugin_tasks (account_id, product_id, listing_id, action, params, max_attempts, pickup_deadline)
+         SELECT $2, $1, l.id, 'create_listing', '{}', 3, now() + interval '1 hour' FROM l RETURNING id",
+    )
+    .bind(product)
+    .bind(account)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+
+    // Walk the OpenAPI document: every operation on a path with an id, as tenant B.
+    let (_, spec) = api.get("/openapi.json").await;
+    let mut walked = 0;
+    for (path, ops) in spec["paths"].as_object().unwrap() {
+        if !path.contains('{') {
+            continue;
+        }
+        // Ops-only routes refuse a seller outright, whatever the object.
+        let mut expect = 404;
+        let id = if path.starts_with("/v1/products/") {
+            product
+        } else if path.starts_with("/v1/jobs/") {
+            job
+        } else if path.starts_with("/v1/connections/") {
+            account
+        } else if path.starts_with("/v1/plugin-tasks/") {
+            task
+        } else if path.starts_with("/api/plugin/") {
+            continue; // the extension's routes take a plugin token, scoped to its account (tests/it/plugin.rs)
+        } else if path.starts_with("/v1/queues/") || path.starts_with("/v1/dashboard/") {
+            expect = 403;
+            job
+        } else {
+            panic!("{path}: add a fixture for this route's object to this test");
+        };
+        let url = api.url(
+            &path
+                .replace("{id}", &id.to_string())
+                .replace("{kind}", "noop"),
+        );
+        for method in ops.as_object().unwrap().keys() {
+            let r = other
+                .request(method.to_uppercase().parse().unwrap(), &url)
+                .json(&body_for(path, method))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap();
+            assert_eq!(status, expect, "{method} {path} as another tenant: {text}");
+            assert!(!text.contains("Scarf"), "{method} {path} leaked: {text}");
+            walked += 1;
+        }
+    }
+    assert!(walked >= 9, "walked only {walked} operations");
+
+    // Lists show none of A's objects.
+    for (path, key) in [
+        ("/v1/products", "products"),
+        ("/v1/jobs", "jobs"),
+        ("/v1/connections", "connections"),
+    ] {
+        let (s, v) = api.get_as(&other, path).await;
+        assert_eq!(s, 200, "{path}: {v}");
+        assert_eq!(v[key], json!([]), "{path} as another tenant: {v}");
+    }
+    // A's idempotency key does not hand B A's job, nor name it.
+    let (s, v) = api
+        .post_as(
+            &other,
+            "/v1/jobs",
+            &json!({"job": {"kind": "noop"}, "idempotency_key": "a-key"}),
+        )
+        .await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        !v["detail"].as_str().unwrap().contains(&job.to_string()),
+        "{v}"
+    );
+
+    // Nothing changed for A; ops users see A's job.
+    assert_eq!(
+        api.get(&format!("/v1/products/{product}")).await.1["title"],
+        "Scarf"
+    );
+    assert_eq!(api.get(&format!("/v1/jobs/{job}")).await.0, 200);
+    assert_eq!(
+        api.get_as(&api.ops, &format!("/v1/jobs/{job}")).await.0,
+        200
+    );
+    let (_, all) = api
+        .get_as(
+            &api.ops,
+            &format!("/v1/jobs?tenant_id={}", api.seller_login.tenant_id),
+        )
+        .await;
+    assert_eq!(all["jobs"].as_array().unwrap().len(), 1, "{all}");
+}
+
+#[tokio::test]
+async fn skus_are_per_tenant_and_jobs_carry_the_callers_tenant() {
+    let db = TestDb::new().await;
+    let api = Api::spawn(&db, &[]).await;
+    let (other, other_tenant) = other_seller(&db, &api).await;
+    let p = json!({"sku": "SAME-1", "title": "Hat", "condition": "good", "price": "5"});
+    assert_eq!(api.post("/v1/products", &p).await.0, 201);
+    assert_eq!(
+        api.post_as(&other, "/v1/products", &p).await.0,
+        201,
+        "another tenant's SKU"
+    );
+    assert_eq!(api.post("/v1/products", &p).await.0, 409, "own SKU twice");
+    let (_, v) = api
+        .post_as(&other, "/v1/jobs", &json!({"job": {"kind": "noop"}}))
+        .await;
+    let tenant: Option<i64> = sqlx::query_scalar("SELECT tenant_id FROM jobs WHERE id = $1")
+        .bind(v["id"].as_i64().unwrap())
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(tenant, Some(other_tenant));
+}
