@@ -242,22 +242,17 @@ pub async fn wake(pool: &PgPool, ids: Vec<i64>) {
         return;
     }
     for _ in 0..200 {
-        let res: Result<(Vec<String>, bool), sqlx::Error> = async {
-            let kinds: Vec<String> = sqlx::query_scalar(
-                "UPDATE jobs SET run_at = now() WHERE id = ANY($1) AND state = 'available' AND run_at > now()
-                 RETURNING kind",
-            )
-            .bind(&ids)
-            .fetch_all(pool)
-            .await?;
-            let running: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM jobs WHERE id = ANY($1) AND state = 'running')",
-            )
-            .bind(&ids)
-            .fetch_one(pool)
-            .await?;
-            Ok((kinds, running))
-        }
+        // One statement, so the wake and the "still running?" check see the same snapshot: with
+        // two, a job could finish its snooze between them and be left asleep until its deadline.
+        let res: Result<(Vec<String>, bool), sqlx::Error> = sqlx::query_as(
+            "WITH woken AS (
+                UPDATE jobs SET run_at = now() WHERE id = ANY($1) AND state = 'available' AND run_at > now()
+                RETURNING kind)
+             SELECT coalesce((SELECT array_agg(kind) FROM woken), '{}'),
+                    EXISTS (SELECT 1 FROM jobs WHERE id = ANY($1) AND state = 'running')",
+        )
+        .bind(&ids)
+        .fetch_one(pool)
         .await;
         match res {
             Ok((kinds, running)) => {
