@@ -90,6 +90,7 @@ pub fn pages() -> poem::Route {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Overview {
     /// Per kind: counts per state, oldest waiting age, paused.
     pub queues: Vec<KindStats>,
@@ -102,6 +103,7 @@ pub struct Overview {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Workers {
     pub workers: Vec<WorkerInfo>,
     /// A process silent this long is dead.
@@ -110,6 +112,7 @@ pub struct Workers {
 
 /// A job in the list.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct JobSummary {
     pub id: i64,
     pub kind: String,
@@ -125,6 +128,7 @@ pub struct JobSummary {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct JobPage {
     pub jobs: Vec<JobSummary>,
     /// Pass as `cursor` for the next page; absent when nothing older is left.
@@ -134,6 +138,7 @@ pub struct JobPage {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Timings {
     /// Enqueue to the last run's start.
     pub queued_ms: Option<i64>,
@@ -144,6 +149,7 @@ pub struct Timings {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct JobDetail {
     /// The job; `args` has every secret-named key redacted.
     pub job: JobView,
@@ -181,24 +187,28 @@ pub struct BulkRequest {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct BulkPreview {
     /// Jobs the action would change if applied now.
     pub count: i64,
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct BulkResult {
     /// Jobs it changed.
     pub changed: i64,
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct AuditPage {
     pub entries: Vec<jobs::audit::Entry>,
     pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct MarketplacesView {
     /// Connected accounts with status and token expiry (never tokens).
     pub accounts: Vec<Value>,

@@ -38,6 +38,7 @@ async fn listen(pool: &PgPool, tx: &broadcast::Sender<i64>) -> Result<(), sqlx::
 
 /// A job's new state, as sent on the per-tenant stream `GET /v1/events`.
 #[derive(Debug, Clone, poem_openapi::Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct JobChange {
     pub id: i64,
     pub kind: String,

@@ -11,6 +11,7 @@ use jobs::queue::QueueError;
 
 /// A problem detail (RFC 9457).
 #[derive(Debug, Clone, Object, serde::Serialize)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ProblemBody {
     /// A URI naming the problem type.
     #[oai(rename = "type")]
@@ -106,13 +107,21 @@ impl From<QueueError> for Problem {
         match e {
             QueueError::NotFound => Problem::not_found("no job with this id"),
             QueueError::Conflict(d) => Problem::conflict(d),
-            QueueError::Database(e) => Problem::internal(&e),
+            QueueError::Database(e) => e.into(),
         }
     }
 }
 
 impl From<sqlx::Error> for Problem {
     fn from(e: sqlx::Error) -> Self {
+        // Text Postgres cannot store (a NUL character, 22021) is the caller's input, not our fault.
+        if let Some(db) = e.as_database_error()
+            && matches!(db.code().as_deref(), Some("22021" | "22P05"))
+        {
+            return Problem::bad_request(
+                "a text field holds a character that cannot be stored (NUL, \\u0000)",
+            );
+        }
         Problem::internal(&e)
     }
 }

@@ -19,7 +19,11 @@ pub struct Action<'a> {
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 pub struct Entry {
     pub id: i64,
     pub at: DateTime<Utc>,

@@ -20,7 +20,11 @@ const BULK_BATCH: i64 = 5_000;
 
 /// One minute of the last hour.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 pub struct MinutePoint {
     /// Start of the minute.
     pub minute: DateTime<Utc>,
@@ -31,7 +35,11 @@ pub struct MinutePoint {
 
 /// Run-time and start-latency percentiles of one kind over its most recent finished runs.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 pub struct Percentiles {
     pub kind: String,
     /// Runs the figures are computed over (the last hour, at most 10,000).
@@ -86,7 +94,11 @@ pub async fn percentiles(pool: &PgPool) -> Result<Vec<Percentiles>, sqlx::Error>
 
 /// A worker process as the dashboard shows it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 pub struct WorkerInfo {
     pub id: String,
     pub host: String,

@@ -610,7 +610,11 @@ impl Limits {
 
 /// One budget key as the fleet sees it now.
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 pub struct KeyState {
     /// `etsy:app:<keystring>`, `ebay:app:<client_id>:<api>`, `<marketplace>:seller:<account>`.
     pub key: String,
@@ -636,7 +640,11 @@ pub struct KeyState {
 
 /// A marketplace's circuit and the jobs waiting on it or on its limits.
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 pub struct MarketplaceState {
     pub marketplace: String,
     /// closed, open or half_open.
@@ -654,7 +662,11 @@ pub struct MarketplaceState {
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 pub struct LimitsView {
     pub keys: Vec<KeyState>,
     pub marketplaces: Vec<MarketplaceState>,

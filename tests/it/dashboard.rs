@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use integration::{Api, TestDb, eventually, free_port, simulators, worker};
+use integration::{Api, TestDb, eventually, free_port, read_events, simulators, worker};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(30);
@@ -296,31 +296,6 @@ async fn bulk_actions_preview_then_apply_and_every_action_is_audited() {
         format!("user:{} (ops)", me["user_id"])
     );
     assert_eq!(entries[0]["reason"], "incident");
-}
-
-/// Reads SSE `data:` lines from a response until `stop` says so or `within` passes.
-async fn read_events(
-    resp: &mut reqwest::Response,
-    within: Duration,
-    mut stop: impl FnMut(&[Value]) -> bool,
-) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + within;
-    let (mut buf, mut out) = (String::new(), vec![]);
-    while !stop(&out) {
-        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
-            .await
-            .expect("events in time")
-            .unwrap()
-            .expect("stream open");
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buf.find("\n\n") {
-            let event: String = buf.drain(..end + 2).collect();
-            for line in event.lines().filter_map(|l| l.strip_prefix("data: ")) {
-                out.push(serde_json::from_str(line).unwrap());
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test]

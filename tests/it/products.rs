@@ -107,6 +107,16 @@ async fn invalid_products_are_rejected_with_the_field_named() {
             "title",
         ),
         (
+            json!({"title": "a\u{0}b", "condition": "good", "price": "1"}),
+            422,
+            "title",
+        ),
+        (
+            json!({"title": "x", "condition": "good", "price": "1", "images": ["https://a/\u{0}"]}),
+            400,
+            "NUL",
+        ),
+        (
             json!({"title": "x", "condition": "good", "price": "1", "colour": "red"}),
             400,
             "colour",

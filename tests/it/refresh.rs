@@ -12,7 +12,7 @@ struct Setup {
     db: TestDb,
     api: Api,
     sims: sim::Running,
-    _workers: Vec<integration::Proc>,
+    workers: Vec<integration::Proc>,
 }
 
 async fn setup() -> Setup {
@@ -26,7 +26,7 @@ async fn setup() -> Setup {
         db,
         api,
         sims,
-        _workers: workers,
+        workers,
     }
 }
 
@@ -182,4 +182,61 @@ async fn a_revoked_refresh_token_holds_the_accounts_jobs_until_it_reconnects() {
     s.connect("ebay").await;
     let done = s.api.wait_state(job, "done", T).await;
     assert!(done["result"]["listing_id"].is_string(), "{done}");
+}
+
+/// Every token the platform holds for `account`, decrypted from its row.
+async fn tokens_of(db: &TestDb, account: i64) -> Vec<String> {
+    let settings = jobs::Settings::load().unwrap();
+    let cipher = jobs::secrets::TokenCipher::new(&settings.security).unwrap();
+    let (key, access, refresh): (String, Vec<u8>, Vec<u8>) = sqlx::query_as(
+        "SELECT token_key_id, access_token, refresh_token FROM marketplace_accounts WHERE id = $1",
+    )
+    .bind(account)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    vec![
+        cipher.open(&key, &access).unwrap(),
+        cipher.open(&key, &refresh).unwrap(),
+    ]
+}
+
+#[tokio::test]
+async fn no_token_reaches_the_logs_of_a_full_connect_and_refresh_run() {
+    let s = setup().await;
+    let mut seen = Vec::new();
+    for m in ["ebay", "etsy"] {
+        let account = s.connect(m).await;
+        seen.extend(tokens_of(&s.db, account).await);
+        // A refresh gets new tokens (Etsy rotates the refresh token too): those must not leak either.
+        s.expire_access(account).await;
+        let id = s.refresh_jobs(account, 1).await[0];
+        let v = s.api.wait_state(id, "done", T).await;
+        assert_eq!(v["result"]["refreshed"], true, "{v}");
+        let after = tokens_of(&s.db, account).await;
+        assert_ne!(
+            after[0],
+            seen[seen.len() - 2],
+            "{m}: the access token changed"
+        );
+        seen.extend(after);
+    }
+    // The job API shows no token either (payloads and results are redacted or token-free).
+    let (_, jobs) = s.api.get("/v1/jobs?limit=100").await;
+    let logs = [
+        ("api", s.api.proc.log_text()),
+        ("worker 1", s.workers[0].log_text()),
+        ("worker 2", s.workers[1].log_text()),
+        ("jobs API", jobs.to_string()),
+    ];
+    assert!(
+        logs[0].1.lines().count() > 5 && logs[1].1.len() + logs[2].1.len() > 0,
+        "the processes logged"
+    );
+    for token in &seen {
+        assert!(token.len() >= 16, "a real token: {token}");
+        for (name, text) in &logs {
+            assert!(!text.contains(token.as_str()), "{name} shows a token");
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! Tenant isolation: a seller reaches none of another tenant's objects, through any route.
 
-use integration::{Api, TestDb, client_with, ensure_user};
+use std::time::Duration;
+
+use integration::{Api, TestDb, client_with, ensure_user, read_events, worker};
 use serde_json::{Value, json};
 
 /// Another seller (their own tenant), logged in on `api`.
@@ -175,4 +177,51 @@ async fn skus_are_per_tenant_and_jobs_carry_the_callers_tenant() {
         .await
         .unwrap();
     assert_eq!(tenant, Some(other_tenant));
+}
+
+#[tokio::test]
+async fn a_sellers_event_stream_carries_only_their_own_jobs() {
+    let db = TestDb::new().await;
+    let api = Api::spawn(&db, &[]).await;
+    let _w = worker(&db, &[]);
+    let (other, _) = other_seller(&db, &api).await;
+    let mut resp = other
+        .get(api.url("/v1/events?kind=noop"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    // Tenant A's job runs first; B's stream must carry B's job and nothing of A's.
+    let a = api.enqueue(json!({"kind": "noop"}), json!({})).await;
+    api.wait_state(a, "done", Duration::from_secs(30)).await;
+    let (s, v) = api
+        .post_as(&other, "/v1/jobs", &json!({"job": {"kind": "noop"}}))
+        .await;
+    assert_eq!(s, 202, "{v}");
+    let b = v["id"].as_i64().unwrap();
+    let events = read_events(&mut resp, Duration::from_secs(30), |ev| {
+        ev.iter().any(|e| e["id"] == b && e["state"] == "done")
+    })
+    .await;
+    assert!(events.iter().all(|e| e["id"] == b), "{events:?}");
+
+    // An ops user's stream sees every tenant's jobs.
+    let mut all = api
+        .ops
+        .get(api.url("/v1/events?kind=noop"))
+        .send()
+        .await
+        .unwrap();
+    let c = api.enqueue(json!({"kind": "noop"}), json!({})).await;
+    let (_, v) = api
+        .post_as(&other, "/v1/jobs", &json!({"job": {"kind": "noop"}}))
+        .await;
+    let d = v["id"].as_i64().unwrap();
+    read_events(&mut all, Duration::from_secs(30), |ev| {
+        [c, d]
+            .iter()
+            .all(|id| ev.iter().any(|e| e["id"] == *id && e["state"] == "done"))
+    })
+    .await;
 }

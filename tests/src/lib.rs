@@ -747,3 +747,28 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Reads SSE `data:` lines from a response until `stop` says so or `within` passes.
+pub async fn read_events(
+    resp: &mut reqwest::Response,
+    within: Duration,
+    mut stop: impl FnMut(&[Value]) -> bool,
+) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    let (mut buf, mut out) = (String::new(), vec![]);
+    while !stop(&out) {
+        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
+            .await
+            .expect("events in time")
+            .unwrap()
+            .expect("stream open");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            for line in event.lines().filter_map(|l| l.strip_prefix("data: ")) {
+                out.push(serde_json::from_str(line).unwrap());
+            }
+        }
+    }
+    out
+}

@@ -29,6 +29,7 @@ pub struct RefreshRequest {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Me {
     pub user_id: i64,
     pub tenant_id: i64,
@@ -47,6 +48,7 @@ impl From<&auth::User> for Me {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct TokenResponse {
     /// Send as `Authorization: Bearer <access_token>`.
     pub access_token: String,
@@ -75,7 +77,7 @@ impl From<Tokens> for TokenResponse {
 impl From<AuthError> for Problem {
     fn from(e: AuthError) -> Self {
         match e {
-            AuthError::Database(e) => Problem::internal(&e),
+            AuthError::Database(e) => e.into(),
             AuthError::Invalid(d) => Problem::unprocessable(d),
             AuthError::EmailTaken => Problem::conflict(e.to_string()),
             e => Problem::unauthorized(e.to_string()),

@@ -23,12 +23,14 @@ const PLUGIN_SEEN: &str =
                             AND p.revoked_at IS NULL) AS plugin_last_seen_at";
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ConsentRedirect {
     /// Send the seller's browser here; the marketplace comes back to our callback.
     pub consent_url: String,
 }
 
 #[derive(Debug, Object, sqlx::FromRow)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ConnectionView {
     pub account_id: i64,
     pub marketplace: String,
@@ -41,6 +43,7 @@ pub struct ConnectionView {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Connections {
     pub connections: Vec<ConnectionView>,
 }
@@ -69,9 +72,21 @@ fn code_and_state(
     code: Option<String>,
     state: Option<String>,
 ) -> Result<(String, String), Problem> {
-    code.zip(state).ok_or_else(|| {
+    let (code, state) = code.zip(state).ok_or_else(|| {
         Problem::bad_request("code and state are required (was the consent declined?)")
-    })
+    })?;
+    // Ours are URL-safe base64 (accounts::new_state); anything else cannot be one of them.
+    let ours = |s: &str| {
+        (1..=128).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if !ours(&state) || code.len() > 2048 || code.chars().any(char::is_control) {
+        return Err(Problem::bad_request(
+            "state is unknown, already used or expired, or the code is malformed; start again at /v1/connections/{marketplace}/connect",
+        ));
+    }
+    Ok((code, state))
 }
 
 /// A marketplace refusing our code (or our app) is the request's problem; silence is theirs.

@@ -10,6 +10,7 @@ use crate::problem::Problem;
 use crate::routes::Tag;
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Health {
     pub status: String,
 }

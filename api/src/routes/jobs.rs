@@ -47,6 +47,7 @@ pub struct BatchRequest {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct EnqueuedJob {
     pub id: i64,
     pub kind: String,
@@ -57,11 +58,13 @@ pub struct EnqueuedJob {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct BatchResponse {
     pub jobs: Vec<EnqueuedJob>,
 }
 
 #[derive(Debug, Clone, Object, serde::Deserialize)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ErrorEntry {
     pub attempt: i32,
     pub at: DateTime<Utc>,
@@ -73,6 +76,7 @@ pub struct ErrorEntry {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct JobView {
     pub id: i64,
     pub kind: String,
@@ -128,6 +132,7 @@ impl JobView {
 
 /// One state of a job, as sent on its event stream.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct JobEvent {
     pub id: i64,
     pub state: JobState,
@@ -193,6 +198,7 @@ impl Watch {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct JobList {
     pub jobs: Vec<JobView>,
     /// Pass as `cursor` for the next page; absent on the last page.

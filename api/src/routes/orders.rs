@@ -16,6 +16,7 @@ use crate::problem::Problem;
 use crate::routes::Tag;
 
 #[derive(Debug, Object, sqlx::FromRow)]
+#[oai(skip_serializing_if_is_none)]
 pub struct OrderView {
     pub id: i64,
     pub marketplace: String,
@@ -32,12 +33,14 @@ pub struct OrderView {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct OrderList {
     pub orders: Vec<OrderView>,
     pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Object, sqlx::FromRow)]
+#[oai(skip_serializing_if_is_none)]
 pub struct MarketplaceErrorView {
     pub id: i64,
     pub marketplace: String,
@@ -51,6 +54,7 @@ pub struct MarketplaceErrorView {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct MarketplaceErrorList {
     pub errors: Vec<MarketplaceErrorView>,
 }

@@ -104,7 +104,7 @@ impl From<PluginError> for PluginProblem {
             PluginError::NotFound(d) => Problem::not_found(d).into(),
             PluginError::Conflict(d) => Problem::conflict(d).into(),
             PluginError::Invalid(d) => Problem::unprocessable(d).into(),
-            PluginError::Database(e) => Problem::internal(&e).into(),
+            PluginError::Database(e) => Problem::from(e).into(),
             PluginError::Queue(e) => Problem::internal(&e).into(),
         }
     }
@@ -122,6 +122,7 @@ pub struct ConnectVinted {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct VintedConnection {
     pub account_id: i64,
     pub marketplace: String,
@@ -139,6 +140,7 @@ pub enum Connected {
 
 /// The next task, or `task_id: null` when there is nothing to do.
 #[derive(Debug, Object, Default)]
+#[oai(skip_serializing_if_is_none)]
 pub struct LeaseView {
     pub task_id: Option<i64>,
     /// Send it back with the result; a result under any other lease is refused.
@@ -192,6 +194,7 @@ pub struct ResultRequest {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct PluginTaskView {
     pub id: i64,
     pub account_id: i64,
@@ -245,6 +248,7 @@ pub struct SessionReport {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct SessionView {
     pub account_id: i64,
     /// connected (tasks are leased) or broken (paused until the session works again).

@@ -76,6 +76,7 @@ pub struct ProductInput {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ProductView {
     pub id: i64,
     pub sku: String,
@@ -119,6 +120,7 @@ impl From<Product> for ProductView {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ProductList {
     pub products: Vec<ProductView>,
     pub next_cursor: Option<String>,
@@ -132,6 +134,7 @@ pub struct PublishRequest {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct PublishJob {
     pub marketplace: Marketplace,
     pub job_id: i64,
@@ -141,12 +144,14 @@ pub struct PublishJob {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct PublishResponse {
     pub jobs: Vec<PublishJob>,
 }
 
 /// A product's listing on one marketplace.
 #[derive(Debug, Object, sqlx::FromRow)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ListingView {
     pub marketplace: String,
     pub account_id: Option<i64>,
@@ -167,6 +172,7 @@ pub struct ListingView {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ListingList {
     pub listings: Vec<ListingView>,
 }
@@ -196,7 +202,7 @@ impl From<CatalogueError> for Problem {
             CatalogueError::NotFound => Problem::not_found("no product with this id"),
             CatalogueError::Conflict(d) => Problem::conflict(d),
             CatalogueError::Queue(q) => q.into(),
-            CatalogueError::Database(e) => Problem::internal(&e),
+            CatalogueError::Database(e) => e.into(),
         }
     }
 }
@@ -214,6 +220,21 @@ fn fields(p: ProductInput, creating: bool) -> Result<ProductFields, Problem> {
                     "{field} is required to create a product"
                 )));
             }
+        }
+    }
+    // Postgres text cannot hold NUL; say which field has one rather than fail on the insert.
+    for (field, v) in [
+        ("title", &p.title),
+        ("description", &p.description),
+        ("brand", &p.brand),
+        ("category", &p.category),
+        ("size", &p.size),
+        ("color", &p.color),
+    ] {
+        if v.as_deref().is_some_and(|v| v.contains('\0')) {
+            return Err(Problem::unprocessable(format!(
+                "{field} contains a NUL character (\\u0000)"
+            )));
         }
     }
     let price_cents = match p.price.as_deref() {

@@ -15,12 +15,14 @@ use crate::problem::Problem;
 use crate::routes::Tag;
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Queues {
     /// One entry per kind, including kinds with no jobs.
     pub queues: Vec<KindStats>,
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct KindControl {
     pub kind: String,
     pub paused: bool,

@@ -14,7 +14,11 @@ use serde_json::Value;
 use crate::job::{Job, JobContext, JobError, Policy, RunInfo};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 pub struct DispatchPluginTask {
     #[cfg_attr(feature = "openapi", oai(validator(minimum(value = "1"))))]
     pub plugin_task_id: i64,

@@ -27,7 +27,11 @@ pub enum NoopFailure {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 pub struct Noop {
     /// Sleep this long before finishing.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -38,7 +38,11 @@ impl PollWhat {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 pub struct PollEtsy {
     #[cfg_attr(feature = "openapi", oai(validator(minimum(value = "1"))))]
     pub account_id: i64,

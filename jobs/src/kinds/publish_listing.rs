@@ -17,7 +17,11 @@ use crate::job::{Job, JobContext, JobError, Policy, RunInfo};
 use crate::{accounts, catalogue, listings, publishing};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 pub struct PublishListing {
     #[cfg_attr(feature = "openapi", oai(validator(minimum(value = "1"))))]
     pub product_id: i64,

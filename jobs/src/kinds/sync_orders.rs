@@ -17,7 +17,11 @@ use crate::marketplace::{ebay, etsy};
 use crate::orders::{self, RemoteLine, RemoteOrder};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 pub struct SyncOrders {
     #[cfg_attr(feature = "openapi", oai(validator(minimum(value = "1"))))]
     pub account_id: i64,
