@@ -344,7 +344,7 @@ fn unknown_job_fields(body: &[u8]) -> Option<String> {
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let signal = jobs::shutdown_signal();
-    let pool = jobs::db::connect_migrated(&settings).await?;
+    let pool = jobs::db::connect_migrated(&settings, false).await?;
     let bind = settings.api.bind.clone();
     let job_changes = events::spawn_listener(pool.clone());
     let st = Arc::new(AppState {

@@ -324,7 +324,8 @@ impl Settings {
             .merge(
                 Env::prefixed("STOFLOW_")
                     .split("__")
-                    .ignore(&["CONFIG", "ENV"]),
+                    // Not settings: read by the tools themselves (worker create-user, stoflow-dev).
+                    .ignore(&["CONFIG", "ENV", "NEW_USER_PASSWORD", "DEV_NO_SIM"]),
             );
         if let Ok(env) = std::env::var("STOFLOW_ENV") {
             fig = fig.merge(("security.environment", env));

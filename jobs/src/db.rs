@@ -9,17 +9,31 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    let opts: PgConnectOptions = url.parse()?;
+    connect_with(url, max_connections, true).await
+}
+
+/// `custom_plans`: plan every execution with its real parameters. The worker needs it: a generic
+/// plan assumes an array parameter holds 10 elements, which turned a 1,000-row ack into a nested
+/// loop that re-ran `unnest` 1,000 times (a second per batch). The API's statements are small and
+/// hot (one enqueue per request), where re-planning each time is a tenth of the enqueue's cost.
+pub async fn connect_with(
+    url: &str,
+    max_connections: u32,
+    custom_plans: bool,
+) -> Result<PgPool, sqlx::Error> {
+    let mut opts: PgConnectOptions = url.parse()?;
+    opts = opts.application_name("stoflow");
+    if custom_plans {
+        opts = opts.options([("plan_cache_mode", "force_custom_plan")]);
+    }
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
-        // Plan every execution with its real parameters: a generic plan assumes an array
-        // parameter holds 10 elements, which turned a 1,000-row ack into a nested loop that
-        // re-ran `unnest` 1,000 times (a second per batch). Planning costs well under 1 ms here.
-        .connect_with(
-            opts.application_name("stoflow")
-                .options([("plan_cache_mode", "force_custom_plan")]),
-        )
+        // No ping before each use: it is a round trip on every acquire (a quarter of an enqueue's
+        // cost). A connection that died is found on use, fails that query (retried by the worker
+        // loops, a 5xx for an API request) and is dropped from the pool.
+        .test_before_acquire(false)
+        .connect_with(opts)
         .await
 }
 
@@ -48,9 +62,12 @@ pub enum StartError {
 }
 
 /// A pool on the configured database, migrated: what every process does at start.
-pub async fn connect_migrated(settings: &crate::Settings) -> Result<PgPool, StartError> {
+pub async fn connect_migrated(
+    settings: &crate::Settings,
+    custom_plans: bool,
+) -> Result<PgPool, StartError> {
     let url = settings.database_url()?;
-    let pool = connect(url, settings.database.max_connections)
+    let pool = connect_with(url, settings.database.max_connections, custom_plans)
         .await
         .map_err(StartError::Connect)?;
     migrate(&pool).await?;

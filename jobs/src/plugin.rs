@@ -845,6 +845,7 @@ pub async fn publish(ctx: &JobContext, job: i64, product_id: i64) -> Result<Valu
     } else {
         Action::CreateListing
     };
+    take_write_budget(account).await?;
     let task = create_or_join(
         &ctx.pool,
         &ctx.settings,
@@ -861,6 +862,20 @@ pub async fn publish(ctx: &JobContext, job: i64, product_id: i64) -> Result<Valu
         other => JobError::retry(other),
     })?;
     follow(ctx, job, task).await
+}
+
+/// Takes one write from the seller's Vinted budget (`limits.vinted.seller_writes_per_hour`,
+/// shared by the fleet) before a write task is handed to the extension: Vinted blocks sellers
+/// who write too fast, so over budget the job snoozes until a write is free (no attempt spent).
+async fn take_write_budget(account: i64) -> Result<(), JobError> {
+    if let Some(l) = crate::limits::installed() {
+        l.admit_budgets(
+            crate::domain::Marketplace::Vinted,
+            &[l.vinted_seller_writes(account)],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// The plugin task an earlier run of `job` created or joined (a retried run follows it on).
@@ -887,6 +902,7 @@ pub async fn withdraw(
         // Never made it to Vinted: nothing to take down.
         return Ok(json!({ "withdrawn": true, "remote": false }));
     };
+    take_write_budget(account).await?;
     let task = create_or_join(
         &ctx.pool,
         &ctx.settings,

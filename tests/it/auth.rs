@@ -257,3 +257,42 @@ async fn cors_answers_for_configured_origins_only() {
     let other = pre("https://evil.example").await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn the_documented_create_user_command_makes_an_ops_user_who_can_log_in() {
+    let db = TestDb::new().await;
+    let api = Api::spawn(&db, &[]).await;
+    // README: `STOFLOW_NEW_USER_PASSWORD=… worker create-user --email you@example.com --role ops`
+    let out = std::process::Command::new(dev::proc::bin("worker"))
+        .args([
+            "create-user",
+            "--email",
+            "first-ops@test.stoflow.dev",
+            "--role",
+            "ops",
+        ])
+        .env("DATABASE_URL", &db.url)
+        .env("STOFLOW_NEW_USER_PASSWORD", "a-long-first-password")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (s, v) = api
+        .post_as(
+            &api.anon,
+            "/v1/auth/login",
+            &json!({"email": "first-ops@test.stoflow.dev", "password": "a-long-first-password"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, me) = api
+        .get_as(
+            &client_with(v["access_token"].as_str().unwrap()),
+            "/v1/auth/me",
+        )
+        .await;
+    assert_eq!((s, me["role"].clone()), (200, json!("ops")), "{me}");
+}

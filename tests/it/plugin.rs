@@ -596,3 +596,36 @@ async fn leases_that_expire_unanswered_three_times_fail_the_task() {
     );
     assert_eq!(t["error"]["type"], "lease_expired");
 }
+
+#[tokio::test]
+async fn writes_over_the_sellers_vinted_budget_wait_without_spending_an_attempt() {
+    let s = setup(&[("STOFLOW_LIMITS__VINTED__SELLER_WRITES_PER_HOUR", "1")]).await;
+    s.connect("87654321", "stoflow_seller").await;
+    let first = s.publish(s.product("Merino wool scarf").await).await;
+    s.task_of(first).await;
+    // The second write is over the hour's budget: its job snoozes, no task reaches the extension.
+    let second = s.publish(s.product("Linen shirt").await).await;
+    let deadline = Instant::now() + T;
+    let job = loop {
+        let (_, j) = s.api.get(&format!("/v1/jobs/{second}")).await;
+        if j["last_error"]["class"] == "rate_limited" {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "never waited on the budget: {j}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(job["state"], "scheduled", "{job}");
+    assert_eq!(job["attempt"], 0, "a snooze spends no attempt: {job}");
+    assert!(
+        job["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("vinted:seller:"),
+        "{job}"
+    );
+    let tasks: i64 = sqlx::query_scalar("SELECT count(*) FROM plugin_tasks")
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(tasks, 1, "one write task only");
+}

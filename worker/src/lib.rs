@@ -13,7 +13,7 @@ use jobs::runtime::Runtime;
 use jobs::{Job, JobContext, Policy, Settings};
 
 pub async fn connect(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
-    Ok(jobs::db::connect_migrated(settings).await?)
+    Ok(jobs::db::connect_migrated(settings, true).await?)
 }
 
 pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
