@@ -23,6 +23,8 @@ pub struct AppState {
     pub pool: sqlx::PgPool,
     pub settings: Arc<Settings>,
     pub notifier: Notifier,
+    /// Batches concurrent single-job enqueues into one INSERT and commit.
+    pub enqueuer: jobs::coalesce::Coalescer,
     pub metrics: jobs::metrics::Metrics,
     /// Ids of jobs whose state changed (from every worker process, via LISTEN).
     pub job_changes: tokio::sync::broadcast::Sender<i64>,
@@ -354,6 +356,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         job_events: Notifier::job_events(pool.clone()),
         market: jobs::marketplace::Marketplaces::new(&settings)?,
         notifier: Notifier::spawn(pool.clone()),
+        enqueuer: jobs::coalesce::Coalescer::spawn(pool.clone(), 500, 4),
         signer: jobs::auth::Signer::new(&settings.auth).map_err(anyhow::Error::msg)?,
         limiters: auth::Limiters::new(settings.api.user_rate_per_s, settings.api.user_rate_burst),
         pool,

@@ -135,6 +135,23 @@ pub struct Account {
     pub setup: Value,
 }
 
+impl Account {
+    /// The Etsy shop id every shop-scoped Etsy call needs; an account without one cannot
+    /// publish or sell until the seller opens a shop and reconnects (permanent).
+    pub fn etsy_shop(&self) -> Result<u64, crate::job::JobError> {
+        self.shop_id
+            .as_deref()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| crate::job::JobError::Permanent {
+                class: "not_connected".into(),
+                message: format!(
+                    "Etsy account {} has no shop: open a shop on Etsy, then reconnect",
+                    self.id
+                ),
+            })
+    }
+}
+
 /// `tenant`'s connected account on a marketplace (its oldest, if it connected several).
 pub async fn connected(
     pool: &PgPool,

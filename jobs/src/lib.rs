@@ -14,6 +14,7 @@ pub mod audit;
 pub mod auth;
 pub mod backend;
 pub mod catalogue;
+pub mod coalesce;
 pub mod config;
 pub mod dashboard;
 pub mod db;

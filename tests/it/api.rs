@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use integration::{Api, TestDb, worker};
+use integration::{Api, TestDb, client_with, ensure_user, worker};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(20);
@@ -426,4 +426,98 @@ async fn the_openapi_document_describes_every_route_and_the_docs_page_is_served(
     let r = api.http.get(api.url("/docs")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().to_lowercase().contains("swagger"));
+}
+
+#[tokio::test]
+async fn concurrent_single_enqueues_share_commits_and_each_keeps_its_tenant_and_trace() {
+    let db = TestDb::new().await;
+    let api = Api::spawn(&db, &[]).await;
+    ensure_user(&db, "b@test.stoflow.dev", jobs::auth::Role::Seller).await;
+    let b = api.login("b@test.stoflow.dev").await;
+    let clients = [
+        (api.http.clone(), api.seller_login.tenant_id),
+        (client_with(&b.access_token), b.tenant_id),
+    ];
+    let n = 200;
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (http, tenant) = clients[i % 2].clone();
+            let url = api.url("/v1/jobs");
+            let trace = format!("{:032x}", i + 1);
+            tokio::spawn(async move {
+                let r = http
+                    .post(url)
+                    .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+                    .json(&json!({"job": {"kind": "noop"}, "delay_ms": 600000}))
+                    .send()
+                    .await
+                    .unwrap();
+                let (s, v) = Api::read(r).await;
+                assert_eq!(s, 202, "{v}");
+                (v["id"].as_i64().unwrap(), tenant, trace)
+            })
+        })
+        .collect();
+    let mut sent = Vec::with_capacity(n);
+    for t in tasks {
+        sent.push(t.await.unwrap());
+    }
+    let ids: Vec<i64> = sent.iter().map(|s| s.0).collect();
+    let rows: Vec<(i64, Option<i64>, Option<String>)> =
+        sqlx::query_as("SELECT id, tenant_id, trace_id FROM jobs WHERE id = ANY($1) ORDER BY id")
+            .bind(&ids)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), n, "one job per request, no id twice");
+    for (id, tenant, trace) in &sent {
+        let row = rows.iter().find(|r| r.0 == *id).unwrap();
+        assert_eq!(
+            (row.1, row.2.as_deref()),
+            (Some(*tenant), Some(trace.as_str())),
+            "job {id}"
+        );
+    }
+    // Requests that overlapped were written together: fewer transactions than jobs.
+    let txns: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT xmin::text) FROM jobs WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(txns < n as i64, "{txns} commits for {n} jobs");
+}
+
+#[tokio::test]
+async fn a_job_postgres_refuses_fails_alone_and_its_batch_mates_are_written() {
+    let db = TestDb::new().await;
+    let c = jobs::coalesce::Coalescer::spawn(db.pool.clone(), 500, 1);
+    let job = |args: Value| jobs::queue::NewJob {
+        kind: "noop",
+        args,
+        priority: 0,
+        run_at: None,
+        max_attempts: 3,
+        idempotency_key: None,
+    };
+    // jsonb cannot hold \u0000: that job's INSERT fails; sent together, the others must not.
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let c = c.clone();
+            let args = if i == 25 {
+                json!({"note": "bad\u{0}"})
+            } else {
+                json!({"n": i})
+            };
+            let j = job(args);
+            tokio::spawn(async move { c.insert(None, j).await })
+        })
+        .collect();
+    let mut results = vec![];
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    assert!(results[25].is_err(), "the refused job fails");
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 49);
+    assert_eq!(db.count("kind = 'noop'").await, 49);
 }

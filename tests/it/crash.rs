@@ -188,6 +188,9 @@ async fn kill_9_during_batched_claims_and_acks_loses_no_job() {
     })
     .await;
     a.kill9();
+    // A statement the process sent just before dying still runs to its end in Postgres (an ack
+    // batch committing): read what was held only once that has settled.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let claimed: Vec<i64> =
         sqlx::query_scalar("SELECT id FROM jobs WHERE state = 'running' AND locked_by = $1")
             .bind(&a_id)

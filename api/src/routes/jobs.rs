@@ -296,9 +296,17 @@ impl JobsApi {
     }
 
     async fn insert(&self, tenant: i64, jobs: Vec<NewJob>) -> Result<Vec<EnqueuedJob>, Problem> {
-        // One job is one atomic statement (two with a taken key, both idempotent): no explicit
-        // transaction, saving two round trips on the hot path. A batch is all or nothing.
-        let ins = if jobs.len() == 1 {
+        // A single job without a key joins concurrent requests' jobs in one INSERT and commit
+        // (jobs::coalesce); with a key it is one atomic statement (two with a taken key, both
+        // idempotent). A batch is all or nothing, in its own transaction.
+        let ins = if jobs.len() == 1 && jobs[0].idempotency_key.is_none() {
+            let id = self
+                .st
+                .enqueuer
+                .insert(Some(tenant), jobs[0].clone())
+                .await?;
+            vec![queue::Inserted { id, created: true }]
+        } else if jobs.len() == 1 {
             queue::insert_for(&mut *self.st.pool.acquire().await?, Some(tenant), &jobs).await?
         } else {
             let mut tx = self.st.pool.begin().await?;

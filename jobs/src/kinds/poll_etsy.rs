@@ -77,11 +77,7 @@ impl Job for PollEtsy {
 /// Reads every listing of the shop (all states, 100 a page) and records on our listing rows what
 /// Etsy says of them; a listing we published that Etsy no longer shows as active is reported.
 async fn listings(ctx: &JobContext, account: &accounts::Account) -> Result<Value, JobError> {
-    let shop: u64 = account
-        .shop_id
-        .as_deref()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| JobError::permanent("the Etsy account has no shop"))?;
+    let shop = account.etsy_shop()?;
     let token = accounts::access_token(&ctx.pool, &ctx.market, account.id).await?;
     let mut remote: HashMap<String, (&'static str, i32)> = HashMap::new();
     for state in [

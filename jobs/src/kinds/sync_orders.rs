@@ -166,11 +166,7 @@ async fn etsy_orders(
     token: &str,
     since: DateTime<Utc>,
 ) -> Result<Vec<RemoteOrder>, JobError> {
-    let shop: u64 = account
-        .shop_id
-        .as_deref()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| JobError::permanent("the Etsy account has no shop"))?;
+    let shop = account.etsy_shop()?;
     let receipts = ctx
         .market
         .etsy

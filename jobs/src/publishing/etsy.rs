@@ -89,20 +89,6 @@ pub fn draft_for(
     })
 }
 
-fn shop_of(account: &Account) -> Result<u64, JobError> {
-    account
-        .shop_id
-        .as_deref()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| JobError::Permanent {
-            class: "not_connected".into(),
-            message: format!(
-                "Etsy account {} has no shop: open a shop on Etsy, then reconnect",
-                account.id
-            ),
-        })
-}
-
 /// The shop's shipping and processing profiles, read once and kept in the account's setup.
 async fn profiles(
     ctx: &JobContext,
@@ -152,7 +138,7 @@ pub async fn publish(
     let year = chrono::Utc::now().year();
     // Validate before any call, with the profiles still unknown.
     draft_for(product, s.taxonomy_id, None, None, year)?;
-    let shop_id = shop_of(account)?;
+    let shop_id = account.etsy_shop()?;
     let m = &ctx.market;
     let token = accounts::access_token(&ctx.pool, m, account.id).await?;
     let (shipping, readiness) = profiles(ctx, account, &token, shop_id).await?;
@@ -268,7 +254,7 @@ pub async fn withdraw(
     else {
         return Ok(());
     };
-    let shop_id = shop_of(account)?;
+    let shop_id = account.etsy_shop()?;
     let token = accounts::access_token(&ctx.pool, &ctx.market, account.id).await?;
     let update = ListingUpdate {
         state: Some(SettableState::Inactive),
