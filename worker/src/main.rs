@@ -8,9 +8,6 @@ use std::process::ExitCode;
 
 use jobs::Settings;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     jobs::telemetry::init();
