@@ -110,41 +110,9 @@ async fn write(pool: &PgPool, batch: Vec<Pending>) {
 
 /// One INSERT (one implicit transaction) for every job of `batch`; ids in batch order.
 async fn insert_rows(pool: &PgPool, batch: &[Pending]) -> Result<Vec<i64>, QueueError> {
-    let n = batch.len();
-    let (mut kinds, mut args, mut prios, mut runs, mut maxes, mut traces, mut tenants) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for p in batch {
-        kinds.push(p.job.kind);
-        args.push(&p.job.args);
-        prios.push(p.job.priority);
-        runs.push(p.job.run_at);
-        maxes.push(p.job.max_attempts);
-        traces.push(p.trace.as_deref());
-        tenants.push(p.tenant);
-    }
-    Ok(sqlx::query_scalar(
-        "INSERT INTO jobs (kind, args, priority, run_at, max_attempts, trace_id, tenant_id)
-         SELECT k, a, p, coalesce(r, now()), m, t, tn
-           FROM unnest($1::text[], $2::jsonb[], $3::smallint[], $4::timestamptz[], $5::int[],
-                       $6::text[], $7::bigint[])
-                WITH ORDINALITY AS u(k, a, p, r, m, t, tn, ord)
-          ORDER BY ord
-         RETURNING id",
+    crate::queue::insert_rows(
+        pool,
+        batch.iter().map(|p| (&p.job, p.tenant, p.trace.as_deref())),
     )
-    .bind(&kinds)
-    .bind(&args)
-    .bind(&prios)
-    .bind(&runs)
-    .bind(&maxes)
-    .bind(&traces)
-    .bind(&tenants)
-    .fetch_all(pool)
-    .await?)
+    .await
 }

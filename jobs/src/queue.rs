@@ -223,20 +223,33 @@ pub async fn bulk_insert_for<'a>(
     tenant: Option<i64>,
     jobs: impl Iterator<Item = &'a NewJob>,
 ) -> Result<Vec<i64>, QueueError> {
-    let (mut kinds, mut args, mut prios, mut runs, mut maxes) =
-        (vec![], vec![], vec![], vec![], vec![]);
-    for j in jobs {
+    let trace = crate::telemetry::current_trace_id();
+    insert_rows(&mut *conn, jobs.map(|j| (j, tenant, trace.as_deref()))).await
+}
+
+/// The one multi-row INSERT behind [`bulk_insert_for`] and [`crate::coalesce`]: each row with its
+/// own tenant and trace id. Returns ids in input order (RETURNING follows the ordered SELECT).
+pub async fn insert_rows<'a>(
+    conn: impl sqlx::PgExecutor<'_>,
+    rows: impl Iterator<Item = (&'a NewJob, Option<i64>, Option<&'a str>)>,
+) -> Result<Vec<i64>, QueueError> {
+    let (mut kinds, mut args, mut prios, mut runs, mut maxes, mut tenants, mut traces) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    for (j, tenant, trace) in rows {
         kinds.push(j.kind);
         args.push(&j.args);
         prios.push(j.priority);
         runs.push(j.run_at);
         maxes.push(j.max_attempts);
+        tenants.push(tenant);
+        traces.push(trace);
     }
     let ids: Vec<i64> = sqlx::query_scalar(
         "INSERT INTO jobs (kind, args, priority, run_at, max_attempts, trace_id, tenant_id)
-         SELECT k, a, p, coalesce(r, now()), m, $6, $7
-           FROM unnest($1::text[], $2::jsonb[], $3::smallint[], $4::timestamptz[], $5::int[])
-                WITH ORDINALITY AS u(k, a, p, r, m, ord)
+         SELECT k, a, p, coalesce(r, now()), m, t, tn
+           FROM unnest($1::text[], $2::jsonb[], $3::smallint[], $4::timestamptz[], $5::int[],
+                       $6::text[], $7::bigint[])
+                WITH ORDINALITY AS u(k, a, p, r, m, t, tn, ord)
           ORDER BY ord
          RETURNING id",
     )
@@ -245,9 +258,9 @@ pub async fn bulk_insert_for<'a>(
     .bind(&prios)
     .bind(&runs)
     .bind(&maxes)
-    .bind(crate::telemetry::current_trace_id())
-    .bind(tenant)
-    .fetch_all(&mut *conn)
+    .bind(&traces)
+    .bind(&tenants)
+    .fetch_all(conn)
     .await?;
     Ok(ids)
 }
