@@ -222,7 +222,23 @@ pub async fn list(
     let mut cond = conditions(f, true);
     cond.push("j.id < $4 AND j.id >= $5".into());
     // A state without a kind: one ordered index scan per kind on (state, kind, id), merged.
-    let sql = if f.state.is_some() && f.kind.is_none() {
+    // A kind without a state: one per state, merged (states are literals so that the partial
+    // index applies; running rows come from their own index).
+    let sql = if f.state.is_none() && f.kind.is_some() {
+        let parts: Vec<String> = ["available", "running", "done", "dead", "cancelled"]
+            .iter()
+            .map(|s| {
+                format!(
+                    "(SELECT {COLS} FROM jobs j WHERE j.state = '{s}' AND {} ORDER BY j.id DESC LIMIT $6)",
+                    cond.join(" AND ")
+                )
+            })
+            .collect();
+        format!(
+            "SELECT * FROM ({}) j ORDER BY j.id DESC LIMIT $6",
+            parts.join(" UNION ALL ")
+        )
+    } else if f.state.is_some() && f.kind.is_none() {
         let mut inner = conditions(f, false);
         inner.push("j.kind = k.kind AND j.id < $4 AND j.id >= $5".into());
         format!(

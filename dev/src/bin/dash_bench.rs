@@ -111,6 +111,9 @@ async fn main() -> anyhow::Result<()> {
         ("STOFLOW_CONFIG", "/nonexistent".into()),
         ("STOFLOW_API__BIND", format!("127.0.0.1:{port}")),
         ("RUST_LOG", "warn".into()),
+        // The per-user rate limit would measure itself, not the dashboard.
+        ("STOFLOW_API__USER_RATE_PER_S", "1000000".into()),
+        ("STOFLOW_API__USER_RATE_BURST", "1000000".into()),
     ];
     let mut api = proc::spawn("api", &[], &env, None)?;
     let base = format!("http://127.0.0.1:{port}");
@@ -125,6 +128,28 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!(Instant::now() < deadline, "api did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The dashboard is for ops users: sign in as one, as the page does.
+    let (email, password) = ("ops@bench.stoflow.dev", "bench-password-1");
+    jobs::auth::create_user(&pool, email, password, jobs::auth::Role::Ops, None).await?;
+    let login: serde_json::Value = client
+        .post(format!("{base}/v1/auth/login"))
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let token = login["access_token"]
+        .as_str()
+        .context("login answered no access_token")?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse()?,
+    );
+    let client = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?;
 
     let gets: Vec<(String, String)> = vec![
         ("overview".into(), "/v1/dashboard/overview".into()),
