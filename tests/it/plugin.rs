@@ -3,34 +3,25 @@
 
 use std::time::{Duration, Instant};
 
-use integration::{Api, TestDb, eventually, free_port, simulators, worker};
+use integration::{Api, Platform, eventually};
 use plugin::{Config, Runner, Step};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(30);
 
-struct Setup {
-    db: TestDb,
-    api: Api,
-    sims: sim::Running,
-    _worker: integration::Proc,
+/// The platform (API, one worker, simulators) with the Vinted helpers these tests share.
+struct Setup(Platform);
+
+impl std::ops::Deref for Setup {
+    type Target = Platform;
+    fn deref(&self) -> &Platform {
+        &self.0
+    }
 }
 
-/// API + one worker + simulators, with `extra` settings (e.g. a short pickup timeout).
+/// The platform with `extra` settings (e.g. a short pickup timeout).
 async fn setup(extra: &[(&'static str, &str)]) -> Setup {
-    let db = TestDb::new().await;
-    let port = free_port();
-    let (sims, env) = simulators(port).await;
-    let mut env: Vec<(&'static str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    env.extend_from_slice(extra);
-    let api = Api::spawn_on(port, &db, &env).await;
-    let w = worker(&db, &env);
-    Setup {
-        db,
-        api,
-        sims,
-        _worker: w,
-    }
+    Setup(Platform::start(1, extra).await)
 }
 
 impl Setup {
@@ -53,25 +44,19 @@ impl Setup {
         Runner::new(cfg)
     }
 
+    /// A product with everything Vinted asks for.
     async fn product(&self, title: &str) -> i64 {
-        let body = json!({"title": title, "description": "Soft merino wool, barely worn.",
-            "brand": "Acme", "size": "M", "color": "navy", "condition": "very_good", "price": "25.00",
-            "images": ["https://img.example/1.jpg", "https://img.example/2.jpg"]});
-        let (s, p) = self.api.post("/v1/products", &body).await;
-        assert_eq!(s, 201, "{p}");
-        p["id"].as_i64().unwrap()
+        self.0
+            .product(
+                json!({"title": title, "description": "Soft merino wool, barely worn.",
+                "size": "M", "color": "navy", "condition": "very_good", "price": "25.00",
+                "images": ["https://img.example/1.jpg", "https://img.example/2.jpg"]}),
+            )
+            .await
     }
 
     async fn publish(&self, product: i64) -> i64 {
-        let (s, v) = self
-            .api
-            .post(
-                &format!("/v1/products/{product}/publish"),
-                &json!({"marketplaces": ["vinted"]}),
-            )
-            .await;
-        assert_eq!(s, 202, "{v}");
-        v["jobs"][0]["job_id"].as_i64().unwrap()
+        self.0.publish(product, &["vinted"]).await[0]
     }
 
     /// The plugin task the publish job made (once it exists).
@@ -104,23 +89,12 @@ impl Setup {
     }
 
     async fn sim_items(&self) -> Vec<Value> {
-        let state: Value = reqwest::get(format!("{}/_admin/state", self.sims.vinted_url))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let state = self.sim_get("vinted", "/_admin/state").await;
         state["items"].as_array().cloned().unwrap_or_default()
     }
 
     async fn sim_admin(&self, method: reqwest::Method, path: &str, body: Value) {
-        let r = reqwest::Client::new()
-            .request(method, format!("{}{path}", self.sims.vinted_url))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{path}: {}", r.status());
+        self.sim_request(method, "vinted", path, body).await;
     }
 
     /// A raw plugin API call with `token` (None: no Authorization header).

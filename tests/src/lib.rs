@@ -670,10 +670,22 @@ impl Platform {
 
     /// POSTs to a simulator's admin API.
     pub async fn sim_admin(&self, marketplace: &str, path: &str, body: Value) -> Value {
+        self.sim_request(reqwest::Method::POST, marketplace, path, body)
+            .await
+    }
+
+    /// Calls a simulator's admin API with `method`; asserts a 2xx.
+    pub async fn sim_request(
+        &self,
+        method: reqwest::Method,
+        marketplace: &str,
+        path: &str,
+        body: Value,
+    ) -> Value {
         let r = self
             .api
             .http
-            .post(format!("{}{path}", self.sim_url(marketplace)))
+            .request(method, format!("{}{path}", self.sim_url(marketplace)))
             .json(&body)
             .send()
             .await
