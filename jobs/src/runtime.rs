@@ -12,6 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
@@ -50,6 +53,10 @@ pub struct Ack {
     pub attempt: i32,
     pub outcome: Outcome,
 }
+
+/// Ack statements in flight at once per process. In a drain the backend writing acks was the
+/// busiest (its UPDATE is CPU-bound in Postgres); with two, one process's acks use two backends.
+const ACK_WRITERS: usize = 2;
 
 enum AckMsg {
     Ack(Ack),
@@ -243,15 +250,20 @@ impl Runtime {
 
     async fn acker(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
         let max = self.settings.worker.ack_batch;
-        let mut batch = Vec::with_capacity(max);
+        let mut writing: FuturesUnordered<BoxFuture<'static, Vec<Ack>>> = FuturesUnordered::new();
         let mut flushes = Vec::new();
         loop {
             // `stop` flushes before it cancels, so nothing sent before the stop is lost.
             let first = tokio::select! {
-                m = rx.recv() => m,
+                Some(batch) = writing.next(), if !writing.is_empty() => {
+                    self.written(&batch);
+                    continue;
+                }
+                m = rx.recv(), if writing.len() < ACK_WRITERS => m,
                 _ = self.stop_all.cancelled() => None,
             };
             let Some(first) = first else { return };
+            let mut batch = Vec::with_capacity(max);
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 match msg {
@@ -263,19 +275,32 @@ impl Runtime {
                 }
             }
             if !batch.is_empty() {
-                self.write_acks(&batch).await;
-                let mut held = self.held.lock().expect("held lock");
-                for a in &batch {
-                    held.remove(&a.id);
-                }
-                drop(held);
-                self.events.changed(batch.iter().map(|a| a.id));
-                batch.clear();
+                let this = self.clone();
+                writing.push(Box::pin(async move {
+                    this.write_acks(&batch).await;
+                    batch
+                }));
             }
-            for f in flushes.drain(..) {
-                let _ = f.send(());
+            if !flushes.is_empty() {
+                // Every ack sent before the flush is in a batch now: wait for all of them.
+                while let Some(batch) = writing.next().await {
+                    self.written(&batch);
+                }
+                for f in flushes.drain(..) {
+                    let _ = f.send(());
+                }
             }
         }
+    }
+
+    /// After a batch of acks is written: its jobs are no longer held here.
+    fn written(&self, batch: &[Ack]) {
+        let mut held = self.held.lock().expect("held lock");
+        for a in batch {
+            held.remove(&a.id);
+        }
+        drop(held);
+        self.events.changed(batch.iter().map(|a| a.id));
     }
 
     /// Writes a batch of outcomes in one statement, retrying while the database is unreachable
