@@ -512,12 +512,23 @@ pub async fn simulators(api_port: u16) -> (sim::Running, Vec<(&'static str, Stri
 }
 
 /// A TCP port free right now on 127.0.0.1.
+/// A port for a process a test starts. `bind(0)` and release would race: between the release and
+/// the process binding it, the kernel may hand the same port to anything else binding port 0 (a
+/// simulator, another test's listener). So ports come from below the kernel's ephemeral range
+/// (32768–60999), where port 0 never lands, and each only once per test process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("free port")
-        .local_addr()
-        .expect("addr")
-        .port()
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(97) % SPAN; // test binaries rarely overlap
+    loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(n < SPAN, "no free port left in {FIRST}..{}", FIRST + SPAN);
+        let port = (FIRST + (start + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Polls an async condition until true; panics with `what` after `within`.
