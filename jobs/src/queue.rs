@@ -474,15 +474,13 @@ pub async fn stats(pool: &PgPool, kinds: &[&str]) -> Result<Vec<KindStats>, Queu
                    pg_class c
              WHERE e.statistics_name = 'jobs_kind_state_stats' AND c.oid = 'jobs'::regclass),
          finished AS (
-            -- Literal states, so the partial index (state, kind, id) applies.
-            SELECT k.kind, s.state, s.exact
-              FROM unnest($1::text[]) AS k(kind) CROSS JOIN LATERAL (VALUES
-                   ('done', (SELECT count(*) FROM (SELECT 1 FROM jobs j WHERE j.state = 'done'
-                                AND j.kind = k.kind LIMIT $2 + 1) x)),
-                   ('dead', (SELECT count(*) FROM (SELECT 1 FROM jobs j WHERE j.state = 'dead'
-                                AND j.kind = k.kind LIMIT $2 + 1) x)),
-                   ('cancelled', (SELECT count(*) FROM (SELECT 1 FROM jobs j WHERE j.state = 'cancelled'
-                                AND j.kind = k.kind LIMIT $2 + 1) x))) AS s(state, exact)),
+            -- The literal IN lets the planner prove the partial index (state, kind, id) applies.
+            SELECT k.kind, s.state,
+                   (SELECT count(*) FROM (SELECT 1 FROM jobs j WHERE j.state = s.state AND j.kind = k.kind
+                                             AND j.state IN ('done', 'dead', 'cancelled')
+                                           LIMIT $2 + 1) x) AS exact
+              FROM unnest($1::text[]) AS k(kind),
+                   unnest(ARRAY['done', 'dead', 'cancelled']) AS s(state)),
          counted AS (
             SELECT f.kind, f.state, f.exact > $2 AS capped,
                    CASE WHEN f.exact > $2 THEN greatest(f.exact, coalesce(e.n, 0)) ELSE f.exact END AS n

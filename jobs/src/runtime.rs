@@ -58,6 +58,9 @@ pub struct Ack {
 /// busiest (its UPDATE is CPU-bound in Postgres); with two, one process's acks use two backends.
 const ACK_WRITERS: usize = 2;
 
+/// Ack statements under way; each yields its batch once written.
+type Writes = FuturesUnordered<BoxFuture<'static, Vec<Ack>>>;
+
 enum AckMsg {
     Ack(Ack),
     Flush(oneshot::Sender<()>),
@@ -250,7 +253,7 @@ impl Runtime {
 
     async fn acker(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
         let max = self.settings.worker.ack_batch;
-        let mut writing: FuturesUnordered<BoxFuture<'static, Vec<Ack>>> = FuturesUnordered::new();
+        let mut writing: Writes = FuturesUnordered::new();
         let mut flushes = Vec::new();
         loop {
             // `stop` flushes before it cancels, so nothing sent before the stop is lost.
@@ -262,7 +265,11 @@ impl Runtime {
                 m = rx.recv(), if writing.len() < ACK_WRITERS => m,
                 _ = self.stop_all.cancelled() => None,
             };
-            let Some(first) = first else { return };
+            let Some(first) = first else {
+                // A statement under way is finished, never dropped halfway.
+                self.finish_writes(&mut writing).await;
+                return;
+            };
             let mut batch = Vec::with_capacity(max);
             let mut next = Some(first);
             while let Some(msg) = next.take() {
@@ -283,13 +290,17 @@ impl Runtime {
             }
             if !flushes.is_empty() {
                 // Every ack sent before the flush is in a batch now: wait for all of them.
-                while let Some(batch) = writing.next().await {
-                    self.written(&batch);
-                }
+                self.finish_writes(&mut writing).await;
                 for f in flushes.drain(..) {
                     let _ = f.send(());
                 }
             }
+        }
+    }
+
+    async fn finish_writes(&self, writing: &mut Writes) {
+        while let Some(batch) = writing.next().await {
+            self.written(&batch);
         }
     }
 

@@ -160,7 +160,7 @@ async fn drain(
         }
         anyhow::Ok(())
     };
-    let t = if feed == Feed::Prefilled {
+    let (t, cpu0) = if feed == Feed::Prefilled {
         queue::set_paused(pool, "noop", true, Some("bench")).await?;
         tokio::time::sleep(Duration::from_millis(200)).await; // the workers hear it
         insert().await?;
@@ -173,7 +173,6 @@ async fn drain(
         insert().await?;
         t
     };
-    let (t, cpu0) = t;
     loop {
         // Waiting and running rows only (their partial indexes): `state <> 'done'` would scan
         // every retained row each time and measure this loop instead of the workers. Even so a
