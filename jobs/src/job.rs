@@ -167,9 +167,31 @@ pub struct RunInfo {
     pub snoozes: i32,
 }
 
+/// The kind of tenant-owned object an id in a job's arguments names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Owned {
+    Product,
+    Account,
+}
+
+impl Owned {
+    /// The table holding these objects, with their `tenant_id`.
+    pub fn table(self) -> &'static str {
+        match self {
+            Self::Product => "products",
+            Self::Account => "marketplace_accounts",
+        }
+    }
+}
+
 /// A job kind: its arguments are `Self`; `run` is its handler.
 pub trait Job: Kind + Serialize + DeserializeOwned + Send + Sync + Unpin + 'static {
     const POLICY: Policy;
+
+    /// Every argument field that names a tenant-owned object, with what it names. The API refuses
+    /// a seller's job naming another tenant's object (404) from this list, so a kind declares it
+    /// (no default) and `kinds::tests` checks no `*_id` field of a public kind is left out.
+    const IDS: &'static [(&'static str, Owned)];
 
     /// Checks beyond the schema, run by the API before anything is enqueued.
     fn validate(&self) -> Result<(), String> {

@@ -225,3 +225,133 @@ async fn a_sellers_event_stream_carries_only_their_own_jobs() {
     })
     .await;
 }
+
+/// Resolves `$ref`s and `allOf`s of an OpenAPI schema into its properties and required fields.
+fn properties(
+    spec: &Value,
+    schema: &Value,
+    props: &mut serde_json::Map<String, Value>,
+    req: &mut Vec<String>,
+) {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.trim_start_matches("#/components/schemas/");
+        return properties(spec, &spec["components"]["schemas"][name], props, req);
+    }
+    for part in schema["allOf"].as_array().into_iter().flatten() {
+        properties(spec, part, props, req);
+    }
+    if let Some(p) = schema["properties"].as_object() {
+        props.extend(p.clone());
+    }
+    for r in schema["required"].as_array().into_iter().flatten() {
+        req.push(r.as_str().unwrap().to_string());
+    }
+}
+
+/// A value the schema accepts (the first of an enum, else one of its type).
+fn sample(spec: &Value, schema: &Value) -> Value {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.trim_start_matches("#/components/schemas/");
+        return sample(spec, &spec["components"]["schemas"][name]);
+    }
+    if let Some(e) = schema["enum"].as_array() {
+        return e[0].clone();
+    }
+    match schema["type"].as_str() {
+        Some("integer") | Some("number") => json!(1),
+        Some("boolean") => json!(false),
+        _ => json!("x"),
+    }
+}
+
+#[tokio::test]
+async fn every_public_kind_refuses_another_tenants_ids_and_enqueues_nothing() {
+    let db = TestDb::new().await;
+    let api = Api::spawn(&db, &[]).await;
+    let (other, _) = other_seller(&db, &api).await;
+    // Tenant A's objects, named by tenant B's jobs.
+    let (_, p) = api
+        .post(
+            "/v1/products",
+            &json!({"title": "Scarf", "condition": "good", "price": "10.00"}),
+        )
+        .await;
+    let product = p["id"].as_i64().unwrap();
+    let account: i64 = sqlx::query_scalar(
+        "INSERT INTO marketplace_accounts (tenant_id, marketplace, external_user_id) VALUES ($1, 'etsy', 'u1')
+         RETURNING id",
+    )
+    .bind(api.seller_login.tenant_id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+
+    // The kinds a client may enqueue, from the OpenAPI document's job union.
+    let (_, spec) = api.get("/openapi.json").await;
+    let job_schema = &spec["components"]["schemas"]["EnqueueRequest"]["properties"]["job"];
+    let union_ref = job_schema["$ref"]
+        .as_str()
+        .or_else(|| job_schema["allOf"][0]["$ref"].as_str())
+        .expect("the job union's $ref");
+    let any_job =
+        &spec["components"]["schemas"][union_ref.trim_start_matches("#/components/schemas/")];
+    let mapping = any_job["discriminator"]["mapping"]
+        .as_object()
+        .expect("kind mapping");
+    assert!(
+        !mapping.contains_key("dispatch_plugin_task"),
+        "only the platform enqueues plugin dispatches"
+    );
+    let mut checked = 0;
+    for (kind, schema) in mapping {
+        let schema = json!({"$ref": schema});
+        let (mut props, mut required) = (serde_json::Map::new(), vec![]);
+        properties(&spec, &schema, &mut props, &mut required);
+        let mut args = serde_json::Map::new();
+        for r in required.iter().filter(|r| *r != "kind") {
+            args.insert(r.clone(), sample(&spec, &props[r]));
+        }
+        for field in props.keys().filter(|f| f.ends_with("_id")) {
+            let foreign = match field.as_str() {
+                "product_id" => product,
+                "account_id" => account,
+                f => panic!("{kind}.{f}: add a fixture for this id's object to this test"),
+            };
+            let mut job = args.clone();
+            job.insert("kind".into(), json!(kind));
+            job.insert(field.clone(), json!(foreign));
+            let before = db.count("true").await;
+            for (path, body) in [
+                ("/v1/jobs", json!({"job": job})),
+                ("/v1/jobs/batch", json!({"jobs": [{"job": job}]})),
+            ] {
+                let (s, v) = api.post_as(&other, path, &body).await;
+                assert_eq!(s, 404, "{kind}.{field} = A's object via {path}: {v}");
+            }
+            assert_eq!(
+                db.count("true").await,
+                before,
+                "{kind}.{field}: a job was enqueued"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 5, "checked only {checked} id fields");
+
+    // The plugin task's follower is the platform's own: a client cannot name a task at all.
+    let (s, v) = api
+        .post_as(
+            &other,
+            "/v1/jobs",
+            &json!({"job": {"kind": "dispatch_plugin_task", "plugin_task_id": 1}}),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not a kind that can be enqueued"),
+        "{v}"
+    );
+}

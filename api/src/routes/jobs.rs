@@ -8,7 +8,8 @@ use poem_openapi::payload::{EventStream, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde_json::Value;
 
-use jobs::kinds::{ALL_KINDS, AnyJob};
+use jobs::job::Owned;
+use jobs::kinds::{self, ALL_KINDS, AnyJob};
 use jobs::queue::{self, JobRow, JobState, ListFilter, NewJob};
 
 use crate::AppState;
@@ -262,33 +263,34 @@ impl JobsApi {
         })
     }
 
-    /// A seller may only name their own products and accounts in a job's arguments; another
-    /// tenant's id is a 404, as everywhere.
+    /// A seller may only name their own objects in a job's arguments: every id field a kind
+    /// declares (`Job::IDS`) is checked; another tenant's id is a 404, as everywhere.
     async fn check_owned(&self, auth: &Seller, jobs: &[NewJob]) -> Result<(), Problem> {
         if auth.0.is_ops() {
             return Ok(());
         }
-        for (field, table) in [
-            ("product_id", "products"),
-            ("account_id", "marketplace_accounts"),
-        ] {
-            let ids: Vec<i64> = jobs
-                .iter()
-                .filter_map(|j| j.args.get(field).and_then(Value::as_i64))
-                .collect();
-            if ids.is_empty() {
-                continue;
+        let mut wanted: std::collections::BTreeMap<Owned, Vec<(&str, i64)>> = Default::default();
+        for j in jobs {
+            for (field, owned) in kinds::declared_ids(j.kind) {
+                if let Some(id) = j.args.get(*field).and_then(Value::as_i64) {
+                    wanted.entry(*owned).or_default().push((field, id));
+                }
             }
+        }
+        for (owned, refs) in wanted {
+            let ids: Vec<i64> = refs.iter().map(|(_, id)| *id).collect();
             let missing: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                 "SELECT i FROM unnest($1::bigint[]) AS i
-                  WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.id = i AND t.tenant_id = $2)
-                  LIMIT 1"
+                  WHERE NOT EXISTS (SELECT 1 FROM {} t WHERE t.id = i AND t.tenant_id = $2)
+                  LIMIT 1",
+                owned.table()
             )))
             .bind(&ids)
             .bind(auth.tenant())
             .fetch_optional(&self.st.pool)
             .await?;
             if let Some(id) = missing {
+                let field = refs.iter().find(|(_, i)| *i == id).map_or("id", |(f, _)| f);
                 return Err(Problem::not_found(format!("{field} {id}: no such object")));
             }
         }

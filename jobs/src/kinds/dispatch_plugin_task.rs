@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::job::{Job, JobContext, JobError, Policy, RunInfo};
+use crate::job::{Job, JobContext, JobError, Owned, Policy, RunInfo};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(
@@ -26,6 +26,7 @@ pub struct DispatchPluginTask {
 
 impl Job for DispatchPluginTask {
     const POLICY: Policy = Policy::new(3, 60, 8).backoff(5_000, 900);
+    const IDS: &'static [(&'static str, Owned)] = &[];
 
     async fn run(self, ctx: JobContext, run: RunInfo) -> Result<Value, JobError> {
         crate::plugin::follow(&ctx, run.job_id, self.plugin_task_id).await

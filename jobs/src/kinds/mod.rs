@@ -22,7 +22,7 @@ pub use refresh_token::RefreshToken;
 pub use sync_orders::SyncOrders;
 pub use withdraw_listing::WithdrawListing;
 
-use crate::job::{Job, Kind, Policy};
+use crate::job::{Job, Kind, Owned, Policy};
 
 /// Visits every kind with its type, so generic code (worker registration) covers them all.
 pub trait KindVisitor {
@@ -95,6 +95,14 @@ macro_rules! job_kinds {
             }
         }
 
+        /// The argument fields of a public kind that name tenant-owned objects (`Job::IDS`).
+        pub fn declared_ids(kind: &str) -> &'static [(&'static str, Owned)] {
+            match kind {
+                $($name => <$ty as Job>::IDS,)*
+                _ => &[],
+            }
+        }
+
         /// The declared policy of a kind, by name.
         pub fn declared_policy(kind: &str) -> Option<Policy> {
             match kind {
@@ -118,11 +126,12 @@ job_kinds! {
         SyncOrders => "sync_orders",
         RefreshToken => "refresh_token",
         PollEtsy => "poll_etsy",
-        DispatchPluginTask => "dispatch_plugin_task",
         Noop => "noop",
     }
     internal {
         PruneJobs => "prune_jobs",
+        // Enqueued with its plugin task, in the same transaction (`plugin::create_or_join`).
+        DispatchPluginTask => "dispatch_plugin_task",
     }
 }
 
@@ -146,6 +155,29 @@ mod tests {
         for k in ALL_KINDS {
             assert!(seen.insert(*k), "duplicate kind {k}");
             assert!(k.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{k}");
+        }
+    }
+
+    /// A public kind whose arguments name an object must declare it in `Job::IDS`, or a seller
+    /// could enqueue it with another tenant's id.
+    #[cfg(feature = "openapi")]
+    #[test]
+    fn every_id_field_of_a_public_kind_is_declared_owned() {
+        for k in PUBLIC_KINDS {
+            let declared: Vec<&str> = declared_ids(k).iter().map(|(f, _)| *f).collect();
+            let fields = field_names(k).unwrap();
+            for f in &fields {
+                assert!(
+                    !f.ends_with("_id") || declared.contains(f),
+                    "{k}.{f} names an object: declare it in {k}'s Job::IDS"
+                );
+            }
+            for d in &declared {
+                assert!(
+                    fields.contains(d),
+                    "{k} declares {d}, which it has no field for"
+                );
+            }
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::job::{Job, JobContext, JobError, Policy, RunInfo};
+use crate::job::{Job, JobContext, JobError, Owned, Policy, RunInfo};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -58,6 +58,7 @@ pub struct Noop {
 
 impl Job for Noop {
     const POLICY: Policy = Policy::new(3, 3_600, 50).backoff(1_000, 60);
+    const IDS: &'static [(&'static str, Owned)] = &[];
 
     async fn run(self, ctx: JobContext, run: RunInfo) -> Result<Value, JobError> {
         if let Some(ms) = self.sleep_ms.filter(|ms| *ms > 0) {

@@ -14,7 +14,7 @@ use super::sync_orders::{connected_account, sync};
 use crate::Kind;
 use crate::accounts;
 use crate::domain::Marketplace;
-use crate::job::{Job, JobContext, JobError, Policy, RunInfo};
+use crate::job::{Job, JobContext, JobError, Owned, Policy, RunInfo};
 use crate::marketplace::etsy::{ListingState, MAX_PAGE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +51,7 @@ pub struct PollEtsy {
 
 impl Job for PollEtsy {
     const POLICY: Policy = Policy::new(3, 120, 4).backoff(5_000, 600);
+    const IDS: &'static [(&'static str, Owned)] = &[("account_id", Owned::Account)];
 
     async fn run(self, ctx: JobContext, run: RunInfo) -> Result<Value, JobError> {
         let account = connected_account(&ctx, self.account_id).await?;

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::job::{Job, JobContext, JobError, Policy, RunInfo};
+use crate::job::{Job, JobContext, JobError, Owned, Policy, RunInfo};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PruneJobs {
@@ -16,6 +16,7 @@ pub struct PruneJobs {
 
 impl Job for PruneJobs {
     const POLICY: Policy = Policy::new(3, 600, 1).backoff(10_000, 600);
+    const IDS: &'static [(&'static str, Owned)] = &[];
 
     async fn run(self, ctx: JobContext, _run: RunInfo) -> Result<Value, JobError> {
         let r = &ctx.settings.retention;

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::Kind;
 use crate::domain::Marketplace;
-use crate::job::{Job, JobContext, JobError, Policy, RunInfo};
+use crate::job::{Job, JobContext, JobError, Owned, Policy, RunInfo};
 use crate::{accounts, catalogue, listings, publishing};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,6 +30,7 @@ pub struct PublishListing {
 
 impl Job for PublishListing {
     const POLICY: Policy = Policy::new(8, 120, 8).backoff(2_000, 3_600);
+    const IDS: &'static [(&'static str, Owned)] = &[("product_id", Owned::Product)];
 
     async fn run(self, ctx: JobContext, run: RunInfo) -> Result<Value, JobError> {
         let m = self.marketplace;

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::job::{Job, JobContext, JobError, Policy, RunInfo};
+use crate::job::{Job, JobContext, JobError, Owned, Policy, RunInfo};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(
@@ -24,6 +24,7 @@ pub struct RefreshToken {
 
 impl Job for RefreshToken {
     const POLICY: Policy = Policy::new(6, 30, 4).backoff(1_000, 300);
+    const IDS: &'static [(&'static str, Owned)] = &[("account_id", Owned::Account)];
 
     async fn run(self, ctx: JobContext, _run: RunInfo) -> Result<Value, JobError> {
         crate::accounts::refresh_account(

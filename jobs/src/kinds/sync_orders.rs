@@ -12,7 +12,7 @@ use super::publish_listing::failed;
 use crate::Kind;
 use crate::accounts::{self, Account};
 use crate::domain::Marketplace;
-use crate::job::{Job, JobContext, JobError, Policy, RunInfo};
+use crate::job::{Job, JobContext, JobError, Owned, Policy, RunInfo};
 use crate::marketplace::{ebay, etsy};
 use crate::orders::{self, RemoteLine, RemoteOrder};
 
@@ -34,6 +34,7 @@ const EBAY_PAGE: u32 = 200;
 
 impl Job for SyncOrders {
     const POLICY: Policy = Policy::new(5, 300, 4).backoff(5_000, 1_800);
+    const IDS: &'static [(&'static str, Owned)] = &[("account_id", Owned::Account)];
 
     async fn run(self, ctx: JobContext, run: RunInfo) -> Result<Value, JobError> {
         let account = connected_account(&ctx, self.account_id).await?;
