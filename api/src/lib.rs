@@ -111,7 +111,7 @@ async fn metrics(st: &AppState) -> poem::Result<poem::Response> {
     jobs::metrics::render_process(&mut out);
     let stats = jobs::queue::stats(&st.pool, jobs::kinds::ALL_KINDS)
         .await
-        .map_err(poem::error::InternalServerError)?;
+        .map_err(db_error)?;
     let mut depth = vec![];
     let (mut oldest, mut paused) = (vec![], vec![]);
     for k in &stats {
@@ -156,7 +156,7 @@ async fn metrics(st: &AppState) -> poem::Result<poem::Response> {
     let alive: i64 = sqlx::query_scalar("SELECT count(*) FROM workers WHERE stopped_at IS NULL")
         .fetch_one(&st.pool)
         .await
-        .map_err(poem::error::InternalServerError)?;
+        .map_err(db_error)?;
     render_gauge(
         &mut out,
         "stoflow_worker_processes",
@@ -169,12 +169,15 @@ async fn metrics(st: &AppState) -> poem::Result<poem::Response> {
         .body(out))
 }
 
+/// A database error outside an operation, as the same problem an operation would answer.
+fn db_error(e: impl Into<problem::Problem>) -> poem::Error {
+    poem::Error::from_response(poem::IntoResponse::into_response(e.into()))
+}
+
 /// Budget and circuit gauges from the fleet-wide limiter's rows.
 async fn limit_gauges(st: &AppState, out: &mut String) -> poem::Result<()> {
     use jobs::metrics::{label_text, render_gauge};
-    let v = jobs::limits::view(&st.pool)
-        .await
-        .map_err(poem::error::InternalServerError)?;
+    let v = jobs::limits::view(&st.pool).await.map_err(db_error)?;
     let (mut used, mut remaining, mut blocked) = (vec![], vec![], vec![]);
     for k in &v.keys {
         let l = label_text(&[("key", &k.key), ("marketplace", &k.marketplace)]);
@@ -346,7 +349,12 @@ fn unknown_job_fields(body: &[u8]) -> Option<String> {
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let signal = jobs::shutdown_signal();
-    let pool = jobs::db::connect_migrated(&settings, false).await?;
+    let pool = jobs::db::connect_migrated_waiting(
+        &settings,
+        false,
+        std::time::Duration::from_millis(settings.api.db_acquire_timeout_ms),
+    )
+    .await?;
     let bind = settings.api.bind.clone();
     let job_changes = events::spawn_listener(pool.clone());
     let st = Arc::new(AppState {

@@ -52,8 +52,9 @@ pub enum Problem {
     TooManyRequests(Json<ProblemBody>, #[oai(header = "Retry-After")] u64),
     #[oai(status = 500, content_type = "application/problem+json")]
     Internal(Json<ProblemBody>),
+    /// The database cannot be reached right now; retry after `Retry-After` seconds.
     #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<ProblemBody>),
+    Unavailable(Json<ProblemBody>, #[oai(header = "Retry-After")] u64),
 }
 
 fn body(status: StatusCode, detail: impl Into<String>) -> Json<ProblemBody> {
@@ -90,7 +91,7 @@ impl Problem {
         Self::Unprocessable(body(StatusCode::UNPROCESSABLE_ENTITY, d))
     }
     pub fn unavailable(d: impl Into<String>) -> Self {
-        Self::Unavailable(body(StatusCode::SERVICE_UNAVAILABLE, d))
+        Self::Unavailable(body(StatusCode::SERVICE_UNAVAILABLE, d), 1)
     }
     /// Logs the cause; the client gets no internals.
     pub fn internal(e: &dyn std::fmt::Display) -> Self {
@@ -121,6 +122,12 @@ impl From<sqlx::Error> for Problem {
             return Problem::bad_request(
                 "a text field holds a character that cannot be stored (NUL, \\u0000)",
             );
+        }
+        // Postgres down or restarting: say so at once, the client may retry (never a 500).
+        if jobs::db::is_unavailable(&e) {
+            jobs::db::note_broken(&e);
+            tracing::warn!(error = %e, "database unavailable");
+            return Problem::unavailable("the database is unavailable; retry shortly");
         }
         Problem::internal(&e)
     }

@@ -1,6 +1,7 @@
 //! `stoflow-dev up`: the whole platform on this machine — Postgres (a private cluster unless
 //! `DATABASE_URL` is set), migrations, the API, two worker processes and the scheduler — with
-//! their URLs printed. Ctrl-C stops everything gracefully.
+//! their URLs printed. A child that exits is started again (with a growing delay); Ctrl-C stops
+//! everything gracefully.
 //! `stoflow-dev pg`: start the private cluster and print its URL. `stoflow-dev pg-stop`: stop it.
 
 use std::process::{Child, ExitCode};
@@ -41,27 +42,26 @@ fn up() -> anyhow::Result<()> {
         );
     }
     let bind = std::env::var("STOFLOW_API__BIND").unwrap_or_else(|_| "127.0.0.1:8080".into());
+    // Development mode: the published development keys of config.default.toml are accepted.
     let env = [
         ("DATABASE_URL", url.clone()),
         ("STOFLOW_API__BIND", bind.clone()),
+        ("STOFLOW_ENV", "development".into()),
     ];
 
     let status = proc::spawn("worker", &["migrate"], &env, None)?.wait()?;
     anyhow::ensure!(status.success(), "migrations failed");
 
-    let mut children: Vec<(&str, Child)> = vec![
-        ("api", proc::spawn("api", &[], &env, None)?),
-        ("worker-1", proc::spawn("worker", &["run"], &env, None)?),
-        ("worker-2", proc::spawn("worker", &["run"], &env, None)?),
-        (
-            "scheduler",
-            proc::spawn("worker", &["scheduler"], &env, None)?,
-        ),
+    let mut children: Vec<Supervised> = vec![
+        Supervised::start("api", "api", &[], &env)?,
+        Supervised::start("worker-1", "worker", &["run"], &env)?,
+        Supervised::start("worker-2", "worker", &["run"], &env)?,
+        Supervised::start("scheduler", "worker", &["scheduler"], &env)?,
     ];
     // Marketplace simulators, so every flow works with no credentials (STOFLOW_DEV_NO_SIM=1: off).
     let sim = std::env::var("STOFLOW_DEV_NO_SIM").is_err();
     if sim {
-        children.push(("simulators", proc::spawn("stoflow-sim", &[], &[], None)?));
+        children.push(Supervised::start("simulators", "stoflow-sim", &[], &[])?);
     }
 
     let base = format!("http://{bind}");
@@ -89,40 +89,109 @@ fn up() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let exited = rt.block_on(async {
+    rt.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => return Ok::<_, std::io::Error>(None),
-                _ = term.recv() => return Ok(None),
+                _ = tokio::signal::ctrl_c() => return Ok::<_, std::io::Error>(()),
+                _ = term.recv() => return Ok(()),
                 _ = tick.tick() => {
-                    for (name, c) in children.iter_mut() {
-                        if let Ok(Some(s)) = c.try_wait() {
-                            return Ok(Some(format!("{name} exited ({s})")));
-                        }
+                    for c in children.iter_mut() {
+                        c.supervise();
                     }
                 }
             }
         }
     })?;
     println!("stopping…");
-    for (_, c) in children.iter_mut() {
-        proc::signal(c, "TERM");
+    for c in children.iter_mut() {
+        if let Some(child) = c.child.as_mut() {
+            proc::signal(child, "TERM");
+        }
     }
-    for (name, c) in children.iter_mut() {
-        match proc::terminate(c, Duration::from_secs(35)) {
-            Some(s) if s.success() => {}
-            s => eprintln!("{name}: {s:?}"),
+    for c in children.iter_mut() {
+        if let Some(child) = c.child.as_mut() {
+            match proc::terminate(child, Duration::from_secs(35)) {
+                Some(s) if s.success() => {}
+                s => eprintln!("{}: {s:?}", c.name),
+            }
         }
     }
     if let Some(c) = cluster {
         c.stop()?;
     }
-    match exited {
-        Some(why) => Err(anyhow::anyhow!(why)),
-        None => Ok(()),
+    Ok(())
+}
+
+/// A child process restarted when it exits, with a growing delay (a process that keeps
+/// crashing is not restarted in a tight loop; one that ran a while starts again at once).
+struct Supervised {
+    name: &'static str,
+    bin: &'static str,
+    args: Vec<&'static str>,
+    env: Vec<(&'static str, String)>,
+    child: Option<Child>,
+    started: Instant,
+    delay: Duration,
+    restart_at: Option<Instant>,
+}
+
+impl Supervised {
+    const FIRST_DELAY: Duration = Duration::from_millis(500);
+    const MAX_DELAY: Duration = Duration::from_secs(30);
+    /// Up this long, a process is healthy again: its next restart is quick.
+    const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+
+    fn start(
+        name: &'static str,
+        bin: &'static str,
+        args: &[&'static str],
+        env: &[(&'static str, String)],
+    ) -> std::io::Result<Self> {
+        let child = proc::spawn(bin, args, env, None)?;
+        Ok(Self {
+            name,
+            bin,
+            args: args.to_vec(),
+            env: env.to_vec(),
+            child: Some(child),
+            started: Instant::now(),
+            delay: Self::FIRST_DELAY,
+            restart_at: None,
+        })
+    }
+
+    fn supervise(&mut self) {
+        if let Some(c) = self.child.as_mut()
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            if self.started.elapsed() >= Self::HEALTHY_AFTER {
+                self.delay = Self::FIRST_DELAY;
+            }
+            eprintln!(
+                "stoflow-dev: {} exited ({status}); restarting in {:.1} s",
+                self.name,
+                self.delay.as_secs_f64()
+            );
+            self.child = None;
+            self.restart_at = Some(Instant::now() + self.delay);
+            self.delay = (self.delay * 2).min(Self::MAX_DELAY);
+        }
+        if self.restart_at.is_some_and(|at| Instant::now() >= at) {
+            self.restart_at = None;
+            match proc::spawn(self.bin, &self.args, &self.env, None) {
+                Ok(c) => {
+                    self.child = Some(c);
+                    self.started = Instant::now();
+                }
+                Err(e) => {
+                    eprintln!("stoflow-dev: cannot restart {}: {e}", self.name);
+                    self.restart_at = Some(Instant::now() + self.delay);
+                }
+            }
+        }
     }
 }
 

@@ -114,27 +114,7 @@ impl Cluster {
                     .port();
             }
             std::fs::write(&port_file, c.port.to_string())?;
-            let log = c.data_dir.join("server.log");
-            let opts = format!("-p {}", c.port);
-            c.pg(
-                "pg_ctl start",
-                &[
-                    "-D",
-                    &c.dir(),
-                    "-o",
-                    &opts,
-                    "-l",
-                    &log.to_string_lossy(),
-                    "-w",
-                    "-t",
-                    "60",
-                    "start",
-                ],
-            )
-            .map_err(|e| PgError::Command {
-                step: "pg_ctl start".into(),
-                detail: format!("{e}; see {}", log.display()),
-            })?;
+            c.start()?;
         }
         Ok(c)
     }
@@ -153,11 +133,42 @@ impl Cluster {
     }
 
     pub fn stop(&self) -> Result<(), PgError> {
+        self.stop_with("fast")
+    }
+
+    /// Stops the server with a `pg_ctl` shutdown mode: smart, fast or immediate (a crash).
+    pub fn stop_with(&self, mode: &str) -> Result<(), PgError> {
         self.pg(
             "pg_ctl stop",
-            &["-D", &self.dir(), "-m", "fast", "-w", "stop"],
+            &["-D", &self.dir(), "-m", mode, "-w", "stop"],
         )
         .map(|_| ())
+    }
+
+    /// Starts the stopped server again on its port.
+    pub fn start(&self) -> Result<(), PgError> {
+        let log = self.data_dir.join("server.log");
+        let opts = format!("-p {}", self.port);
+        self.pg(
+            "pg_ctl start",
+            &[
+                "-D",
+                &self.dir(),
+                "-o",
+                &opts,
+                "-l",
+                &log.to_string_lossy(),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        )
+        .map(|_| ())
+        .map_err(|e| PgError::Command {
+            step: "pg_ctl start".into(),
+            detail: format!("{e}; see {}", log.display()),
+        })
     }
 
     /// Runs a server binary, as `postgres` when we are root.

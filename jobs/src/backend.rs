@@ -280,6 +280,7 @@ impl<J: Job> Fetcher<J> {
             .bind(&self.rt.worker_id)
             .bind(J::KIND)
             .bind(n as i64)
+            .bind(self.rt.settings.worker.lease_timeout().as_secs_f64())
             .fetch_all(&self.rt.pool)
             .await?;
         rows.sort_by(|a, b| {
@@ -345,12 +346,16 @@ impl<J: Job> Fetcher<J> {
 
 /// Claims up to $3 ready jobs of kind $2 for worker $1. The inner SELECT walks the partial index
 /// of waiting rows only; `id = ANY(ARRAY(…))` keeps the planner from joining against the whole
-/// table however many finished rows it holds (apalis-postgres D3).
+/// table however many finished rows it holds (apalis-postgres D3). Fenced by the claimer's own
+/// lease: a worker declared dead, or whose heartbeat is older than $4 seconds (frozen, cut off),
+/// claims nothing (a one-time check, not per row).
 pub const CLAIM_SQL: &str =
     "UPDATE jobs SET state = 'running', attempt = attempt + 1, attempted_at = now(), locked_by = $1
   WHERE id = ANY(ARRAY(
         SELECT id FROM jobs
          WHERE state = 'available' AND kind = $2 AND run_at <= now()
+           AND EXISTS (SELECT 1 FROM workers w WHERE w.id = $1 AND w.stopped_at IS NULL
+                         AND w.heartbeat_at > now() - make_interval(secs => $4))
          ORDER BY priority DESC, run_at, id
          LIMIT $3
          FOR UPDATE SKIP LOCKED))

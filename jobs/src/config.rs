@@ -83,6 +83,8 @@ pub struct ApiSettings {
     /// Requests per second each user may make (sustained), and the burst above it.
     pub user_rate_per_s: u32,
     pub user_rate_burst: u32,
+    /// How long a request waits for a database connection before it answers 503.
+    pub db_acquire_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -314,6 +316,12 @@ pub struct PolicyOverride {
     pub backoff_cap_ms: Option<u64>,
 }
 
+/// Why a start without real keys is refused, and what to set.
+const DEV_KEYS_REFUSED: &str = "the published development keys are refused outside development: \
+set STOFLOW_SECURITY__TOKEN_KEYS and STOFLOW_SECURITY__ACTIVE_TOKEN_KEY (token encryption) and \
+STOFLOW_AUTH__SIGNING_KEYS and STOFLOW_AUTH__ACTIVE_SIGNING_KEY (access tokens) to your own keys \
+(README, \"Production settings\"), or STOFLOW_ENV=development for local development only";
+
 impl Settings {
     /// Loads the layers from the process environment and validates them.
     pub fn load() -> Result<Self, ConfigError> {
@@ -337,9 +345,23 @@ impl Settings {
     }
 
     /// The defaults alone (tests and tools start from these).
+    /// The embedded defaults in development mode (tests, tools): production refuses their keys.
     pub fn defaults() -> Self {
-        Self::from_figment(Figment::new().merge(Toml::string(DEFAULTS)))
-            .expect("embedded defaults are valid")
+        Self::from_figment(
+            Figment::new()
+                .merge(Toml::string(DEFAULTS))
+                .merge(("security.environment", "development")),
+        )
+        .expect("embedded defaults are valid")
+    }
+
+    /// The development keys published in the embedded defaults: (token keys, signing keys).
+    fn published_keys() -> (Vec<Secret>, Vec<Secret>) {
+        let fig = Figment::new().merge(Toml::string(DEFAULTS));
+        (
+            fig.extract_inner("security.token_keys").unwrap_or_default(),
+            fig.extract_inner("auth.signing_keys").unwrap_or_default(),
+        )
     }
 
     fn from_figment(fig: Figment) -> Result<Self, ConfigError> {
@@ -457,28 +479,22 @@ impl Settings {
         match self.security.environment.as_str() {
             "development" => {}
             "production" => {
-                let defaults = Self::defaults();
+                let (token_keys, signing_keys) = Self::published_keys();
                 if self
                     .security
                     .token_keys
                     .iter()
-                    .any(|k| defaults.security.token_keys.contains(k))
+                    .any(|k| token_keys.contains(k))
                 {
-                    return bad(
-                        "security.token_keys",
-                        "the development key is refused in production: set STOFLOW_SECURITY__TOKEN_KEYS",
-                    );
+                    return bad("security.token_keys", DEV_KEYS_REFUSED);
                 }
                 if self
                     .auth
                     .signing_keys
                     .iter()
-                    .any(|k| defaults.auth.signing_keys.contains(k))
+                    .any(|k| signing_keys.contains(k))
                 {
-                    return bad(
-                        "auth.signing_keys",
-                        "the development key is refused in production: set STOFLOW_AUTH__SIGNING_KEYS",
-                    );
+                    return bad("auth.signing_keys", DEV_KEYS_REFUSED);
                 }
             }
             other => {

@@ -1,6 +1,7 @@
 //! Pool and migrations of the platform's own tables (`migrations/` at the workspace root).
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -9,17 +10,60 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    connect_with(url, max_connections, true).await
+    connect_with(url, max_connections, true, Duration::from_secs(10)).await
 }
+
+/// Whether an error says the database could not be reached or the connection broke (a server
+/// stopped or restarted), as opposed to a statement Postgres refused.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // 57P01-03: the server is shutting down or restarting; 08xxx: connection exceptions.
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),
+        _ => false,
+    }
+}
+
+/// When a connection of this process was last seen broken (ms since the epoch; 0: never).
+static LAST_BROKEN_MS: AtomicU64 = AtomicU64::new(0);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Records that a connection broke: pooled connections idle since then are checked before
+/// their next use (a server restart kills them all at once, and each would fail one request).
+pub fn note_broken(e: &sqlx::Error) {
+    if is_unavailable(e) {
+        LAST_BROKEN_MS.store(now_ms(), Ordering::Relaxed);
+    }
+}
+
+/// A pooled connection idle this long is checked before use: after a quiet spell the server
+/// may have restarted without this process noticing.
+const CHECK_IDLE_AFTER: Duration = Duration::from_secs(2);
 
 /// `custom_plans`: plan every execution with its real parameters. The worker needs it: a generic
 /// plan assumes an array parameter holds 10 elements, which turned a 1,000-row ack into a nested
 /// loop that re-ran `unnest` 1,000 times (a second per batch). The API's statements are small and
 /// hot (one enqueue per request), where re-planning each time is a tenth of the enqueue's cost.
+///
+/// `acquire_timeout`: how long a caller waits for a connection; the API keeps it short so that a
+/// database outage is a quick 503, not a hung request.
 pub async fn connect_with(
     url: &str,
     max_connections: u32,
     custom_plans: bool,
+    acquire_timeout: Duration,
 ) -> Result<PgPool, sqlx::Error> {
     let mut opts: PgConnectOptions = url.parse()?;
     opts = opts.application_name("stoflow");
@@ -28,11 +72,23 @@ pub async fn connect_with(
     }
     PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(acquire_timeout)
         // No ping before each use: it is a round trip on every acquire (a quarter of an enqueue's
-        // cost). A connection that died is found on use, fails that query (retried by the worker
-        // loops, a 5xx for an API request) and is dropped from the pool.
+        // cost). Only a connection idle for a while, or idle since a connection of this process
+        // was seen broken, is pinged first (a dead one is then replaced, not handed out).
         .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                let idle_since = now_ms().saturating_sub(meta.idle_for.as_millis() as u64);
+                if meta.idle_for >= CHECK_IDLE_AFTER
+                    || idle_since <= LAST_BROKEN_MS.load(Ordering::Relaxed)
+                {
+                    use sqlx::Connection as _;
+                    return Ok(conn.ping().await.is_ok());
+                }
+                Ok(true)
+            })
+        })
         .connect_with(opts)
         .await
 }
@@ -44,10 +100,17 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 /// Whether every migration this build knows has been applied (readiness).
 pub async fn migrations_applied(pool: &PgPool) -> Result<bool, sqlx::Error> {
     let applied: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+        match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
             .fetch_all(pool)
             .await
-            .unwrap_or_default();
+        {
+            Ok(v) => v,
+            // No migrations table yet: nothing applied.
+            Err(e) if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("42P01") => {
+                vec![]
+            }
+            Err(e) => return Err(e),
+        };
     Ok(MIGRATOR.iter().all(|m| applied.contains(&m.version)))
 }
 
@@ -65,11 +128,43 @@ pub enum StartError {
 pub async fn connect_migrated(
     settings: &crate::Settings,
     custom_plans: bool,
+    acquire_timeout: Duration,
 ) -> Result<PgPool, StartError> {
     let url = settings.database_url()?;
-    let pool = connect_with(url, settings.database.max_connections, custom_plans)
-        .await
-        .map_err(StartError::Connect)?;
+    let pool = connect_with(
+        url,
+        settings.database.max_connections,
+        custom_plans,
+        acquire_timeout,
+    )
+    .await
+    .map_err(StartError::Connect)?;
     migrate(&pool).await?;
     Ok(pool)
+}
+
+/// [`connect_migrated`], waiting for the database while it cannot be reached (a process started
+/// before Postgres, or restarted during an outage, comes up when Postgres does).
+pub async fn connect_migrated_waiting(
+    settings: &crate::Settings,
+    custom_plans: bool,
+    acquire_timeout: Duration,
+) -> Result<PgPool, StartError> {
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match connect_migrated(settings, custom_plans, acquire_timeout).await {
+            Err(StartError::Connect(e)) if is_unavailable(&e) => {
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "database unreachable; waiting for it");
+            }
+            Err(StartError::Migrate(sqlx::migrate::MigrateError::Execute(e)))
+                if is_unavailable(&e) =>
+            {
+                tracing::warn!(error = %e, "database went away while migrating; waiting for it");
+            }
+            other => return other,
+        }
+        tokio::time::sleep(wait).await;
+        // Short steps: processing should resume within a second or two of the database's return.
+        wait = (wait * 2).min(Duration::from_secs(1));
+    }
 }

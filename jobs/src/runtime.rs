@@ -422,33 +422,48 @@ impl Runtime {
                 _ = tick.tick() => {}
                 _ = self.stop_all.cancelled() => return,
             }
-            match self.beat().await {
-                Ok(true) => last_ok = Instant::now(),
-                Ok(false) => self.lease_lost("another process declared this worker dead"),
-                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+            // Bounded by the heartbeat period: a beat stuck on an unreachable database (the pool
+            // waits 10 s for a connection) must not stretch the time until the lease is judged.
+            match tokio::time::timeout(w.heartbeat(), self.beat()).await {
+                Ok(Ok(true)) => last_ok = Instant::now(),
+                Ok(Ok(false)) => self.lease_lost("another process declared this worker dead"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat failed"),
+                Err(_) => tracing::warn!("heartbeat timed out"),
             }
             if last_ok.elapsed() >= w.lease_timeout() {
                 self.lease_lost("no heartbeat succeeded for a whole lease");
             }
-            if let Err(e) = self.refresh_paused().await {
-                tracing::warn!(error = %e, "reading paused kinds failed");
+            // Housekeeping is bounded too, so the lease is judged every period even while the
+            // database is unreachable (each step would otherwise wait out the pool's timeout).
+            if tokio::time::timeout(w.heartbeat(), self.housekeeping())
+                .await
+                .is_err()
+            {
+                tracing::warn!("housekeeping timed out");
             }
-            if let Err(e) = self.release_stranded().await {
-                tracing::warn!(error = %e, "stranded-claim check failed");
-            }
-            match rescue(&self.pool, w.lease_timeout()).await {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::warn!(
-                        rescued = n,
-                        "jobs of dead worker processes put back to run again"
-                    );
-                    for w in self.wake.values() {
-                        w.notify_one();
-                    }
+        }
+    }
+
+    async fn housekeeping(&self) {
+        let lease = self.settings.worker.lease_timeout();
+        if let Err(e) = self.refresh_paused().await {
+            tracing::warn!(error = %e, "reading paused kinds failed");
+        }
+        if let Err(e) = self.release_stranded().await {
+            tracing::warn!(error = %e, "stranded-claim check failed");
+        }
+        match rescue(&self.pool, lease).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(
+                    rescued = n,
+                    "jobs of dead worker processes put back to run again"
+                );
+                for w in self.wake.values() {
+                    w.notify_one();
                 }
-                Err(e) => tracing::warn!(error = %e, "rescue failed"),
             }
+            Err(e) => tracing::warn!(error = %e, "rescue failed"),
         }
     }
 
@@ -500,10 +515,16 @@ impl Runtime {
         Ok(r.rows_affected() == 1)
     }
 
-    /// Our jobs may already run elsewhere: stopping at once is the only way to keep "never twice
-    /// in parallel". The supervisor (Procfile, compose, systemd) starts a fresh process.
+    /// Our jobs may already run elsewhere: every handler of this process must stop at once to
+    /// keep "never twice in parallel". The process replaces itself (exec: same pid, nothing of
+    /// the old one runs on), and the new image waits for Postgres and registers under a new
+    /// worker id — no supervisor needed.
     fn lease_lost(&self, why: &str) -> ! {
-        tracing::error!(worker_id = %self.worker_id, why, "lease lost; exiting so no job runs twice");
+        tracing::error!(worker_id = %self.worker_id, why, "lease lost; stopping every job and re-registering");
+        self.stop_fetching.cancel();
+        let err = respawn();
+        // exec failed (binary gone): exiting still stops every job; a supervisor restarts us.
+        tracing::error!(error = %err, "cannot re-execute this process; exiting");
         std::process::exit(70);
     }
 
@@ -583,6 +604,24 @@ pub async fn rescue(pool: &PgPool, lease: Duration) -> Result<u64, sqlx::Error> 
     .rows_affected();
     tx.commit().await?;
     Ok(n)
+}
+
+/// Replaces this process with a fresh run of the same binary and arguments. Returns only if
+/// the exec failed.
+fn respawn() -> std::io::Error {
+    use std::os::unix::process::CommandExt as _;
+    let exe = match std::env::current_exe() {
+        // A rebuilt binary leaves "… (deleted)"; the new one at the same path is what to run.
+        Ok(p) => std::path::PathBuf::from(
+            p.to_string_lossy()
+                .trim_end_matches(" (deleted)")
+                .to_string(),
+        ),
+        Err(e) => return e,
+    };
+    std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .exec()
 }
 
 fn hostname() -> String {

@@ -46,6 +46,7 @@ async fn d3_claim_walks_the_waiting_index_however_many_finished_rows_there_are()
     .bind("w")
     .bind("noop")
     .bind(200i64)
+    .bind(30.0f64)
     .fetch_all(&db.pool)
     .await
     .unwrap();

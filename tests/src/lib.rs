@@ -93,13 +93,21 @@ async fn server() -> &'static (String, String) {
                 pool.close().await;
             }
             // Databases left by earlier runs (tests cannot drop theirs: there is no async drop).
+            // Only old ones: another test process may be using the same server right now.
             let old: Vec<String> = sqlx::query_scalar(
                 "SELECT datname FROM pg_database WHERE datname LIKE 'stoflow\\_t\\_%'",
             )
             .fetch_all(&admin)
             .await
             .expect("list old");
-            for db in old {
+            let now = chrono::Utc::now().timestamp();
+            for db in old.into_iter().filter(|d| {
+                d.split('_')
+                    .nth(2)
+                    .filter(|t| t.len() <= 10) // older runs named them with 16 random digits
+                    .and_then(|t| i64::from_str_radix(t, 16).ok())
+                    .is_none_or(|created| now - created > 3 * 3600)
+            }) {
                 let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                     "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
                 )))
@@ -126,7 +134,12 @@ pub struct TestDb {
 impl TestDb {
     pub async fn new() -> Self {
         let (server_url, tmpl) = server().await;
-        let name = format!("stoflow_t_{:016x}", rand::random::<u64>());
+        // Named with its creation time, so a later run drops only old leftovers.
+        let name = format!(
+            "stoflow_t_{:x}_{:08x}",
+            chrono::Utc::now().timestamp(),
+            rand::random::<u32>()
+        );
         let admin = PgPoolOptions::new()
             .max_connections(1)
             .connect(server_url)
@@ -175,6 +188,8 @@ pub fn test_env(db: &TestDb) -> Vec<(&'static str, String)> {
     vec![
         ("DATABASE_URL", db.url.clone()),
         ("STOFLOW_CONFIG", "/nonexistent".into()),
+        // The development keys of config.default.toml are accepted in development mode only.
+        ("STOFLOW_ENV", "development".into()),
         ("STOFLOW_WORKER__HEARTBEAT_MS", "250".into()),
         ("STOFLOW_WORKER__LEASE_TIMEOUT_MS", "1500".into()),
         ("STOFLOW_WORKER__POLL_INTERVAL_MS", "100".into()),

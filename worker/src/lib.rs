@@ -12,8 +12,13 @@ use jobs::kinds::{KindVisitor, for_each_kind};
 use jobs::runtime::Runtime;
 use jobs::{Job, JobContext, Policy, Settings};
 
+/// Job handlers share the pool, so a wait for a connection is normal under load: 10 s, not the
+/// API's short one. An unreachable database is waited for.
 pub async fn connect(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
-    Ok(jobs::db::connect_migrated(settings, true).await?)
+    Ok(
+        jobs::db::connect_migrated_waiting(settings, true, std::time::Duration::from_secs(10))
+            .await?,
+    )
 }
 
 pub async fn migrate(settings: Settings) -> anyhow::Result<()> {

@@ -107,6 +107,9 @@ impl Schedule {
     }
 }
 
+/// How long a tick that could not be enqueued is retried.
+const TICK_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut signal = Box::pin(crate::shutdown_signal());
     let pool = crate::connect(&settings).await?;
@@ -142,7 +145,23 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             continue;
         };
         if let Err(e) = enqueue(&pool, &settings, &notifier, sched, ts).await {
-            tracing::warn!(error = %e, schedule = ?sched, "cannot enqueue cron tick");
+            // The database is away (or refused): the tick is keyed, so retrying it is harmless
+            // and a tick that falls in an outage still runs once the database is back.
+            tracing::warn!(error = %e, schedule = ?sched, "cannot enqueue cron tick; retrying");
+            let (pool, settings, notifier) = (pool.clone(), settings.clone(), notifier.clone());
+            tokio::spawn(async move {
+                let deadline = std::time::Instant::now() + TICK_RETRY_FOR;
+                while std::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    if enqueue(&pool, &settings, &notifier, sched, ts)
+                        .await
+                        .is_ok()
+                    {
+                        return;
+                    }
+                }
+                tracing::error!(schedule = ?sched, tick = ts, "cron tick given up");
+            });
         }
     }
     tracing::info!("scheduler stopped");

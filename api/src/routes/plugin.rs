@@ -52,6 +52,9 @@ pub enum PluginProblem {
     TooManyRequests(Json<ProblemBody>, #[oai(header = "Retry-After")] u64),
     #[oai(status = 500, content_type = "application/problem+json")]
     Internal(Json<ProblemBody>),
+    /// The database cannot be reached right now; retry after `Retry-After` seconds.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<ProblemBody>, #[oai(header = "Retry-After")] u64),
 }
 
 fn body(status: u16, title: &str, detail: impl Into<String>) -> Json<ProblemBody> {
@@ -85,16 +88,15 @@ impl From<Problem> for PluginProblem {
             Problem::Unprocessable(b) => Self::Unprocessable(b),
             Problem::Unauthorized(b) | Problem::Forbidden(b) => Self::Unauthorized(b),
             Problem::TooManyRequests(b, s) => Self::TooManyRequests(b, s),
-            Problem::PayloadTooLarge(b) | Problem::Internal(b) | Problem::Unavailable(b) => {
-                Self::Internal(b)
-            }
+            Problem::Unavailable(b, s) => Self::Unavailable(b, s),
+            Problem::PayloadTooLarge(b) | Problem::Internal(b) => Self::Internal(b),
         }
     }
 }
 
 impl From<sqlx::Error> for PluginProblem {
     fn from(e: sqlx::Error) -> Self {
-        Problem::internal(&e).into()
+        Problem::from(e).into()
     }
 }
 
@@ -105,7 +107,7 @@ impl From<PluginError> for PluginProblem {
             PluginError::Conflict(d) => Problem::conflict(d).into(),
             PluginError::Invalid(d) => Problem::unprocessable(d).into(),
             PluginError::Database(e) => Problem::from(e).into(),
-            PluginError::Queue(e) => Problem::internal(&e).into(),
+            PluginError::Queue(e) => Problem::from(e).into(),
         }
     }
 }

@@ -93,6 +93,7 @@ impl Workers {
         let env = [
             ("DATABASE_URL", url.to_string()),
             ("STOFLOW_CONFIG", "/nonexistent".into()),
+            ("STOFLOW_ENV", "development".into()),
             ("STOFLOW_KINDS__NOOP__CONCURRENCY", concurrency.to_string()),
             ("RUST_LOG", "warn".into()),
         ];
@@ -402,6 +403,7 @@ async fn main() -> anyhow::Result<()> {
         let env = [
             ("DATABASE_URL", url.clone()),
             ("STOFLOW_CONFIG", "/nonexistent".into()),
+            ("STOFLOW_ENV", "development".into()),
             ("STOFLOW_API__BIND", format!("127.0.0.1:{port}")),
             ("RUST_LOG", "warn".into()),
             // The per-user rate limit would measure itself, not the enqueue path.
@@ -497,6 +499,7 @@ async fn soak(pool: &PgPool, url: &str, notifier: &Notifier, o: &Opts) -> anyhow
     let env = [
         ("DATABASE_URL", url.to_string()),
         ("STOFLOW_CONFIG", "/nonexistent".into()),
+        ("STOFLOW_ENV", "development".into()),
         ("STOFLOW_SCHEDULER__PRUNE_CRON", "*/10 * * * * *".into()),
         ("STOFLOW_RETENTION__DONE_HOURS", "0".into()),
         ("RUST_LOG", "warn".into()),
