@@ -2,6 +2,7 @@
 //! runs a job. Documented at `/openapi.json` and `/docs` (Swagger UI).
 
 pub mod auth;
+pub mod conn;
 pub mod dashboard;
 pub mod events;
 pub mod problem;
@@ -12,7 +13,6 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use poem::http::{Method, StatusCode};
 use poem::listener::TcpListener;
-use poem::middleware::Tracing;
 use poem::{Endpoint, EndpointExt, Request, Route, Server};
 use poem_openapi::OpenApiService;
 
@@ -82,7 +82,7 @@ pub fn app(st: Arc<AppState>) -> impl Endpoint {
         .catch_all_error(problem::render)
         // Outside the error renderer, so errors (401, 429) carry CORS headers too.
         .with_if(cors.is_some(), cors.unwrap_or_default())
-        .with(Tracing)
+        .around(request_log)
 }
 
 /// CORS from `api.cors_origins` (None: no CORS headers at all).
@@ -263,6 +263,66 @@ async fn with_trace_id<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Result<po
     Ok(resp)
 }
 
+/// The request log (poem's `Tracing` logged whole URIs: OAuth callbacks carry the authorization
+/// code and state in the query). Query values whose name could hold a secret are redacted.
+async fn request_log<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Result<poem::Response> {
+    let span = tracing::info_span!(
+        "request",
+        remote_addr = %req.remote_addr(),
+        method = %req.method(),
+        uri = %redacted_uri(req.uri()),
+    );
+    tracing::Instrument::instrument(
+        async move {
+            let started = std::time::Instant::now();
+            let resp = match ep.call(req).await {
+                Ok(r) => poem::IntoResponse::into_response(r),
+                Err(e) => problem::render(e).await,
+            };
+            tracing::info!(status = %resp.status(), duration = ?started.elapsed(), "response");
+            Ok(resp)
+        },
+        span,
+    )
+    .await
+}
+
+/// Query parameters whose values are never logged.
+const SECRET_PARAMS: &[&str] = &[
+    "code",
+    "state",
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "password",
+    "code_verifier",
+    "client_secret",
+    "signature",
+    "challenge_code",
+];
+
+/// The URI with the values of secret-bearing query parameters replaced by `[redacted]`.
+pub fn redacted_uri(uri: &poem::http::Uri) -> String {
+    let Some(query) = uri.query() else {
+        return uri.path().to_string();
+    };
+    let redacted: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _))
+                if SECRET_PARAMS.iter().any(|s| {
+                    name.eq_ignore_ascii_case(s) || name.to_ascii_lowercase().contains("token")
+                }) =>
+            {
+                format!("{name}=[redacted]")
+            }
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{}?{}", uri.path(), redacted.join("&"))
+}
+
 /// Rejects bodies over `limit` bytes with 413, whether or not they declare a Content-Length.
 async fn limit_body<E: Endpoint>(
     ep: Arc<E>,
@@ -366,13 +426,46 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         notifier: Notifier::spawn(pool.clone()),
         enqueuer: jobs::coalesce::Coalescer::spawn(pool.clone(), 500, 4),
         signer: jobs::auth::Signer::new(&settings.auth).map_err(anyhow::Error::msg)?,
-        limiters: auth::Limiters::new(settings.api.user_rate_per_s, settings.api.user_rate_burst),
+        limiters: auth::Limiters::new(
+            settings.api.user_rate_per_s,
+            settings.api.user_rate_burst,
+            settings.api.login_per_client_per_min,
+        ),
         pool,
         settings: Arc::new(settings),
     });
     tracing::info!(%bind, "api listening");
-    Server::new(TcpListener::bind(bind))
+    let a = &st.settings.api;
+    let guards = conn::Guards {
+        head_timeout: std::time::Duration::from_millis(a.header_timeout_ms),
+        body_timeout: std::time::Duration::from_millis(a.body_timeout_ms),
+        idle_timeout: std::time::Duration::from_millis(a.idle_timeout_ms),
+        max_per_client: a.max_connections_per_client,
+    };
+    let acceptor = poem::listener::Listener::into_acceptor(TcpListener::bind(bind.clone()))
+        .await
+        .with_context(|| format!("api.bind {bind}"))?;
+    Server::new_with_acceptor(conn::GuardedAcceptor::new(acceptor, guards))
         .run_with_graceful_shutdown(app(st), signal, Some(std::time::Duration::from_secs(10)))
         .await
         .context("http server")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secrets_in_the_query_are_redacted_and_the_rest_kept() {
+        let uri = "/oauth/ebay/callback?state=s3cr3t&code=v%5E1.1%23abc&expires_in=299&x=1"
+            .parse()
+            .unwrap();
+        let got = super::redacted_uri(&uri);
+        assert_eq!(
+            got,
+            "/oauth/ebay/callback?state=[redacted]&code=[redacted]&expires_in=299&x=1"
+        );
+        assert_eq!(
+            super::redacted_uri(&"/v1/jobs".parse().unwrap()),
+            "/v1/jobs"
+        );
+    }
 }

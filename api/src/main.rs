@@ -5,7 +5,7 @@ use std::process::ExitCode;
 #[tokio::main]
 async fn main() -> ExitCode {
     jobs::telemetry::init();
-    let settings = match jobs::Settings::load() {
+    let settings = match jobs::Settings::load().and_then(|s| s.check_keys().map(|()| s)) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{e}");

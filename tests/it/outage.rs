@@ -90,6 +90,7 @@ fn clients(
                         at: t,
                         job,
                     });
+                    let t = Instant::now();
                     let read = http
                         .get(format!("{url}?limit=1"))
                         .timeout(Duration::from_secs(30))
@@ -213,7 +214,8 @@ async fn postgres_down_past_the_lease_then_back_every_accepted_job_is_done_witho
     );
     for a in &during {
         assert_eq!(a.status, 503, "during the outage: {a:?}");
-        assert!(a.took < Duration::from_secs(5), "slow answer: {a:?}");
+        // The pool waits 1 s for a connection (api.db_acquire_timeout_ms); a loaded machine adds.
+        assert!(a.took < Duration::from_secs(4), "slow answer: {a:?}");
     }
     assert!(
         answers.iter().all(|a| a.status != 500 && a.status != 0),

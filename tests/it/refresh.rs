@@ -33,25 +33,42 @@ async fn setup() -> Setup {
 impl Setup {
     /// Connects through our consent URL → the simulator (approves at once) → our callback.
     async fn connect(&self, marketplace: &str) -> i64 {
+        self.connect_showing_secrets(marketplace).await.0
+    }
+
+    /// [`Self::connect`], step by step: also returns the authorization code and state that
+    /// travelled in the callback's query string.
+    async fn connect_showing_secrets(&self, marketplace: &str) -> (i64, Vec<String>) {
         let (s, v) = self
             .api
             .get(&format!("/v1/connections/{marketplace}/connect"))
             .await;
         assert_eq!(s, 200, "{v}");
-        let r = self
-            .api
-            .http
+        let no_redirect = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let consent = no_redirect
             .get(v["consent_url"].as_str().unwrap())
             .send()
             .await
             .unwrap();
+        let callback = consent.headers()["location"].to_str().unwrap().to_string();
+        let secrets: Vec<String> = reqwest::Url::parse(&callback)
+            .unwrap()
+            .query_pairs()
+            .filter(|(k, _)| k == "code" || k == "state")
+            .map(|(_, v)| v.into_owned())
+            .collect();
+        assert_eq!(secrets.len(), 2, "{callback}");
+        let r = self.api.http.get(&callback).send().await.unwrap();
         let (s, account) = Api::read(r).await;
         assert_eq!(
             (s, account["status"].clone()),
             (200, json!("connected")),
             "{account}"
         );
-        account["account_id"].as_i64().unwrap()
+        (account["account_id"].as_i64().unwrap(), secrets)
     }
 
     async fn expire_access(&self, account: i64) {
@@ -206,7 +223,8 @@ async fn no_token_reaches_the_logs_of_a_full_connect_and_refresh_run() {
     let s = setup().await;
     let mut seen = Vec::new();
     for m in ["ebay", "etsy"] {
-        let account = s.connect(m).await;
+        let (account, code_and_state) = s.connect_showing_secrets(m).await;
+        seen.extend(code_and_state);
         seen.extend(tokens_of(&s.db, account).await);
         // A refresh gets new tokens (Etsy rotates the refresh token too): those must not leak either.
         s.expire_access(account).await;
@@ -233,8 +251,14 @@ async fn no_token_reaches_the_logs_of_a_full_connect_and_refresh_run() {
         logs[0].1.lines().count() > 5 && logs[1].1.len() + logs[2].1.len() > 0,
         "the processes logged"
     );
+    // The logins' password, access and refresh tokens.
+    seen.push(integration::TEST_PASSWORD.to_string());
+    for l in [&s.api.seller_login, &s.api.ops_login] {
+        seen.push(l.access_token.clone());
+        seen.push(l.refresh_token.clone());
+    }
     for token in &seen {
-        assert!(token.len() >= 16, "a real token: {token}");
+        assert!(token.len() >= 16, "a real secret: {token}");
         for (name, text) in &logs {
             assert!(!text.contains(token.as_str()), "{name} shows a token");
         }

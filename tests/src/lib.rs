@@ -324,6 +324,9 @@ impl Api {
         // Tests fire requests faster than a person; the per-user limit has its own test.
         env.push(("STOFLOW_API__USER_RATE_PER_S", "10000".into()));
         env.push(("STOFLOW_API__USER_RATE_BURST", "10000".into()));
+        // Likewise logins and connections from one address (tests/it/walls.rs tests those).
+        env.push(("STOFLOW_API__LOGIN_PER_CLIENT_PER_MIN", "100000".into()));
+        env.push(("STOFLOW_API__MAX_CONNECTIONS_PER_CLIENT", "100000".into()));
         env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
         let proc = Proc::spawn("api", &[], &env);
         let base = format!("http://127.0.0.1:{port}");

@@ -46,7 +46,7 @@ async fn main() -> ExitCode {
             }
         }
     }
-    if let Err(e) = settings.validate() {
+    if let Err(e) = settings.validate().and_then(|()| settings.check_keys()) {
         eprintln!("{e}");
         return ExitCode::from(2);
     }

@@ -95,21 +95,39 @@ impl AuthApi {
     ///
     /// Returns a short-lived access token and a single-use refresh token.
     #[oai(path = "/v1/auth/login", method = "post")]
-    async fn login(&self, body: Json<LoginRequest>) -> Result<Json<TokenResponse>, Problem> {
-        check_rate(&self.st.limiters.logins, &body.0.email.to_lowercase())
-            .map_err(|_| Problem::too_many("too many login attempts for this e-mail", 6))?;
+    async fn login(
+        &self,
+        req: &poem::Request,
+        body: Json<LoginRequest>,
+    ) -> Result<Json<TokenResponse>, Problem> {
+        let l = &self.st.limiters;
+        let email = body.0.email.to_lowercase();
+        let client = req
+            .remote_addr()
+            .as_socket_addr()
+            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+        check_rate(&l.login_clients, &client)
+            .map_err(|_| Problem::too_many("too many login attempts from this address", 10))?;
+        let wait = l.login_failures.wait(&email, client);
+        if !wait.is_zero() {
+            return Err(Problem::too_many(
+                "too many failed logins for this e-mail from this address; wait and try again",
+                wait.as_secs().max(1),
+            ));
+        }
         let s = &self.st.settings.auth;
-        Ok(Json(
-            auth::login(
-                &self.st.pool,
-                &self.st.signer,
-                s,
-                &body.0.email,
-                &body.0.password,
-            )
-            .await?
-            .into(),
-        ))
+        match auth::login(&self.st.pool, &self.st.signer, s, &email, &body.0.password).await {
+            Ok(t) => {
+                l.login_failures.succeeded(&email, client);
+                Ok(Json(t.into()))
+            }
+            Err(e) => {
+                if matches!(e, auth::AuthError::BadCredentials) {
+                    l.login_failures.failed(&email, client);
+                }
+                Err(e.into())
+            }
+        }
     }
 
     /// Exchange a refresh token for a new access token and refresh token

@@ -403,6 +403,20 @@ impl JobsApi {
                     .map_err(|p| prefix(p, &format!("jobs[{i}]: ")))?,
             );
         }
+        // One key twice with different jobs: refused here, since inside the batch's transaction
+        // the second would be answered with the first's id, which the rollback then erases.
+        for (i, a) in new.iter().enumerate() {
+            let Some(key) = &a.idempotency_key else {
+                continue;
+            };
+            if let Some(j) = new[..i].iter().position(|b| {
+                b.idempotency_key.as_ref() == Some(key) && (b.kind, &b.args) != (a.kind, &a.args)
+            }) {
+                return Err(Problem::conflict(format!(
+                    "jobs[{j}] and jobs[{i}] share idempotency key {key:?} with different kinds or arguments"
+                )));
+            }
+        }
         self.check_owned(&auth, &new).await?;
         let jobs = self.insert(auth.tenant(), new).await?;
         Ok(BatchEnqueueResponse::Accepted(Json(BatchResponse { jobs })))
