@@ -74,7 +74,7 @@ pub fn app(settings: Settings, common: Arc<Common>) -> impl Endpoint {
         photos: BTreeMap::new(),
         items: BTreeMap::new(),
         blocked: false,
-        next_id: 4_000_000_000,
+        next_id: crate::common::id_seed(),
     };
     let sim = Arc::new(Vinted {
         st: Mutex::new(st),
