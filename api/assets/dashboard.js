@@ -407,7 +407,7 @@ async function marketplaces() {
     || none(6, "no marketplace failure recorded");
   const plugin = m.plugin_waiting.map(p => `<tr data-testid="plugin-waiting"><td>${p.account_id}</td><td>${p.tenant_id ?? ""}</td><td>${esc(p.seller)}</td>
     <td>${esc(p.account_status)}</td><td class="num">${p.pending}</td><td class="num">${p.leased}</td><td>${fmtTime(p.oldest_at)}</td>
-    <td>${fmtTime(p.plugin_last_seen_at)}</td></tr>`).join("")
+    <td>${fmtTime(p.plugin_last_seen_at)}${p.extension_online ? "" : ` <span class="dead-worker">extension offline</span>`}</td></tr>`).join("")
     || none(8, "no plugin task waiting");
   const lst = m.listings.map(l => `<tr><td>${esc(l.marketplace)}</td><td>${esc(l.status)}</td><td class="num">${l.count}</td></tr>`).join("")
     || none(3, "no listing");

@@ -144,6 +144,8 @@ pub struct SchedulerSettings {
     pub etsy_listings_cron: String,
     /// eBay order import, per connected eBay account.
     pub ebay_orders_cron: String,
+    /// Vinted sales read by the extension (a `sync_sales` plugin task), per connected Vinted account.
+    pub vinted_sales_cron: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -181,6 +183,12 @@ pub struct PluginSettings {
     pub pickup_timeout_ms: u64,
     pub lease_timeout_ms: u64,
     pub max_attempts: i32,
+    /// After a failed attempt a task waits before its next lease: exponential from this base,
+    /// doubled per attempt up to the cap, with jitter (half fixed, half random).
+    pub backoff_base_ms: u64,
+    pub backoff_cap_ms: u64,
+    /// Wardrobe and sold-order pages a Vinted sales sync reads at most (Vinted blocks bursts).
+    pub sales_max_pages: u32,
 }
 
 impl PluginSettings {
@@ -445,6 +453,17 @@ impl Settings {
                 "plugin.pickup_timeout_ms/lease_timeout_ms",
                 "pickup must be > 0 and a lease at least 1000 ms",
             );
+        }
+        if self.plugin.backoff_base_ms == 0
+            || self.plugin.backoff_cap_ms < self.plugin.backoff_base_ms
+        {
+            return bad(
+                "plugin.backoff_base_ms/backoff_cap_ms",
+                "base must be > 0 and the cap at least the base",
+            );
+        }
+        if self.plugin.sales_max_pages < 1 {
+            return bad("plugin.sales_max_pages", "must be >= 1");
         }
         if self.plugin.max_attempts < 1 {
             return bad("plugin.max_attempts", "must be >= 1");

@@ -380,6 +380,9 @@ pub async fn marketplaces(pool: &PgPool) -> Result<Marketplaces, sqlx::Error> {
                     'seller', a.external_user_id, 'account_status', a.status,
                     'plugin_last_seen_at', (SELECT max(p.last_used_at) FROM plugin_tokens p
                                              WHERE p.account_id = a.id AND p.revoked_at IS NULL),
+                    'extension_online', coalesce((SELECT max(p.last_used_at) FROM plugin_tokens p
+                                             WHERE p.account_id = a.id AND p.revoked_at IS NULL)
+                                          > now() - interval '3 minutes', false),
                     'pending', count(*) FILTER (WHERE t.state = 'pending'),
                     'leased', count(*) FILTER (WHERE t.state = 'leased'),
                     'oldest_at', min(t.created_at))

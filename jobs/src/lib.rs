@@ -32,6 +32,7 @@ pub mod queue;
 pub mod runtime;
 pub mod secrets;
 pub mod telemetry;
+pub mod vinted_sales;
 
 pub use config::Settings;
 pub use job::{Job, JobContext, JobError, Kind, Policy, RunInfo};

@@ -3,8 +3,11 @@
 //! session, and posts the result back.
 //!
 //! A task: pending → leased (until `lease_expires_at`) → succeeded | failed | timed_out.
-//! - transient failure or an expired lease: back to pending, the lease counted; failed after
-//!   `max_attempts` leases;
+//! Tasks create, update or delete one listing, or (`sync_sales`) read the account's Vinted sales,
+//! which the task's job then imports as orders (`crate::vinted_sales`).
+//! - transient failure or an expired lease: back to pending, the lease counted, and not leased
+//!   again before `available_at` (exponential backoff with jitter); failed after `max_attempts`
+//!   leases;
 //! - validation failure: failed at once, Vinted's message kept;
 //! - blocked (DataDome, expired session): back to pending with its lease given back, and the
 //!   account `broken` — nothing more is leased until the extension reports the session works
@@ -56,6 +59,8 @@ pub enum Action {
     CreateListing,
     UpdateListing,
     DeleteListing,
+    /// Read the seller's sold orders and closed wardrobe items (no listing of its own).
+    SyncSales,
 }
 
 impl Action {
@@ -64,6 +69,7 @@ impl Action {
             Self::CreateListing => "create_listing",
             Self::UpdateListing => "update_listing",
             Self::DeleteListing => "delete_listing",
+            Self::SyncSales => "sync_sales",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -71,6 +77,7 @@ impl Action {
             Self::CreateListing,
             Self::UpdateListing,
             Self::DeleteListing,
+            Self::SyncSales,
         ]
         .into_iter()
         .find(|a| a.as_str() == s)
@@ -180,9 +187,19 @@ pub async fn report_session(
 
 // ---- deadlines --------------------------------------------------------------------------
 
+/// The wait after failed attempt `attempts` (an SQL expression), as SQL: `d/2 + random·d/2` with
+/// `d = least(cap, base·2^(attempts-1))`, base and cap the SQL parameters named (milliseconds).
+/// Half fixed, so attempts are always at least `d/2` apart; half random, so they spread.
+fn backoff_sql(attempts: &str, base: &str, cap: &str) -> String {
+    format!(
+        "make_interval(secs => least({cap}::float8, {base}::float8 * power(2::float8, (greatest({attempts}, 1) - 1)::float8))
+                              * (0.5 + random() * 0.5) / 1000.0)"
+    )
+}
+
 /// Applies the deadlines that passed to the tasks selected by `filter` (a constant SQL
 /// condition on alias `t` with `$1` as its parameter): a pending task past its pickup deadline
-/// times out; an expired lease costs an attempt (failed once they are spent). Listings of tasks
+/// times out; an expired lease costs an attempt (failed once they are spent) and backs off. Listings of tasks
 /// that end this way record the error. Returns the job ids of tasks that changed, to wake.
 async fn settle(
     conn: &mut PgConnection,
@@ -199,7 +216,8 @@ async fn settle(
                     jsonb_build_object('type', 'lease_expired', 'attempt', t.attempts, 'at', now(),
                       'message', format('the extension leased the task but posted no result within its %s s lease (attempt %s/%s)',
                                         $4::bigint, t.attempts, t.max_attempts))
-                  END AS entry
+                  END AS entry,
+                  now() + {backoff} AS available_at
               FROM plugin_tasks t
              WHERE {filter}
                AND ((t.state = 'pending' AND t.pickup_deadline <= now())
@@ -213,7 +231,8 @@ async fn settle(
                 errors = t.errors || jsonb_build_array(due.entry),
                 lease_id = CASE WHEN t.state = 'leased' AND t.attempts < t.max_attempts THEN NULL ELSE t.lease_id END,
                 lease_expires_at = NULL,
-                pickup_deadline = CASE WHEN t.state = 'leased' THEN now() + make_interval(secs => $2) ELSE t.pickup_deadline END,
+                available_at = CASE WHEN t.state = 'leased' THEN due.available_at ELSE t.available_at END,
+                pickup_deadline = CASE WHEN t.state = 'leased' THEN due.available_at + make_interval(secs => $2) ELSE t.pickup_deadline END,
                 finished_at = CASE WHEN t.state = 'pending' OR t.attempts >= t.max_attempts THEN now() END,
                 updated_at = now()
               FROM due
@@ -223,12 +242,15 @@ async fn settle(
             UPDATE listings l SET last_error = c.error,
                    status = CASE WHEN l.status = 'publishing' THEN 'failed' ELSE l.status END, updated_at = now()
               FROM changed c WHERE l.id = c.listing_id AND c.state IN ('failed', 'timed_out'))
-         SELECT job_ids FROM changed"
+         SELECT job_ids FROM changed",
+        backoff = backoff_sql("t.attempts", "$5", "$6"),
     )))
     .bind(arg)
     .bind(s.pickup_timeout().as_secs_f64())
     .bind(s.pickup_timeout().as_secs() as i64)
     .bind(s.lease_timeout().as_secs() as i64)
+    .bind(s.backoff_base_ms as f64)
+    .bind(s.backoff_cap_ms as f64)
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows.into_iter().flat_map(|(ids,)| ids).collect())
@@ -332,6 +354,7 @@ pub async fn lease(
                 lease_expires_at = now() + make_interval(secs => $3), picked_at = coalesce(picked_at, now()),
                 updated_at = now()
           WHERE id = (SELECT id FROM plugin_tasks WHERE account_id = $1 AND state = 'pending'
+                         AND available_at <= now()
                        ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
          RETURNING id, action, params, lease_expires_at, job_ids",
     )
@@ -372,6 +395,8 @@ pub struct Report {
     pub remote_id: Option<String>,
     pub url: Option<String>,
     pub error: Option<(ErrorType, String)>,
+    /// What a `sync_sales` task read (required when it succeeded).
+    pub sales: Option<crate::vinted_sales::Sales>,
     pub execution_time_ms: Option<u64>,
     pub executed_at: Option<DateTime<Utc>>,
 }
@@ -381,8 +406,9 @@ pub struct Report {
 pub struct TaskView {
     pub id: i64,
     pub account_id: i64,
-    pub product_id: i64,
-    pub listing_id: i64,
+    /// None for a `sync_sales` task (it concerns the account).
+    pub product_id: Option<i64>,
+    pub listing_id: Option<i64>,
     pub action: String,
     pub state: String,
     pub attempts: i32,
@@ -391,13 +417,15 @@ pub struct TaskView {
     pub error: Option<Value>,
     pub errors: Value,
     pub job_ids: Vec<i64>,
+    /// A pending task is not leased before this (the backoff after a failed attempt).
+    pub available_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub picked_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
 }
 
 const VIEW: &str = "id, account_id, product_id, listing_id, action, state, attempts, max_attempts, result, error, \
-                    errors, job_ids, created_at, picked_at, finished_at";
+                    errors, job_ids, available_at, created_at, picked_at, finished_at";
 
 /// A task by id; with `tenant`, only that tenant's (another's is as absent).
 pub async fn get(
@@ -434,7 +462,7 @@ pub async fn report(
         Option<DateTime<Utc>>,
         i32,
         i32,
-        i64,
+        Option<i64>,
         String,
     );
     let row: Option<Row> = sqlx::query_as(
@@ -472,7 +500,27 @@ pub async fn report(
     }
     debug_assert_eq!(owner, account);
     let action = Action::parse(&action).unwrap_or(Action::CreateListing);
-    if r.success {
+    if r.success && action == Action::SyncSales {
+        // The sales are imported by the task's job (retried there if the import fails).
+        let sales = r.sales.ok_or_else(|| {
+            PluginError::Invalid(
+                "data.orders (and data.closed_items) are required when a sync_sales task succeeded"
+                    .into(),
+            )
+        })?;
+        let result = json!({
+            "sales": sales,
+            "execution_time_ms": r.execution_time_ms, "executed_at": r.executed_at,
+        });
+        sqlx::query(
+            "UPDATE plugin_tasks SET state = 'succeeded', result = $2, finished_at = now(), lease_expires_at = NULL,
+                    updated_at = now() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(&result)
+        .execute(&mut *tx)
+        .await?;
+    } else if r.success {
         let remote_id = r.remote_id.filter(|x| !x.trim().is_empty());
         if remote_id.is_none() && action != Action::DeleteListing {
             return Err(PluginError::Invalid(
@@ -523,19 +571,28 @@ pub async fn report(
             ErrorType::Transient if attempts >= max_attempts => "failed",
             ErrorType::Transient | ErrorType::Blocked => "pending",
         };
-        sqlx::query(
-            "UPDATE plugin_tasks SET state = $2, error = $3, errors = errors || jsonb_build_array($3),
+        // A transient failure backs off before the next lease; a blocked one gives its attempt
+        // back and waits for the account to resume instead.
+        sqlx::query(AssertSqlSafe(format!(
+            "WITH w AS (SELECT now() + CASE WHEN $4 THEN interval '0' ELSE {backoff} END AS at)
+             UPDATE plugin_tasks SET state = $2, error = $3, errors = errors || jsonb_build_array($3),
                     attempts = attempts - CASE WHEN $4 THEN 1 ELSE 0 END,
                     lease_id = CASE WHEN $2 = 'pending' THEN NULL ELSE lease_id END, lease_expires_at = NULL,
-                    pickup_deadline = CASE WHEN $2 = 'pending' THEN now() + make_interval(secs => $5) ELSE pickup_deadline END,
+                    available_at = CASE WHEN $2 = 'pending' THEN w.at ELSE available_at END,
+                    pickup_deadline = CASE WHEN $2 = 'pending' THEN w.at + make_interval(secs => $5) ELSE pickup_deadline END,
                     finished_at = CASE WHEN $2 = 'failed' THEN now() END, updated_at = now()
+               FROM w
               WHERE id = $1",
-        )
+            backoff = backoff_sql("$6::int", "$7", "$8"),
+        )))
         .bind(id)
         .bind(next)
         .bind(&entry)
         .bind(ty == ErrorType::Blocked)
         .bind(s.pickup_timeout().as_secs_f64())
+        .bind(attempts)
+        .bind(s.backoff_base_ms as f64)
+        .bind(s.backoff_cap_ms as f64)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -602,27 +659,7 @@ pub async fn create_or_join(
     .await?;
     let id = match created {
         Some(id) => {
-            let policy = DispatchPluginTask::POLICY.resolved(DispatchPluginTask::KIND, s);
-            let job = NewJob {
-                kind: DispatchPluginTask::KIND,
-                args: serde_json::to_value(DispatchPluginTask { plugin_task_id: id })
-                    .expect("args serialize"),
-                priority: 0,
-                run_at: None,
-                max_attempts: policy.max_attempts,
-                idempotency_key: Some(format!("plugin_task:{id}")),
-            };
-            let tenant: Option<i64> =
-                sqlx::query_scalar("SELECT tenant_id FROM marketplace_accounts WHERE id = $1")
-                    .bind(account)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            let inserted = queue::insert_for(&mut tx, tenant, &[job]).await?;
-            sqlx::query("UPDATE plugin_tasks SET job_ids = job_ids || $2 WHERE id = $1")
-                .bind(id)
-                .bind(inserted[0].id)
-                .execute(&mut *tx)
-                .await?;
+            add_dispatch_job(&mut tx, s, account, id).await?;
             id
         }
         None => {
@@ -649,6 +686,97 @@ pub async fn create_or_join(
     Ok(id)
 }
 
+/// Enqueues the `dispatch_plugin_task` job of new task `id`, in the task's transaction.
+async fn add_dispatch_job(
+    tx: &mut PgConnection,
+    s: &crate::Settings,
+    account: i64,
+    id: i64,
+) -> Result<(), PluginError> {
+    let policy = DispatchPluginTask::POLICY.resolved(DispatchPluginTask::KIND, s);
+    let job = NewJob {
+        kind: DispatchPluginTask::KIND,
+        args: serde_json::to_value(DispatchPluginTask { plugin_task_id: id })
+            .expect("args serialize"),
+        priority: 0,
+        run_at: None,
+        max_attempts: policy.max_attempts,
+        idempotency_key: Some(format!("plugin_task:{id}")),
+    };
+    let tenant: Option<i64> =
+        sqlx::query_scalar("SELECT tenant_id FROM marketplace_accounts WHERE id = $1")
+            .bind(account)
+            .fetch_one(&mut *tx)
+            .await?;
+    let inserted = queue::insert_for(tx, tenant, &[job]).await?;
+    sqlx::query("UPDATE plugin_tasks SET job_ids = job_ids || $2 WHERE id = $1")
+        .bind(id)
+        .bind(inserted[0].id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Creates the account's `sync_sales` task, or joins the open one (one at a time per account: a
+/// tick while the extension is away adds nothing). Its `dispatch_plugin_task` job imports what the
+/// extension reports. Returns (task id, created).
+pub async fn sync_sales(
+    pool: &PgPool,
+    s: &crate::Settings,
+    account: i64,
+) -> Result<(i64, bool), PluginError> {
+    let mut tx = pool.begin().await?;
+    // The newest order already imported: the extension reads pages back to it, no further.
+    let since: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT max(coalesce(placed_at, created_at)) FROM orders WHERE account_id = $1",
+    )
+    .bind(account)
+    .fetch_one(&mut *tx)
+    .await?;
+    let user: String =
+        sqlx::query_scalar("SELECT external_user_id FROM marketplace_accounts WHERE id = $1")
+            .bind(account)
+            .fetch_one(&mut *tx)
+            .await?;
+    let params = json!({
+        "user_id": user, "since": since, "max_pages": s.plugin.sales_max_pages,
+        "orders_per_page": 20, "wardrobe_per_page": 96,
+    });
+    let created: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO plugin_tasks (account_id, action, params, max_attempts, pickup_deadline)
+         VALUES ($1, 'sync_sales', $2, $3, now() + make_interval(secs => $4))
+         ON CONFLICT (account_id, action) WHERE listing_id IS NULL AND state IN ('pending', 'leased') DO NOTHING
+         RETURNING id",
+    )
+    .bind(account)
+    .bind(&params)
+    .bind(s.plugin.max_attempts)
+    .bind(s.plugin.pickup_timeout().as_secs_f64())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let out = match created {
+        Some(id) => {
+            add_dispatch_job(&mut tx, s, account, id).await?;
+            (id, true)
+        }
+        None => {
+            let open: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM plugin_tasks WHERE account_id = $1 AND action = 'sync_sales'
+                    AND listing_id IS NULL AND state IN ('pending', 'leased')",
+            )
+            .bind(account)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let id = open.ok_or_else(|| {
+                PluginError::Conflict("the open sales sync finished meanwhile; retry".into())
+            })?;
+            (id, false)
+        }
+    };
+    tx.commit().await?;
+    Ok(out)
+}
+
 /// Where a followed task stands, after applying its passed deadlines.
 #[derive(Debug, Clone)]
 pub enum Status {
@@ -658,6 +786,11 @@ pub enum Status {
         what: String,
     },
     Succeeded(Value),
+    /// A `sync_sales` task succeeded: what it read, for the account's import.
+    Sales {
+        account: i64,
+        result: Value,
+    },
     Failed {
         class: String,
         message: String,
@@ -709,6 +842,10 @@ pub async fn status(
             .to_string()
     };
     Ok(Some(match state.as_str() {
+        "succeeded" if action == Action::SyncSales.as_str() => Status::Sales {
+            account,
+            result: result.unwrap_or_default(),
+        },
         "succeeded" => {
             let r = result.unwrap_or_default();
             Status::Succeeded(json!({
@@ -769,14 +906,38 @@ pub async fn follow(ctx: &JobContext, job: i64, id: i64) -> Result<Value, JobErr
         .ok_or_else(|| JobError::permanent(format!("no plugin task {id}")))?;
     match st {
         Status::Succeeded(v) => Ok(v),
-        Status::Failed { class, message } => Err(JobError::Permanent {
-            class: class.into(),
-            message,
-        }),
-        Status::TimedOut(message) => Err(JobError::Permanent {
-            class: "plugin_timeout".into(),
-            message,
-        }),
+        Status::Sales { account, result } => {
+            let sales: crate::vinted_sales::Sales = serde_json::from_value(result["sales"].clone())
+                .map_err(|e| {
+                    JobError::permanent(format!("plugin task {id}: unreadable sales: {e}"))
+                })?;
+            let imported =
+                crate::vinted_sales::import(&ctx.pool, &ctx.settings, account, &sales).await?;
+            Ok(json!({
+                "marketplace": "vinted", "plugin_task_id": id, "action": "sync_sales",
+                "imported": imported,
+            }))
+        }
+        Status::Failed { class, message } => {
+            release(ctx, job, id).await?;
+            Err(JobError::Permanent {
+                class: class.into(),
+                message,
+            })
+        }
+        // Nobody read the sales (the extension was away): nothing is lost, the next sync reads
+        // them; the dashboard shows the extension offline.
+        Status::TimedOut(message) if is_sales_task(ctx, id).await? => Ok(json!({
+            "marketplace": "vinted", "plugin_task_id": id, "action": "sync_sales",
+            "picked_up": false, "message": message,
+        })),
+        Status::TimedOut(message) => {
+            release(ctx, job, id).await?;
+            Err(JobError::Permanent {
+                class: "plugin_timeout".into(),
+                message,
+            })
+        }
         Status::Waiting { until, what } => {
             // A little past the deadline, so the next run finds it passed.
             let after =
@@ -788,6 +949,27 @@ pub async fn follow(ctx: &JobContext, job: i64, id: i64) -> Result<Value, JobErr
             })
         }
     }
+}
+
+/// Job `job` ends on task `id`'s failure and lets go of it: run again (a retry), it starts a
+/// fresh task instead of following the failed one.
+async fn release(ctx: &JobContext, job: i64, id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE plugin_tasks SET released_job_ids = released_job_ids || $2
+          WHERE id = $1 AND NOT released_job_ids @> ARRAY[$2]::bigint[]",
+    )
+    .bind(id)
+    .bind(job)
+    .execute(&ctx.pool)
+    .await?;
+    Ok(())
+}
+
+async fn is_sales_task(ctx: &JobContext, id: i64) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT action = 'sync_sales' FROM plugin_tasks WHERE id = $1")
+        .bind(id)
+        .fetch_one(&ctx.pool)
+        .await
 }
 
 /// `publish_listing` to Vinted: upsert the listing row, create (or join) the plugin task that
@@ -878,10 +1060,13 @@ async fn take_write_budget(account: i64) -> Result<(), JobError> {
     Ok(())
 }
 
-/// The plugin task an earlier run of `job` created or joined (a retried run follows it on).
+/// The plugin task an earlier run of `job` created or joined (a retried run follows it on),
+/// unless the job already ended on its failure.
 async fn followed_task(ctx: &JobContext, job: i64) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT id FROM plugin_tasks WHERE job_ids @> ARRAY[$1]::bigint[] ORDER BY id DESC LIMIT 1",
+        "SELECT id FROM plugin_tasks WHERE job_ids @> ARRAY[$1]::bigint[]
+            AND NOT released_job_ids @> ARRAY[$1]::bigint[]
+          ORDER BY id DESC LIMIT 1",
     )
     .bind(job)
     .fetch_optional(&ctx.pool)

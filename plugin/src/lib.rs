@@ -1,7 +1,8 @@
 //! The reference plugin runner: what the seller's browser extension does, as a small program.
 //! It polls `GET /api/plugin/tasks` with its device token, runs each task against Vinted's web
 //! API with the seller's session (CSRF token, photo upload, `item_upload/items` create/update,
-//! delete), and posts the result to `POST /api/plugin/tasks/{id}/result`.
+//! delete; `sync_sales`: the sold orders of `my_orders?type=sold` and the closed wardrobe items),
+//! and posts the result to `POST /api/plugin/tasks/{id}/result`.
 //!
 //! Vinted's answers become the plugin protocol's error types ([`classify`]): 401 and the
 //! DataDome 403 (and a refused CSRF token) → `blocked`; 400/422 code 99 → `validation`; 429,
@@ -152,6 +153,12 @@ const PLACEHOLDER_JPEG: &[u8] = &[
     0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x09, 0xFF, 0xDA, 0x00, 0x08,
     0x01, 0x01, 0x00, 0x00, 0x3F, 0x00, 0x2A, 0x9F, 0xFF, 0xD9,
 ];
+
+fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|d| d.with_timezone(&chrono::Utc))
+}
 
 fn uuid_like() -> String {
     let b: [u8; 16] = rand::random();
@@ -409,6 +416,72 @@ impl Runner {
         }
     }
 
+    /// `sync_sales`: the seller's sold orders, newest first, page by page back to `params.since`
+    /// (the newest order the platform has; at most `max_pages`), and the closed items of the
+    /// wardrobe's first pages. Returns the result's `data`: `{orders, closed_items}`.
+    pub async fn sync_sales(&self, params: &Value) -> Result<Value, Failure> {
+        let max_pages = params["max_pages"].as_u64().unwrap_or(3).max(1);
+        let per_page = params["orders_per_page"].as_u64().unwrap_or(20);
+        let since = params["since"].as_str().and_then(parse_time);
+        let id = |v: &Value| {
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        };
+        let mut orders = Vec::new();
+        for page in 1..=max_pages {
+            let path =
+                format!("/api/v2/my_orders?type=sold&status=all&per_page={per_page}&page={page}");
+            let v = self
+                .vinted_send(self.vinted(reqwest::Method::GET, &path))
+                .await?;
+            let list = v["my_orders"].as_array().cloned().unwrap_or_default();
+            let mut reached_known = false;
+            for o in &list {
+                let date = o["date"].as_str().and_then(parse_time);
+                reached_known |= matches!((date, since), (Some(d), Some(s)) if d < s);
+                let (Some(txn), Some(item)) = (id(&o["transaction_id"]), id(&o["item_id"])) else {
+                    continue;
+                };
+                let amount = o["price"]["amount"]
+                    .as_str()
+                    .and_then(|a| a.parse::<f64>().ok())
+                    .map(|a| format!("{a:.2}"));
+                orders.push(json!({
+                    "transaction_id": txn, "item_id": item,
+                    "status": o["transaction_user_status"].as_str().unwrap_or("unknown"),
+                    "amount": amount, "currency_code": o["price"]["currency_code"], "date": date,
+                }));
+            }
+            let pages = v["pagination"]["total_pages"].as_u64().unwrap_or(1);
+            if reached_known || list.is_empty() || page >= pages {
+                break;
+            }
+        }
+        let user = params["user_id"].as_str().unwrap_or_default();
+        let per_page = params["wardrobe_per_page"].as_u64().unwrap_or(96);
+        let mut closed = Vec::new();
+        for page in 1..=max_pages {
+            let path = format!(
+                "/api/v2/wardrobe/{user}/items?page={page}&per_page={per_page}&order=relevance"
+            );
+            let v = self
+                .vinted_send(self.vinted(reqwest::Method::GET, &path))
+                .await?;
+            for i in v["items"].as_array().into_iter().flatten() {
+                if i["is_closed"] == json!(true)
+                    && let Some(item) = id(&i["id"])
+                {
+                    closed
+                        .push(json!({"id": item, "item_closing_action": i["item_closing_action"]}));
+                }
+            }
+            if page >= v["pagination"]["total_pages"].as_u64().unwrap_or(1) {
+                break;
+            }
+        }
+        Ok(json!({ "orders": orders, "closed_items": closed }))
+    }
+
     /// Whether the seller's Vinted session works right now.
     pub async fn session_works(&self) -> bool {
         self.vinted_send(self.vinted(reqwest::Method::GET, "/api/v2/users/current"))
@@ -444,12 +517,17 @@ impl Runner {
         };
         let action = lease["action"].as_str().unwrap_or("").to_string();
         let started = Instant::now();
-        let outcome = self.execute(&action, &lease["params"]).await;
+        let outcome = if action == "sync_sales" {
+            self.sync_sales(&lease["params"]).await
+        } else {
+            self.execute(&action, &lease["params"])
+                .await
+                .map(|(remote_id, url)| json!({"remote_id": remote_id, "url": url}))
+        };
         let elapsed = started.elapsed().as_millis() as u64;
         let (body, label) = match &outcome {
-            Ok((remote_id, url)) => (
-                json!({"lease_id": lease["lease_id"], "success": true,
-                       "data": {"remote_id": remote_id, "url": url}}),
+            Ok(data) => (
+                json!({"lease_id": lease["lease_id"], "success": true, "data": data}),
                 "succeeded".to_string(),
             ),
             Err(f) => (
@@ -470,9 +548,7 @@ impl Runner {
         let accepted = s == 200;
         match (&outcome, accepted) {
             (_, false) => tracing::warn!(task_id, status = s, answer = %v, "result refused"),
-            (Ok((id, _)), true) => {
-                tracing::info!(task_id, %action, remote_id = ?id, "task succeeded")
-            }
+            (Ok(data), true) => tracing::info!(task_id, %action, %data, "task succeeded"),
             (Err(f), true) => {
                 tracing::warn!(task_id, %action, kind = f.kind, message = %f.message, "task failed")
             }

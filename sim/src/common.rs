@@ -235,6 +235,17 @@ pub fn bearer(req: &Request) -> Option<&str> {
     header(req, "authorization")?.strip_prefix("Bearer ")
 }
 
+/// The first id a simulator hands out: the wall clock in microseconds-ish (milliseconds × 1000),
+/// so a restarted simulator never reissues an id a kept database already holds (ids stay unique
+/// unless one process issued over 1000 ids per millisecond it ran). Below 2^53: JSON-safe.
+pub fn id_seed() -> u64 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    ms * 1000
+}
+
 pub fn random_token(len: usize) -> String {
     rand::rng()
         .sample_iter(rand::distr::Alphanumeric)

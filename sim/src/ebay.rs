@@ -170,7 +170,7 @@ pub fn app(settings: Settings, common: Arc<Common>) -> impl poem::Endpoint {
         sellers: HashMap::new(),
         offers: BTreeMap::new(),
         orders: Vec::new(),
-        next_id: 5_000_000_000,
+        next_id: crate::common::id_seed(),
         quota: DailyQuota::new(settings.daily_quota),
     };
     st.apps.insert(
@@ -1409,8 +1409,8 @@ fn admin_order(body: Vec<u8>, Data(sim): Data<&Arc<Ebay>>) -> Response {
     let order_num = st.id();
     let order_id = format!(
         "{:02}-{:05}-{:05}",
-        order_num % 100,
-        (order_num / 100) % 100_000,
+        (order_num / 10_000_000_000) % 100,
+        (order_num / 100_000) % 100_000,
         order_num % 100_000
     );
     let mut lines = Vec::new();

@@ -167,7 +167,7 @@ pub fn app(settings: Settings, common: Arc<Common>) -> impl Endpoint {
         shops: BTreeMap::new(),
         listings: BTreeMap::new(),
         receipts: BTreeMap::new(),
-        next_id: 1_500_000_000,
+        next_id: crate::common::id_seed(),
     };
     st.apps.insert(
         settings.keystring.clone(),

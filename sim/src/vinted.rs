@@ -1,6 +1,8 @@
 //! Vinted simulator: the SPA's internal `/api/v2` endpoints that the browser extension drives
 //! with the seller's session (no public API exists). Models the session token, CSRF token,
-//! validation errors (code 99) and DataDome blocks.
+//! validation errors (code 99) and DataDome blocks. A sale (`/_admin/items/{id}/sell`) closes the
+//! item (`is_closed`, `item_closing_action: sold`) and adds a transaction to the seller's
+//! `my_orders?type=sold`, newest first.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -49,6 +51,8 @@ struct State {
     sessions: HashMap<String, Session>,
     photos: BTreeMap<u64, (u64, Value)>,
     items: BTreeMap<u64, Value>,
+    /// Sales by transaction id: the `my_orders` entries, with `_owner`.
+    transactions: BTreeMap<u64, Value>,
     blocked: bool,
     next_id: u64,
 }
@@ -56,6 +60,7 @@ struct State {
 pub struct Vinted {
     st: Mutex<State>,
     settings: Settings,
+    common: Arc<Common>,
 }
 
 pub fn app(settings: Settings, common: Arc<Common>) -> impl Endpoint {
@@ -73,12 +78,14 @@ pub fn app(settings: Settings, common: Arc<Common>) -> impl Endpoint {
         sessions,
         photos: BTreeMap::new(),
         items: BTreeMap::new(),
+        transactions: BTreeMap::new(),
         blocked: false,
-        next_id: 4_000_000_000,
+        next_id: crate::common::id_seed(),
     };
     let sim = Arc::new(Vinted {
         st: Mutex::new(st),
         settings,
+        common: common.clone(),
     });
     let routes = Route::new()
         .at("/api/v2/users/current", get(current_user))
@@ -92,6 +99,7 @@ pub fn app(settings: Settings, common: Arc<Common>) -> impl Endpoint {
         )
         .at("/api/v2/items/:id/delete", post(delete_item))
         .at("/api/v2/items/:id", poem::delete(delete_item))
+        .at("/api/v2/my_orders", get(my_orders))
         .at("/_admin/state", get(admin_state))
         .at("/_admin/sessions", post(admin_session))
         .at("/_admin/sessions/expire", post(admin_expire))
@@ -238,6 +246,51 @@ fn wardrobe(req: &Request, Path(uid): Path<String>, Data(sim): Data<&Arc<Vinted>
         StatusCode::OK,
         json!({"items": items, "pagination": {"current_page": page, "total_pages": all.len().div_ceil(per_page),
             "total_entries": all.len(), "per_page": per_page}}),
+    )
+}
+
+/// The seller's orders: `type=sold` (purchases: none in the simulator), `status` all |
+/// in_progress | completed | canceled (by `transaction_user_status`), newest first.
+#[handler]
+fn my_orders(req: &Request, Data(sim): Data<&Arc<Vinted>>) -> Response {
+    let st = lock(&sim.st);
+    let (owner, _) = tri!(guard(&st, req, false));
+    let q = query(req);
+    let per_page: usize = q
+        .get("per_page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(20)
+        .clamp(1, 100);
+    let page: usize = q
+        .get("page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let sold = q.get("type").is_none_or(|t| t == "sold");
+    let status = q.get("status").map(String::as_str).unwrap_or("all");
+    let all: Vec<&Value> = st
+        .transactions
+        .values()
+        .rev()
+        .filter(|t| sold && t["_owner"] == json!(owner))
+        .filter(|t| status == "all" || t["transaction_user_status"] == json!(status))
+        .collect();
+    let orders: Vec<Value> = all
+        .iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .map(|t| {
+            let mut t = (*t).clone();
+            if let Some(o) = t.as_object_mut() {
+                o.remove("_owner");
+            }
+            t
+        })
+        .collect();
+    json(
+        StatusCode::OK,
+        json!({"my_orders": orders, "pagination": {"current_page": page,
+            "total_pages": all.len().div_ceil(per_page), "total_entries": all.len(), "per_page": per_page}}),
     )
 }
 
@@ -575,14 +628,33 @@ fn admin_block(body: Vec<u8>, Data(sim): Data<&Arc<Vinted>>) -> Response {
     }
 }
 
-/// Marks an item sold, as a buyer would: closed with `item_closing_action = sold`.
+/// Marks an item sold, as a buyer would: closed with `item_closing_action = sold`, and a
+/// transaction in the seller's `my_orders`. Answers the item with its `transaction_id`.
 #[handler]
 fn admin_sell(Path(id): Path<String>, Data(sim): Data<&Arc<Vinted>>) -> Response {
+    let now = sim.common.clock.now();
     let mut st = lock(&sim.st);
-    let Some(i) = id.parse::<u64>().ok().and_then(|id| st.items.get_mut(&id)) else {
+    let Some(item_id) = id
+        .parse::<u64>()
+        .ok()
+        .filter(|id| st.items.contains_key(id))
+    else {
         return admin_error("no such item");
     };
+    if st.items[&item_id]["is_closed"] == json!(true) {
+        return admin_error("the item is closed already");
+    }
+    st.next_id += 1;
+    let txn = st.next_id;
+    let i = st.items.get_mut(&item_id).expect("checked above");
     i["is_closed"] = json!(true);
     i["item_closing_action"] = json!("sold");
-    json(StatusCode::OK, read_view(i))
+    let view = read_view(i);
+    let order = json!({"transaction_id": txn, "item_id": item_id, "conversation_id": txn + 1,
+        "title": view["title"], "price": view["price"], "status": "Paiement validé",
+        "transaction_user_status": "in_progress", "date": now.to_rfc3339(), "_owner": i["_owner"]});
+    st.transactions.insert(txn, order);
+    let mut out = view;
+    out["transaction_id"] = json!(txn);
+    json(StatusCode::OK, out)
 }

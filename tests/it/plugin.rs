@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use integration::{Api, Platform, eventually};
+use chrono::{DateTime, Utc};
+use integration::{Api, Platform, Proc, eventually};
 use plugin::{Config, Runner, Step};
 use serde_json::{Value, json};
 
@@ -19,9 +20,15 @@ impl std::ops::Deref for Setup {
     }
 }
 
-/// The platform with `extra` settings (e.g. a short pickup timeout).
+/// The platform with `extra` settings (e.g. a short pickup timeout). Failed plugin attempts
+/// back off briefly unless `extra` says otherwise, so retries happen within a test.
 async fn setup(extra: &[(&'static str, &str)]) -> Setup {
-    Setup(Platform::start(1, extra).await)
+    let mut settings = vec![
+        ("STOFLOW_PLUGIN__BACKOFF_BASE_MS", "100"),
+        ("STOFLOW_PLUGIN__BACKOFF_CAP_MS", "200"),
+    ];
+    settings.extend_from_slice(extra);
+    Setup(Platform::start(1, &settings).await)
 }
 
 impl Setup {
@@ -494,9 +501,8 @@ async fn a_plugin_sees_only_its_own_tasks_and_late_or_foreign_results_change_not
         t["state"] == "pending" && t["attempts"] == 1
     })
     .await;
-    let (_, again, _) = s
-        .plugin_call(get, "/api/plugin/tasks", Some(&token_a), None)
-        .await;
+    // (after its backoff)
+    let again = lease_when_due(&s, &token_a).await;
     assert_eq!(again["task_id"].as_i64(), Some(id), "{again}");
     assert_ne!(again["lease_id"], json!(lease_id));
 
@@ -531,6 +537,22 @@ async fn a_plugin_sees_only_its_own_tasks_and_late_or_foreign_results_change_not
     assert_eq!(n, 0);
 }
 
+/// Polls the lease endpoint until it hands out a task (one may be backing off); returns it.
+async fn lease_when_due(s: &Setup, token: &str) -> Value {
+    let deadline = Instant::now() + T;
+    loop {
+        let (st, v, _) = s
+            .plugin_call(reqwest::Method::GET, "/api/plugin/tasks", Some(token), None)
+            .await;
+        assert_eq!(st, 200, "{v}");
+        if !v["task_id"].is_null() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "no task leased: {v}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 #[tokio::test]
 async fn leases_that_expire_unanswered_three_times_fail_the_task() {
     let s = setup(&[("STOFLOW_PLUGIN__LEASE_TIMEOUT_MS", "1000")]).await;
@@ -540,19 +562,8 @@ async fn leases_that_expire_unanswered_three_times_fail_the_task() {
     let id = s.task_of(job).await["id"].as_i64().unwrap();
     // An extension that leases and then dies, three times; the dispatch job expires each lease.
     for attempt in 1..=3 {
-        let (st, v, _) = s
-            .plugin_call(
-                reqwest::Method::GET,
-                "/api/plugin/tasks",
-                Some(&token),
-                None,
-            )
-            .await;
-        assert_eq!(
-            (st, v["task_id"].as_i64()),
-            (200, Some(id)),
-            "attempt {attempt}: {v}"
-        );
+        let v = lease_when_due(&s, &token).await;
+        assert_eq!(v["task_id"].as_i64(), Some(id), "attempt {attempt}: {v}");
         if attempt < 3 {
             eventually(T, "the expired lease is put back to pending", || async {
                 let t = s.task(id).await;
@@ -602,4 +613,339 @@ async fn writes_over_the_sellers_vinted_budget_wait_without_spending_an_attempt(
         .await
         .unwrap();
     assert_eq!(tasks, 1, "one write task only");
+}
+
+/// A plugin task's timestamp field.
+fn at(v: &Value) -> DateTime<Utc> {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn failed_plugin_attempts_back_off_before_the_next_lease() {
+    let s = setup(&[
+        ("STOFLOW_PLUGIN__BACKOFF_BASE_MS", "800"),
+        ("STOFLOW_PLUGIN__BACKOFF_CAP_MS", "60000"),
+    ])
+    .await;
+    let token = s.connect("87654321", "stoflow_seller").await;
+    let job = s.publish(s.product("Merino wool scarf").await).await;
+    let id = s.task_of(job).await["id"].as_i64().unwrap();
+    s.sim_admin(
+        reqwest::Method::POST,
+        "/_admin/faults",
+        json!({"fail_next": 2, "fail_status": 503, "path_prefix": "/api/v2/item_upload"}),
+    )
+    .await;
+    let r = s.runner(&token);
+
+    // Attempt 1 fails: the task waits between half and all of the 800 ms base, and a poll right
+    // away gets nothing.
+    run_one(&r).await;
+    let t = s.task(id).await;
+    assert_eq!(
+        (t["state"].clone(), t["attempts"].clone()),
+        (json!("pending"), json!(1))
+    );
+    let wait = at(&t["available_at"]) - at(&t["errors"][0]["at"]);
+    assert!(
+        (350..=850).contains(&wait.num_milliseconds()),
+        "backoff after attempt 1: {wait}"
+    );
+    assert_eq!(
+        r.step().await.unwrap(),
+        Step::Idle,
+        "leased during its backoff"
+    );
+
+    // Attempt 2 fails: the wait doubles.
+    run_one(&r).await;
+    let t = s.task(id).await;
+    assert_eq!(t["attempts"], 2);
+    let wait = at(&t["available_at"]) - at(&t["errors"][1]["at"]);
+    assert!(
+        (750..=1650).contains(&wait.num_milliseconds()),
+        "backoff after attempt 2: {wait}"
+    );
+    // The attempts themselves were spaced by the first wait (not 60 ms apart).
+    let gap = at(&t["errors"][1]["at"]) - at(&t["errors"][0]["at"]);
+    assert!(
+        gap.num_milliseconds() >= 350,
+        "attempts 1 and 2 only {gap} apart"
+    );
+
+    run_one(&r).await;
+    s.api.wait_state(job, "done", T).await;
+    assert_eq!(s.task(id).await["state"], "succeeded");
+}
+
+#[tokio::test]
+async fn retrying_a_dead_vinted_publish_starts_a_fresh_plugin_task_that_can_succeed() {
+    let s = setup(&[]).await;
+    let token = s.connect("87654321", "stoflow_seller").await;
+    let job = s.publish(s.product("Merino wool scarf").await).await;
+    let first = s.task_of(job).await["id"].as_i64().unwrap();
+    s.sim_admin(
+        reqwest::Method::POST,
+        "/_admin/faults",
+        json!({"fail_next": 3, "fail_status": 503, "path_prefix": "/api/v2/item_upload"}),
+    )
+    .await;
+    let r = s.runner(&token);
+    for _ in 0..3 {
+        run_one(&r).await;
+    }
+    let dead = s.api.wait_state(job, "dead", T).await;
+    assert_eq!(dead["last_error"]["class"], "plugin_failed", "{dead}");
+    assert_eq!(s.task(first).await["state"], "failed");
+
+    let (st, v) = s
+        .api
+        .post(&format!("/v1/jobs/{job}/retry"), &json!(null))
+        .await;
+    assert!((200..300).contains(&st), "{st} {v}");
+    // The retried job makes a new task instead of dying again on the failed one.
+    let second = eventually_task(&s, job, first).await;
+    assert_eq!(second["action"], "create_listing");
+    assert_eq!(second["state"], "pending");
+    match run_one(&r).await {
+        Step::Ran {
+            task_id, outcome, ..
+        } => assert_eq!(
+            (task_id, outcome.as_str()),
+            (second["id"].as_i64().unwrap(), "succeeded")
+        ),
+        other => panic!("{other:?}"),
+    }
+    let done = s.api.wait_state(job, "done", T).await;
+    assert_eq!(done["result"]["plugin_task_id"], second["id"], "{done}");
+    assert_eq!(s.sim_items().await.len(), 1);
+    assert_eq!(
+        s.task(first).await["state"],
+        "failed",
+        "the old task stays failed"
+    );
+}
+
+/// The newest task job `job` follows other than `old`, once it exists.
+async fn eventually_task(s: &Setup, job: i64, old: i64) -> Value {
+    let deadline = Instant::now() + T;
+    loop {
+        let id: Option<i64> = sqlx::query_scalar(
+            "SELECT max(id) FROM plugin_tasks WHERE job_ids @> ARRAY[$1]::bigint[] AND id <> $2",
+        )
+        .bind(job)
+        .bind(old)
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+        if let Some(id) = id {
+            return s.task(id).await;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no fresh task: {}",
+            s.api.job(job).await
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn sync_orders_on_a_vinted_account_hands_a_sales_sync_to_the_extension_and_ends_done() {
+    let s = setup(&[]).await;
+    let token = s.connect("87654321", "stoflow_seller").await;
+    let account = s.vinted_account().await["account_id"].as_i64().unwrap();
+    let job = json!({"kind": "sync_orders", "account_id": account});
+    let first = s.api.enqueue(job.clone(), json!({})).await;
+    let done = s.api.wait_state(first, "done", T).await;
+    assert_eq!(done["result"]["created"], true, "{done}");
+    let task = done["result"]["plugin_task_id"].as_i64().unwrap();
+    // A second sync while that one is open joins it.
+    let second = s.api.enqueue(job, json!({})).await;
+    let again = s.api.wait_state(second, "done", T).await;
+    assert_eq!(
+        (
+            again["result"]["plugin_task_id"].as_i64(),
+            again["result"]["created"].clone()
+        ),
+        (Some(task), json!(false)),
+        "{again}"
+    );
+    let t = s.task(task).await;
+    assert_eq!(t["action"], "sync_sales");
+    assert!(t["listing_id"].is_null(), "{t}");
+
+    // The extension reads the (empty) sales; the task's job imports nothing and ends done.
+    match run_one(&s.runner(&token)).await {
+        Step::Ran {
+            task_id, outcome, ..
+        } => {
+            assert_eq!((task_id, outcome.as_str()), (task, "succeeded"))
+        }
+        other => panic!("{other:?}"),
+    }
+    let dispatch = t["job_ids"][0].as_i64().unwrap();
+    let d = s.api.wait_state(dispatch, "done", T).await;
+    assert_eq!(d["result"]["imported"]["orders"], 0, "{d}");
+    let vinted_calls: Vec<String> = s
+        .sim_requests("vinted")
+        .await
+        .into_iter()
+        .map(|(_, p, _)| p)
+        .collect();
+    assert!(
+        vinted_calls
+            .iter()
+            .any(|p| p.starts_with("/api/v2/my_orders")),
+        "{vinted_calls:?}"
+    );
+}
+
+/// A product with stock `stock` published to eBay, Etsy and Vinted (the runner in `bg` doing
+/// Vinted's part); returns (product, Vinted item id).
+async fn listed_everywhere(s: &Setup, stock: i32) -> (i64, u64) {
+    s.0.connect("ebay").await;
+    s.0.connect("etsy").await;
+    let product =
+        s.0.product(
+            json!({"title": "Merino wool scarf", "description": "Soft merino wool, barely worn.",
+            "size": "M", "color": "navy", "condition": "very_good", "price": "25.00",
+            "stock_quantity": stock, "images": ["https://img.example/1.jpg"]}),
+        )
+        .await;
+    for job in s.0.publish(product, &["ebay", "etsy", "vinted"]).await {
+        s.api.wait_state(job, "done", T).await;
+    }
+    let item: u64 = s.listing(product, "vinted").await["remote_listing_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    (product, item)
+}
+
+/// The reference runner polling in the background until dropped, and the scheduler process with
+/// a 2-second Vinted sales cadence.
+struct Extension {
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _scheduler: Proc,
+}
+
+fn extension_and_scheduler(s: &Setup, token: &str) -> Extension {
+    let r = s.runner(token);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = r
+            .run(async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    Extension {
+        _stop: tx,
+        _scheduler: s.spawn_worker_bin(&["scheduler"]),
+    }
+}
+
+const CADENCE: [(&str, &str); 1] = [("STOFLOW_SCHEDULER__VINTED_SALES_CRON", "*/2 * * * * *")];
+
+async fn stock(s: &Setup, product: i64) -> (i32, String) {
+    sqlx::query_as("SELECT stock_quantity, status FROM products WHERE id = $1")
+        .bind(product)
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap()
+}
+
+async fn vinted_orders(s: &Setup) -> Vec<Value> {
+    let (st, v) = s.api.get("/v1/orders?marketplace=vinted").await;
+    assert_eq!(st, 200, "{v}");
+    v["orders"].as_array().unwrap().clone()
+}
+
+/// Waits until `n` more sales syncs succeeded than now (their imports done).
+async fn syncs_pass(s: &Setup, n: i64) {
+    let count = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM plugin_tasks t JOIN jobs j ON j.id = t.job_ids[1]
+              WHERE t.action = 'sync_sales' AND t.state = 'succeeded' AND j.state = 'done'",
+        )
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap()
+    };
+    let target = count().await + n;
+    eventually(T, "sales syncs pass", || async { count().await >= target }).await;
+}
+
+#[tokio::test]
+async fn a_vinted_sale_seen_by_the_extension_sells_out_the_product_and_withdraws_ebay_and_etsy() {
+    let s = setup(&CADENCE).await;
+    let token = s.connect("87654321", "stoflow_seller").await;
+    let _ext = extension_and_scheduler(&s, &token);
+    let (product, item) = listed_everywhere(&s, 1).await;
+
+    let sold = s.sim_get("vinted", "/_admin/state").await;
+    assert_eq!(sold["items"][0]["is_closed"], false);
+    let sale =
+        s.0.sim_admin("vinted", &format!("/_admin/items/{item}/sell"), json!({}))
+            .await;
+    let txn = sale["transaction_id"].as_u64().unwrap().to_string();
+
+    eventually(
+        T,
+        "the Vinted sale is imported and the product sold",
+        || async { stock(&s, product).await == (0, "sold".into()) },
+    )
+    .await;
+    let orders = vinted_orders(&s).await;
+    assert_eq!(orders.len(), 1, "{orders:?}");
+    assert_eq!(orders[0]["remote_order_id"], json!(txn));
+    assert_eq!(orders[0]["lines"][0]["product_id"], json!(product));
+    eventually(T, "eBay and Etsy listings withdrawn", || async {
+        s.listing(product, "ebay").await["status"] == "withdrawn"
+            && s.listing(product, "etsy").await["status"] == "withdrawn"
+    })
+    .await;
+    let ebay = s.sim_get("ebay", "/_admin/state").await;
+    assert_ne!(ebay["offers"][0]["offer"]["status"], "PUBLISHED", "{ebay}");
+    let etsy = s.sim_get("etsy", "/_admin/state").await;
+    assert_eq!(etsy["listings"][0]["state"], "inactive", "{etsy}");
+    let vinted = s.listing(product, "vinted").await;
+    assert_eq!(vinted["remote_state"], "sold", "{vinted}");
+
+    // Later syncs read the same sale again and change nothing.
+    syncs_pass(&s, 2).await;
+    assert_eq!(vinted_orders(&s).await.len(), 1);
+    assert_eq!(stock(&s, product).await, (0, "sold".into()));
+}
+
+#[tokio::test]
+async fn a_vinted_sale_with_units_left_takes_one_unit_and_the_product_stays_published() {
+    let s = setup(&CADENCE).await;
+    let token = s.connect("87654321", "stoflow_seller").await;
+    let _ext = extension_and_scheduler(&s, &token);
+    let (product, item) = listed_everywhere(&s, 2).await;
+    s.0.sim_admin("vinted", &format!("/_admin/items/{item}/sell"), json!({}))
+        .await;
+
+    eventually(T, "the Vinted sale is imported", || async {
+        vinted_orders(&s).await.len() == 1
+    })
+    .await;
+    assert_eq!(stock(&s, product).await, (1, "published".into()));
+    // The other marketplaces keep the product, with the new quantity.
+    eventually(T, "Etsy quantity follows the stock", || async {
+        let state = s.sim_get("etsy", "/_admin/state").await;
+        state["listings"][0]["quantity"] == 1
+    })
+    .await;
+    assert_eq!(s.listing(product, "ebay").await["status"], "published");
+    assert_eq!(s.listing(product, "etsy").await["status"], "published");
+    syncs_pass(&s, 2).await;
+    assert_eq!(
+        stock(&s, product).await,
+        (1, "published".into()),
+        "stock taken once"
+    );
 }

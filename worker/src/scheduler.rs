@@ -22,14 +22,16 @@ enum Schedule {
     EtsyReceipts,
     EtsyListings,
     EbayOrders,
+    VintedSales,
 }
 
 impl Schedule {
-    const ALL: [Schedule; 4] = [
+    const ALL: [Schedule; 5] = [
         Self::Prune,
         Self::EtsyReceipts,
         Self::EtsyListings,
         Self::EbayOrders,
+        Self::VintedSales,
     ];
 
     fn setting(self) -> &'static str {
@@ -38,6 +40,7 @@ impl Schedule {
             Self::EtsyReceipts => "scheduler.etsy_receipts_cron",
             Self::EtsyListings => "scheduler.etsy_listings_cron",
             Self::EbayOrders => "scheduler.ebay_orders_cron",
+            Self::VintedSales => "scheduler.vinted_sales_cron",
         }
     }
 
@@ -48,6 +51,7 @@ impl Schedule {
             Self::EtsyReceipts => &s.etsy_receipts_cron,
             Self::EtsyListings => &s.etsy_listings_cron,
             Self::EbayOrders => &s.ebay_orders_cron,
+            Self::VintedSales => &s.vinted_sales_cron,
         }
     }
 
@@ -89,20 +93,24 @@ impl Schedule {
                 }
                 out
             }
-            Self::EbayOrders => accounts("ebay")
-                .await?
-                .into_iter()
-                .map(|account| {
-                    let key = format!("cron:{}:{account}:{ts}", SyncOrders::KIND);
-                    NewJob::of(
-                        &SyncOrders {
-                            account_id: account,
-                        },
-                        s,
-                        Some(key),
-                    )
-                })
-                .collect(),
+            // Vinted: `sync_orders` hands a sales sync task to the seller's browser extension.
+            Self::EbayOrders | Self::VintedSales => accounts(match self {
+                Self::EbayOrders => "ebay",
+                _ => "vinted",
+            })
+            .await?
+            .into_iter()
+            .map(|account| {
+                let key = format!("cron:{}:{account}:{ts}", SyncOrders::KIND);
+                NewJob::of(
+                    &SyncOrders {
+                        account_id: account,
+                    },
+                    s,
+                    Some(key),
+                )
+            })
+            .collect(),
         })
     }
 }

@@ -17,10 +17,15 @@ use crate::auth::Seller;
 use crate::problem::Problem;
 use crate::routes::Tag;
 
-/// The plugin token's last use, for Vinted accounts (is the browser extension alive?).
+/// The plugin token's last use, for Vinted accounts (is the browser extension alive?). The
+/// extension polls every few seconds and its use is recorded once a minute, so three minutes
+/// without one means it is offline (no Vinted sale can be seen meanwhile).
 const PLUGIN_SEEN: &str =
     "(SELECT max(last_used_at) FROM plugin_tokens p WHERE p.account_id = marketplace_accounts.id
-                            AND p.revoked_at IS NULL) AS plugin_last_seen_at";
+                            AND p.revoked_at IS NULL) AS plugin_last_seen_at,
+     CASE WHEN marketplace = 'vinted' THEN coalesce(
+        (SELECT max(last_used_at) FROM plugin_tokens p WHERE p.account_id = marketplace_accounts.id
+            AND p.revoked_at IS NULL) > now() - interval '3 minutes', false) END AS extension_online";
 
 #[derive(Debug, Object)]
 #[oai(skip_serializing_if_is_none)]
@@ -40,6 +45,9 @@ pub struct ConnectionView {
     pub access_expires_at: Option<DateTime<Utc>>,
     /// Vinted: when the browser extension last used its plugin token (null: never).
     pub plugin_last_seen_at: Option<DateTime<Utc>>,
+    /// Vinted: whether the browser extension was seen in the last 3 minutes; while it is
+    /// offline, sales on Vinted go unseen.
+    pub extension_online: Option<bool>,
 }
 
 #[derive(Debug, Object)]

@@ -14,6 +14,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme, Tags};
 use serde_json::Value;
 
 use jobs::plugin::{self, Action, ErrorType, LeaseOutcome, PluginError, Report, TaskView};
+use jobs::vinted_sales::{ClosedItem, Sales, SoldOrder};
 
 use crate::AppState;
 use crate::problem::{Problem, ProblemBody};
@@ -150,7 +151,8 @@ pub struct LeaseView {
     pub action: Option<Action>,
     /// Everything the extension needs: title, description, price {amount, currency_code},
     /// brand, size/size_id, color/color_ids, condition/status_id, catalog_id, photo_urls, and
-    /// remote_id for updates and deletes.
+    /// remote_id for updates and deletes. `sync_sales`: user_id, since (the newest order already
+    /// imported: older pages need not be read), max_pages, orders_per_page, wardrobe_per_page.
     pub params: Option<Value>,
     /// Seconds the extension has to post the result.
     pub timeout: Option<u64>,
@@ -162,11 +164,17 @@ pub struct LeaseView {
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]
 pub struct ResultData {
-    /// Vinted's item id.
+    /// Vinted's item id (listing tasks).
     #[oai(validator(min_length = 1, max_length = 64))]
     pub remote_id: Option<String>,
     #[oai(validator(max_length = 2048))]
     pub url: Option<String>,
+    /// `sync_sales`: the sold orders read from `my_orders?type=sold` (required, may be empty).
+    #[oai(validator(max_items = 1000))]
+    pub orders: Option<Vec<SoldOrder>>,
+    /// `sync_sales`: the closed items of the wardrobe.
+    #[oai(validator(max_items = 5000))]
+    pub closed_items: Option<Vec<ClosedItem>>,
 }
 
 #[derive(Debug, Object)]
@@ -200,11 +208,14 @@ pub struct ResultRequest {
 pub struct PluginTaskView {
     pub id: i64,
     pub account_id: i64,
-    pub product_id: i64,
-    pub listing_id: i64,
+    /// Absent for a `sync_sales` task (it concerns the account).
+    pub product_id: Option<i64>,
+    pub listing_id: Option<i64>,
     pub action: String,
     /// pending, leased, succeeded, failed or timed_out.
     pub state: String,
+    /// A pending task is not leased before this: the backoff after a failed attempt.
+    pub available_at: DateTime<Utc>,
     pub attempts: i32,
     pub max_attempts: i32,
     pub result: Option<Value>,
@@ -227,6 +238,7 @@ impl From<TaskView> for PluginTaskView {
             listing_id: t.listing_id,
             action: t.action,
             state: t.state,
+            available_at: t.available_at,
             attempts: t.attempts,
             max_attempts: t.max_attempts,
             result: t.result,
@@ -369,13 +381,23 @@ impl PluginApi {
     ) -> Result<Json<PluginTaskView>, PluginProblem> {
         let account = self.account(&auth).await?;
         let b = body.0;
-        let (remote_id, url) = b.data.map(|d| (d.remote_id, d.url)).unwrap_or((None, None));
+        let (remote_id, url, sales) = match b.data {
+            Some(d) => {
+                let sales = d.orders.map(|orders| Sales {
+                    orders,
+                    closed_items: d.closed_items.unwrap_or_default(),
+                });
+                (d.remote_id, d.url, sales)
+            }
+            None => (None, None, None),
+        };
         let report = Report {
             lease_id: b.lease_id,
             success: b.success,
             remote_id,
             url,
             error: b.error.map(|e| (e.type_, e.message)),
+            sales,
             execution_time_ms: b.execution_time_ms,
             executed_at: b.executed_at,
         };

@@ -2,7 +2,9 @@
 //! last-modified date, Etsy receipts by `min_last_modified` — from where the last import stopped
 //! (`marketplace_accounts.orders_synced_to`). Orders are upserted by their remote id, stock is
 //! taken once per line, and sold-out products are withdrawn elsewhere ([`crate::orders`]).
-//! Scheduled for every eBay account; Etsy accounts are covered by `poll_etsy` (receipts).
+//! Scheduled for every eBay account; Etsy accounts are covered by `poll_etsy` (receipts). On a
+//! Vinted account it creates (or joins) the `sync_sales` task of the seller's browser extension,
+//! which reads the sales; that task's job imports them ([`crate::vinted_sales`]).
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -67,6 +69,13 @@ pub(crate) async fn sync(
     account: &Account,
     m: Marketplace,
 ) -> Result<Value, JobError> {
+    if m == Marketplace::Vinted {
+        // Only the seller's browser extension can read Vinted: a sales sync task for it (joined
+        // while one is open), whose job imports what it reports.
+        let (task, created) =
+            crate::plugin::sync_sales(&ctx.pool, &ctx.settings, account.id).await?;
+        return Ok(json!({ "marketplace": "vinted", "plugin_task_id": task, "created": created }));
+    }
     let cursor: Option<DateTime<Utc>> =
         sqlx::query_scalar("SELECT orders_synced_to FROM marketplace_accounts WHERE id = $1")
             .bind(account.id)
@@ -77,11 +86,7 @@ pub(crate) async fn sync(
     let remote = match m {
         Marketplace::Ebay => ebay_orders(ctx, &token, since).await?,
         Marketplace::Etsy => etsy_orders(ctx, account, &token, since).await?,
-        Marketplace::Vinted => {
-            return Err(JobError::permanent(
-                "Vinted orders arrive through the browser extension",
-            ));
-        }
+        Marketplace::Vinted => unreachable!("handled above"),
     };
     let imported = orders::import(&ctx.pool, &ctx.settings, m, account.id, &remote)
         .await

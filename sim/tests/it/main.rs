@@ -4,6 +4,7 @@
 mod admin;
 mod ebay;
 mod etsy;
+mod restart;
 mod vinted;
 
 use std::collections::HashMap;

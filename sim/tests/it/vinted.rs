@@ -191,3 +191,91 @@ async fn anti_bot_block_answers_403_with_captcha_url() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// A read with the seeded session; asserts a 200.
+async fn get(c: &reqwest::Client, base: &str, path: &str) -> Value {
+    let r = c
+        .get(format!("{base}{path}"))
+        .bearer_auth(s().access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    body(r).await
+}
+
+#[tokio::test]
+async fn a_sale_closes_the_item_and_shows_in_my_orders_newest_first() {
+    let sims = sims().await;
+    let (c, base) = (client(), sims.vinted_url.clone());
+    let mut ids = Vec::new();
+    for title in ["Jean Levi's 501", "Veste en jean"] {
+        let p = photo(&c, &base).await;
+        let r = c
+            .post(format!("{base}/api/v2/item_upload/items"))
+            .bearer_auth(s().access_token)
+            .header("X-CSRF-Token", s().csrf_token)
+            .json(&item(p, title))
+            .send()
+            .await
+            .unwrap();
+        ids.push(body(r).await["item"]["id"].as_u64().unwrap());
+    }
+    let orders = get(&c, &base, "/api/v2/my_orders?type=sold&status=all").await;
+    assert_eq!(orders["my_orders"], json!([]));
+
+    let mut txns = Vec::new();
+    for id in &ids {
+        let r = c
+            .post(format!("{base}/_admin/items/{id}/sell"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        txns.push(body(r).await["transaction_id"].as_u64().unwrap());
+    }
+    // Selling twice is refused.
+    let r = c
+        .post(format!("{base}/_admin/items/{}/sell", ids[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    let page1 = get(
+        &c,
+        &base,
+        "/api/v2/my_orders?type=sold&status=all&per_page=1&page=1",
+    )
+    .await;
+    assert_eq!(page1["pagination"]["total_pages"], 2, "{page1}");
+    let o = &page1["my_orders"][0];
+    assert_eq!(
+        (o["transaction_id"].as_u64(), o["item_id"].as_u64()),
+        (Some(txns[1]), Some(ids[1])),
+        "newest first: {o}"
+    );
+    assert_eq!(o["transaction_user_status"], "in_progress");
+    assert_eq!(
+        o["price"],
+        json!({"amount": "27.9", "currency_code": "EUR"})
+    );
+    assert!(o["date"].is_string(), "{o}");
+    let done = get(&c, &base, "/api/v2/my_orders?type=sold&status=completed").await;
+    assert_eq!(done["my_orders"], json!([]));
+    let bought = get(&c, &base, "/api/v2/my_orders?type=purchased&status=all").await;
+    assert_eq!(bought["my_orders"], json!([]));
+
+    let wardrobe = get(
+        &c,
+        &base,
+        &format!("/api/v2/wardrobe/{}/items", s().user_id),
+    )
+    .await;
+    for i in wardrobe["items"].as_array().unwrap() {
+        assert_eq!(
+            (i["is_closed"].clone(), i["item_closing_action"].clone()),
+            (json!(true), json!("sold"))
+        );
+    }
+}
