@@ -152,6 +152,9 @@ pub struct ImageSettings {
     /// Empty: fetch every URL as it is.
     pub fetch_rewrite_from: String,
     pub fetch_rewrite_to: String,
+    /// `host:port` pairs fetched although not public (development image hosts); every other
+    /// loopback, private or link-local address is refused ([`crate::images`]). Production: empty.
+    pub allow_hosts: Vec<String>,
     pub max_bytes: usize,
     pub timeout_ms: u64,
 }
@@ -413,6 +416,14 @@ impl Settings {
                 "plugin.pickup_timeout_ms/lease_timeout_ms",
                 "pickup must be > 0 and a lease at least 1000 ms",
             );
+        }
+        for h in &self.marketplaces.images.allow_hosts {
+            if crate::images::parse_host_port(h).is_none() {
+                return bad(
+                    "marketplaces.images.allow_hosts",
+                    &format!("{h:?} is not host:port"),
+                );
+            }
         }
         if self.plugin.max_attempts < 1 {
             return bad("plugin.max_attempts", "must be >= 1");
