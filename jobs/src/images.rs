@@ -300,11 +300,8 @@ impl ImageFetcher {
         check_url(&u, &self.allow)?;
         let mut r = self.http.get(u).send().await.map_err(classify)?;
         let status = r.status();
-        if status.is_redirection() {
-            // A redirect the policy stopped without an error (no Location): nothing to show.
-            return Err(FetchError::Refused(status.as_u16()));
-        }
-        if status.is_client_error() {
+        // A 3xx here had no usable Location; a 4xx is the host saying no.
+        if status.is_redirection() || status.is_client_error() {
             return Err(FetchError::Refused(status.as_u16()));
         }
         if !status.is_success() {
@@ -334,16 +331,21 @@ impl ImageFetcher {
             }
             bytes.extend_from_slice(&chunk);
         }
-        let content_type = match declared.as_str() {
-            "image/jpeg" => "image/jpeg",
-            "image/png" => "image/png",
-            "image/gif" => "image/gif",
-            "image/webp" => "image/webp",
-            "" | "application/octet-stream" | "binary/octet-stream" => {
-                sniff(&bytes).ok_or_else(|| FetchError::NotAnImage(declared.clone()))?
-            }
-            _ => return Err(FetchError::NotAnImage(declared)),
-        };
+        // The declared type must be an accepted image type (or say nothing specific), and the
+        // bytes must be one: the marketplace gets what the magic bytes say.
+        let declared_ok = matches!(
+            declared.as_str(),
+            "image/jpeg"
+                | "image/png"
+                | "image/gif"
+                | "image/webp"
+                | ""
+                | "application/octet-stream"
+                | "binary/octet-stream"
+        );
+        let content_type = sniff(&bytes)
+            .filter(|_| declared_ok)
+            .ok_or(FetchError::NotAnImage(declared))?;
         Ok(Image {
             bytes,
             content_type,
@@ -698,6 +700,7 @@ mod tests {
                 b"GIF89a....",
             ),
             "/page" => response("200 OK", "content-type: text/html\r\n", b"<html></html>"),
+            "/fake.png" => response("200 OK", "content-type: image/png\r\n", b"<html></html>"),
             "/raw-text" => response(
                 "200 OK",
                 "content-type: application/octet-stream\r\n",
@@ -723,6 +726,10 @@ mod tests {
         );
         assert_eq!(get("/raw").await.unwrap().content_type, "image/gif");
         assert!(matches!(get("/page").await, Err(FetchError::NotAnImage(_))));
+        assert!(matches!(
+            get("/fake.png").await,
+            Err(FetchError::NotAnImage(_))
+        ));
         assert!(matches!(
             get("/raw-text").await,
             Err(FetchError::NotAnImage(_))
