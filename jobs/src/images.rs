@@ -531,6 +531,15 @@ mod tests {
     }
 
     #[test]
+    fn an_allow_hosts_entry_that_is_not_host_and_port_is_refused_at_boot() {
+        let mut s = crate::Settings::defaults();
+        s.validate().unwrap();
+        s.marketplaces.images.allow_hosts = vec!["127.0.0.1".into()];
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("marketplaces.images.allow_hosts"), "{e}");
+    }
+
+    #[test]
     fn the_development_rewrite_applies_to_its_prefix_only() {
         let mut s = crate::Settings::defaults().marketplaces.images;
         s.fetch_rewrite_from = "https://img.example/".into();
