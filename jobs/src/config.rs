@@ -166,6 +166,9 @@ pub struct ImageSettings {
     /// Empty: fetch every URL as it is.
     pub fetch_rewrite_from: String,
     pub fetch_rewrite_to: String,
+    /// `host:port` pairs fetched although not public (development image hosts); every other
+    /// loopback, private or link-local address is refused ([`crate::images`]). Production: empty.
+    pub allow_hosts: Vec<String>,
     pub max_bytes: usize,
     pub timeout_ms: u64,
 }
@@ -464,6 +467,14 @@ impl Settings {
         }
         if self.plugin.sales_max_pages < 1 {
             return bad("plugin.sales_max_pages", "must be >= 1");
+        }
+        for h in &self.marketplaces.images.allow_hosts {
+            if crate::images::parse_host_port(h).is_none() {
+                return bad(
+                    "marketplaces.images.allow_hosts",
+                    &format!("{h:?} is not host:port"),
+                );
+            }
         }
         if self.plugin.max_attempts < 1 {
             return bad("plugin.max_attempts", "must be >= 1");

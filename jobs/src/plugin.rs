@@ -1009,7 +1009,17 @@ pub async fn publish(ctx: &JobContext, job: i64, product_id: i64) -> Result<Valu
         &setup,
         remote.as_deref(),
     ) {
-        Ok(p) => p,
+        Ok(mut p) => {
+            // The extension downloads the photos itself: in development it is pointed at the
+            // host serving the catalogue's image URLs, as the worker's own fetches are.
+            for u in p["photo_urls"].as_array_mut().into_iter().flatten() {
+                let images = &ctx.settings.marketplaces.images;
+                if let Some(to) = u.as_str().map(|s| crate::images::fetch_url(images, s)) {
+                    *u = to.into();
+                }
+            }
+            p
+        }
         Err(e) => {
             sqlx::query(
                 "UPDATE listings SET status = CASE WHEN status = 'publishing' THEN 'failed' ELSE status END,

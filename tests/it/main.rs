@@ -19,5 +19,6 @@ mod products;
 mod publish;
 mod refresh;
 mod regressions;
+mod ssrf;
 mod tenancy;
 mod walls;

@@ -525,6 +525,16 @@ pub async fn simulators(api_port: u16) -> (sim::Running, Vec<(&'static str, Stri
             "STOFLOW_MARKETPLACES__IMAGES__FETCH_REWRITE_TO",
             format!("{}/_admin/photos/", sims.etsy_url),
         ),
+        // The development image host is on loopback: allowed by name, like `./run`'s.
+        (
+            "STOFLOW_MARKETPLACES__IMAGES__ALLOW_HOSTS",
+            format!(
+                "[{:?}]",
+                sims.etsy_url
+                    .trim_start_matches("http://")
+                    .trim_end_matches('/')
+            ),
+        ),
     ];
     (sims, env)
 }

@@ -10,6 +10,7 @@ use serde_json::json;
 use super::{Published, fetch_image, image_urls};
 use crate::accounts::{self, Account};
 use crate::catalogue::Product;
+use crate::images::ImageFetcher;
 use crate::job::{JobContext, JobError};
 use crate::listings::{self, Listing};
 use crate::marketplace::etsy::{
@@ -216,10 +217,9 @@ pub async fn publish(
 
     let current = m.etsy.get_listing(&token, listing_id).await?;
     let have = current.images.as_ref().map_or(0, Vec::len);
-    let http = crate::marketplace::http_client(ctx.settings.marketplaces.images.timeout_ms);
+    let fetcher = ImageFetcher::new(&ctx.settings.marketplaces.images);
     for (i, url) in image_urls(&product.images).iter().enumerate().skip(have) {
-        let (bytes, name) =
-            fetch_image(&http, &ctx.settings.marketplaces.images, "etsy", i, url).await?;
+        let (bytes, name) = fetch_image(&fetcher, "etsy", i, url).await?;
         m.etsy
             .upload_image(&token, shop_id, listing_id, bytes, &name, i as u32 + 1)
             .await?;

@@ -5,7 +5,7 @@
 pub mod ebay;
 pub mod etsy;
 
-use crate::config::ImageSettings;
+use crate::images::ImageFetcher;
 use crate::job::JobError;
 use crate::marketplace::InvalidField;
 
@@ -22,64 +22,37 @@ pub fn image_urls(images: &serde_json::Value) -> Vec<String> {
     serde_json::from_value(images.clone()).unwrap_or_default()
 }
 
-/// Fetches one product image for marketplaces that take bytes. An image the host says does
-/// not exist (4xx) is the seller's to fix: permanent, naming the image; anything else is
-/// transient.
+/// Fetches one product image for marketplaces that take bytes, through
+/// [`crate::images::ImageFetcher`] (public addresses only). The seller's error names the image
+/// and a neutral reason; what actually happened goes to the log. Not public, not an image, too
+/// large or refused by its host: permanent; network trouble or a 5xx: retried.
 pub async fn fetch_image(
-    http: &reqwest::Client,
-    s: &ImageSettings,
+    fetcher: &ImageFetcher,
     marketplace: &'static str,
     index: usize,
     url: &str,
 ) -> Result<(Vec<u8>, String), JobError> {
-    let fetch_url = match url.strip_prefix(s.fetch_rewrite_from.as_str()) {
-        Some(rest) if !s.fetch_rewrite_from.is_empty() => format!("{}{rest}", s.fetch_rewrite_to),
-        _ => url.to_string(),
-    };
-    let bad = |message: String| {
-        JobError::from(InvalidField {
-            marketplace,
-            field: "images",
-            message,
-        })
-    };
-    let r = http
-        .get(&fetch_url)
-        .timeout(std::time::Duration::from_millis(s.timeout_ms))
-        .send()
-        .await
-        .map_err(|e| JobError::Retry {
-            class: "image_unavailable".into(),
-            message: format!("image {index} ({url}) could not be fetched: {e}"),
-        })?;
-    if r.status().is_client_error() {
-        return Err(bad(format!(
-            "image {index} ({url}) is not available: HTTP {}",
-            r.status().as_u16()
-        )));
-    }
-    if !r.status().is_success() {
-        return Err(JobError::Retry {
-            class: "image_unavailable".into(),
-            message: format!("image {index} ({url}): HTTP {}", r.status().as_u16()),
-        });
-    }
-    let bytes = r.bytes().await.map_err(|e| JobError::Retry {
-        class: "image_unavailable".into(),
-        message: format!("image {index} ({url}) could not be read: {e}"),
+    let image = fetcher.fetch(url).await.map_err(|e| {
+        tracing::warn!(marketplace, image = index, url, error = %e, "image fetch failed");
+        let message = e.seller_reason(index, url);
+        if e.is_retryable() {
+            JobError::Retry {
+                class: "image_unavailable".into(),
+                message,
+            }
+        } else {
+            JobError::from(InvalidField {
+                marketplace,
+                field: "images",
+                message,
+            })
+        }
     })?;
-    if bytes.len() > s.max_bytes {
-        return Err(bad(format!(
-            "image {index} ({url}) is {} bytes; at most {} are accepted",
-            bytes.len(),
-            s.max_bytes
-        )));
-    }
     let name = url
         .rsplit('/')
         .next()
         .filter(|n| !n.is_empty())
         .unwrap_or("image.jpg")
         .to_string();
-    Ok((bytes.to_vec(), name))
+    Ok((image.bytes, name))
 }
