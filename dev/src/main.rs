@@ -47,6 +47,12 @@ fn up() -> anyhow::Result<()> {
         ("DATABASE_URL", url.clone()),
         ("STOFLOW_API__BIND", bind.clone()),
         ("STOFLOW_ENV", "development".into()),
+        // The simulators serve the catalogue's development image host (https://img.example/):
+        // the only loopback address image fetches may reach.
+        (
+            "STOFLOW_MARKETPLACES__IMAGES__ALLOW_HOSTS",
+            "[\"127.0.0.1:8482\"]".into(),
+        ),
     ];
 
     let status = proc::spawn("worker", &["migrate"], &env, None)?.wait()?;
