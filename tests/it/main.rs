@@ -18,4 +18,5 @@ mod products;
 mod publish;
 mod refresh;
 mod regressions;
+mod stock;
 mod tenancy;
