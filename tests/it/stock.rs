@@ -313,3 +313,65 @@ async fn a_price_in_another_currency_is_refused_by_default_and_converted_when_ch
         "{etsy}"
     );
 }
+
+#[tokio::test]
+async fn an_edit_followed_at_once_by_a_delete_ends_withdrawn_everywhere() {
+    let p = Platform::start(2, &[]).await;
+    p.connect("ebay").await;
+    p.connect("etsy").await;
+    let product = published(&p, json!({"price": "20.00"})).await;
+    // eBay's offer calls are slow, so the update is halfway (offer replaced, not yet
+    // re-published) when the delete lands: a withdrawal run then would be undone by it.
+    p.sim_admin(
+        "ebay",
+        "/_admin/faults",
+        json!({"latency_ms": 2000, "path_prefix": "/sell/inventory/v1/offer/"}),
+    )
+    .await;
+    let (s, v) = patch(
+        &p,
+        &format!("/v1/products/{product}"),
+        json!({"price": "25.00"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    integration::eventually(T, "the eBay update running", || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM jobs WHERE kind = 'publish_listing' AND state = 'running'
+                AND args->>'marketplace' = 'ebay'",
+        )
+        .fetch_one(&p.db.pool)
+        .await
+        .unwrap()
+            == 1
+    })
+    .await;
+    let r = p
+        .api
+        .http
+        .delete(p.api.url(&format!("/v1/products/{product}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    // The withdrawals wait for the update under way, so nothing is left on sale.
+    for m in ["ebay", "etsy"] {
+        eventually_value(T, "listing withdrawn", || async {
+            (p.listing(product, m).await["status"] == "withdrawn").then_some(())
+        })
+        .await;
+    }
+    integration::eventually(T, "every publish and withdraw finished", || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM jobs WHERE state IN ('available', 'running')
+                AND kind IN ('publish_listing', 'withdraw_listing')",
+        )
+        .fetch_one(&p.db.pool)
+        .await
+        .unwrap()
+            == 0
+    })
+    .await;
+    assert_eq!(ebay_offer(&p, product).await["status"], "UNPUBLISHED");
+    assert_eq!(etsy_listing(&p, product).await["state"], "inactive");
+}
