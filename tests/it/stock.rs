@@ -215,10 +215,18 @@ async fn with_auto_update_off_an_edit_sends_nothing() {
     let p = Platform::start(1, &[]).await;
     p.connect("ebay").await;
     p.connect("etsy").await;
+    // A bad value is a problem naming the field, and changes nothing.
+    let (s, v) = patch(&p, "/v1/settings", json!({"currency_mismatch": "round"})).await;
+    assert!((400..500).contains(&s), "{v}");
+    assert!(v.to_string().contains("currency_mismatch"), "{v}");
     let (s, v) = patch(&p, "/v1/settings", json!({"auto_update_listings": false})).await;
     assert_eq!(
-        (s, v["auto_update_listings"].clone()),
-        (200, json!(false)),
+        (
+            s,
+            v["auto_update_listings"].clone(),
+            v["currency_mismatch"].clone()
+        ),
+        (200, json!(false), json!("refuse")),
         "{v}"
     );
     let product = published(&p, json!({"price": "20.00"})).await;

@@ -31,15 +31,6 @@ impl From<CurrencyMismatch> for CurrencyMismatchMode {
     }
 }
 
-impl From<CurrencyMismatchMode> for CurrencyMismatch {
-    fn from(c: CurrencyMismatchMode) -> Self {
-        match c {
-            CurrencyMismatchMode::Refuse => Self::Refuse,
-            CurrencyMismatchMode::Convert => Self::Convert,
-        }
-    }
-}
-
 #[derive(Debug, Object)]
 pub struct SettingsView {
     /// Editing a published product updates its live listings without another publish
@@ -62,7 +53,10 @@ impl From<SellerSettings> for SettingsView {
 #[oai(deny_unknown_fields)]
 pub struct SettingsInput {
     pub auto_update_listings: Option<bool>,
-    pub currency_mismatch: Option<CurrencyMismatchMode>,
+    /// `refuse` or `convert` (a pattern rather than an enum so that a bad value's problem names
+    /// this field).
+    #[oai(validator(pattern = "^(refuse|convert)$"))]
+    pub currency_mismatch: Option<String>,
 }
 
 pub struct SettingsApi {
@@ -92,7 +86,10 @@ impl SettingsApi {
             &self.st.pool,
             auth.tenant(),
             body.0.auto_update_listings,
-            body.0.currency_mismatch.map(Into::into),
+            body.0.currency_mismatch.map(|c| match c.as_str() {
+                "convert" => CurrencyMismatch::Convert,
+                _ => CurrencyMismatch::Refuse,
+            }),
         )
         .await?;
         Ok(Json(s.into()))
