@@ -49,6 +49,7 @@ pub fn app(st: Arc<AppState>) -> impl Endpoint {
         routes::auth::AuthApi { st: st.clone() },
         routes::jobs::JobsApi { st: st.clone() },
         routes::products::ProductsApi { st: st.clone() },
+        routes::settings::SettingsApi { st: st.clone() },
         routes::connections::ConnectionsApi { st: st.clone() },
         routes::orders::OrdersApi { st: st.clone() },
         routes::queues::QueuesApi { st: st.clone() },

@@ -10,6 +10,7 @@ use crate::Settings;
 use crate::domain::Marketplace;
 use crate::kinds::{PublishListing, WithdrawListing};
 use crate::queue::{self, Inserted, NewJob};
+use crate::seller_settings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogueError {
@@ -166,13 +167,30 @@ pub async fn list(
     .map_err(Into::into)
 }
 
-/// Sets the given fields; the others keep their values.
+/// Jobs a catalogue change enqueued: (kind, marketplace, row).
+pub type Enqueued = Vec<(&'static str, Marketplace, Inserted)>;
+
+/// Sets the given fields (the others keep theirs) and keeps the marketplaces true, in the same
+/// transaction: archiving the product, marking it sold or taking its stock to 0 withdraws its
+/// live listings; editing what a listing shows updates them (when the seller's
+/// `auto_update_listings` is on).
 pub async fn update(
     pool: &PgPool,
+    settings: &Settings,
     tenant: i64,
     id: i64,
     f: ProductFields,
-) -> Result<Product, CatalogueError> {
+) -> Result<(Product, Enqueued), CatalogueError> {
+    let mut tx = pool.begin().await?;
+    let before: Product = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM products
+          WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL FOR UPDATE"
+    )))
+    .bind(id)
+    .bind(tenant)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(CatalogueError::NotFound)?;
     let mut q: QueryBuilder<Postgres> = QueryBuilder::new("UPDATE products SET updated_at = now()");
     macro_rules! set {
         ($col:literal, $v:expr) => {
@@ -196,33 +214,152 @@ pub async fn update(
     set!("status", f.status);
     q.push(" WHERE id = ")
         .push_bind(id)
-        .push(" AND tenant_id = ")
-        .push_bind(tenant)
-        .push(" AND deleted_at IS NULL RETURNING ")
+        .push(" RETURNING ")
         .push(COLUMNS);
-    q.build_query_as()
-        .fetch_optional(pool)
+    let after: Product = q
+        .build_query_as()
+        .fetch_one(&mut *tx)
         .await
-        .map_err(map_unique)?
-        .ok_or(CatalogueError::NotFound)
+        .map_err(map_unique)?;
+    let enqueued = follow_edit(&mut tx, settings, &before, &after).await?;
+    tx.commit().await?;
+    Ok((after, enqueued))
 }
 
-/// Soft delete: the product disappears from the catalogue; its row stays for history.
-pub async fn delete(pool: &PgPool, tenant: i64, id: i64) -> Result<(), CatalogueError> {
-    let n = sqlx::query(
-        "UPDATE products SET deleted_at = now(), updated_at = now()
-          WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL",
+/// What the marketplaces need after an edit (see [`update`]).
+async fn follow_edit(
+    tx: &mut sqlx::PgConnection,
+    settings: &Settings,
+    before: &Product,
+    after: &Product,
+) -> Result<Enqueued, CatalogueError> {
+    let live = live_listings(tx, after.id).await?;
+    if live.is_empty() {
+        return Ok(vec![]);
+    }
+    let became = |s: &str| after.status == s && before.status != s;
+    let withdraw_reason = if became("sold") {
+        Some("marked sold by the seller")
+    } else if became("archived") {
+        Some("product archived")
+    } else if after.stock_quantity == 0 && before.stock_quantity != 0 {
+        Some("out of stock")
+    } else {
+        None
+    };
+    if let Some(reason) = withdraw_reason {
+        return withdraw_live(tx, settings, after, &live, reason).await;
+    }
+    if after.status != "published" || !listing_changed(before, after) {
+        return Ok(vec![]);
+    }
+    if !seller_settings::get(&mut *tx, after.tenant_id)
+        .await?
+        .auto_update_listings
+    {
+        return Ok(vec![]);
+    }
+    // The publish path's own key (product version), so publishing this version again by hand
+    // returns these jobs.
+    let inserted = enqueue_each(tx, settings, after, "publish", &live, |m| PublishListing {
+        product_id: after.id,
+        marketplace: m,
+    })
+    .await?;
+    Ok(tagged::<PublishListing>(&live, inserted))
+}
+
+/// Whether anything a marketplace listing shows changed.
+fn listing_changed(a: &Product, b: &Product) -> bool {
+    (
+        &a.title,
+        &a.description,
+        &a.brand,
+        &a.category,
+        &a.condition,
+    ) != (
+        &b.title,
+        &b.description,
+        &b.brand,
+        &b.category,
+        &b.condition,
+    ) || (a.price_cents, &a.currency, &a.size, &a.color)
+        != (b.price_cents, &b.currency, &b.size, &b.color)
+        || a.stock_quantity != b.stock_quantity
+        || a.images != b.images
+}
+
+/// Marketplaces where the product has a listing that is (or is becoming) live.
+async fn live_listings(
+    tx: &mut sqlx::PgConnection,
+    product: i64,
+) -> Result<Vec<Marketplace>, CatalogueError> {
+    let rows: Vec<String> = sqlx::query_scalar(
+        "SELECT marketplace FROM listings
+          WHERE product_id = $1 AND status IN ('published', 'publishing') ORDER BY marketplace",
     )
+    .bind(product)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows.iter().filter_map(|m| Marketplace::parse(m)).collect())
+}
+
+async fn withdraw_live(
+    tx: &mut sqlx::PgConnection,
+    settings: &Settings,
+    p: &Product,
+    live: &[Marketplace],
+    reason: &str,
+) -> Result<Enqueued, CatalogueError> {
+    let inserted = enqueue_each(tx, settings, p, "withdraw", live, |m| WithdrawListing {
+        product_id: p.id,
+        marketplace: m,
+        reason: Some(reason.into()),
+    })
+    .await?;
+    Ok(tagged::<WithdrawListing>(live, inserted))
+}
+
+fn tagged<J: crate::Kind>(ms: &[Marketplace], inserted: Vec<Inserted>) -> Enqueued {
+    ms.iter()
+        .zip(inserted)
+        .map(|(m, i)| (J::KIND, *m, i))
+        .collect()
+}
+
+/// Soft delete: the product leaves the catalogue (its row and listings stay for history) and its
+/// live listings are withdrawn, in the same transaction.
+pub async fn delete(
+    pool: &PgPool,
+    settings: &Settings,
+    tenant: i64,
+    id: i64,
+) -> Result<Enqueued, CatalogueError> {
+    let mut tx = pool.begin().await?;
+    let p: Product = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE products SET deleted_at = now(), updated_at = now()
+          WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL RETURNING {COLUMNS}"
+    )))
     .bind(id)
     .bind(tenant)
-    .execute(pool)
+    .fetch_optional(&mut *tx)
     .await?
-    .rows_affected();
-    if n == 0 {
-        Err(CatalogueError::NotFound)
-    } else {
-        Ok(())
-    }
+    .ok_or(CatalogueError::NotFound)?;
+    let live = live_listings(&mut tx, id).await?;
+    let enqueued = withdraw_live(&mut tx, settings, &p, &live, "product deleted").await?;
+    tx.commit().await?;
+    Ok(enqueued)
+}
+
+/// Whether `tenant` owns product `id`, deleted or not (its listings stay readable).
+pub async fn owned(pool: &PgPool, tenant: i64, id: i64) -> Result<(), CatalogueError> {
+    sqlx::query_scalar::<_, i64>("SELECT id FROM products WHERE id = $1 AND tenant_id = $2")
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(pool)
+        .await?
+        .map(drop)
+        .ok_or(CatalogueError::NotFound)
 }
 
 /// Marks the product published and enqueues one `publish_listing` per marketplace, atomically.
@@ -291,14 +428,7 @@ async fn per_marketplace<J: crate::Job>(
     }
     let jobs: Vec<NewJob> = marketplaces
         .iter()
-        .map(|m| {
-            let key = format!(
-                "{action}:{id}:{}:{}",
-                m.as_str(),
-                version.timestamp_micros()
-            );
-            NewJob::of(&job(*m), settings, Some(key))
-        })
+        .map(|m| NewJob::of(&job(*m), settings, Some(job_key(action, id, *m, version))))
         .collect();
     let inserted = queue::insert_for(&mut tx, Some(tenant), &jobs).await?;
     if publishing {
@@ -309,4 +439,33 @@ async fn per_marketplace<J: crate::Job>(
     }
     tx.commit().await?;
     Ok(marketplaces.iter().copied().zip(inserted).collect())
+}
+
+/// One job per marketplace for product `p` at its current version.
+async fn enqueue_each<J: crate::Job>(
+    tx: &mut sqlx::PgConnection,
+    settings: &Settings,
+    p: &Product,
+    action: &str,
+    marketplaces: &[Marketplace],
+    job: impl Fn(Marketplace) -> J,
+) -> Result<Vec<Inserted>, CatalogueError> {
+    let jobs: Vec<NewJob> = marketplaces
+        .iter()
+        .map(|m| {
+            let key = job_key(action, p.id, *m, p.updated_at);
+            NewJob::of(&job(*m), settings, Some(key))
+        })
+        .collect();
+    Ok(queue::insert_for(tx, Some(p.tenant_id), &jobs).await?)
+}
+
+/// `action:product:marketplace:version`: the same request for the same version of a product
+/// names the same job.
+fn job_key(action: &str, id: i64, m: Marketplace, version: DateTime<Utc>) -> String {
+    format!(
+        "{action}:{id}:{}:{}",
+        m.as_str(),
+        version.timestamp_micros()
+    )
 }

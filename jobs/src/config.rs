@@ -60,8 +60,20 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub log: LogSettings,
     pub auth: AuthSettings,
+    pub currency: CurrencySettings,
     #[serde(default)]
     pub kinds: BTreeMap<String, PolicyOverride>,
+}
+
+/// Exchange rates for sellers who chose to convert prices into a shop's currency.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CurrencySettings {
+    /// `FROM_TO` → units of TO per unit of FROM, e.g. `EUR_USD = 1.08` (the inverse direction
+    /// is derived when only one is given). Keys are read case-insensitively (env vars arrive
+    /// lower-cased).
+    #[serde(default)]
+    pub rates: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -442,6 +454,20 @@ impl Settings {
                 return bad(
                     &format!("kinds.{k}.backoff_factor"),
                     "must be within 1..=10",
+                );
+            }
+        }
+        for (pair, rate) in &self.currency.rates {
+            let ok = pair.len() == 7
+                && pair.as_bytes()[3] == b'_'
+                && pair
+                    .chars()
+                    .filter(|c| *c != '_')
+                    .all(|c| c.is_ascii_alphabetic());
+            if !(ok && rate.is_finite() && *rate > 0.0) {
+                return bad(
+                    &format!("currency.rates.{pair}"),
+                    "must be FROM_TO (ISO 4217 codes, e.g. EUR_USD) with a rate > 0",
                 );
             }
         }

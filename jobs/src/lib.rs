@@ -26,12 +26,14 @@ pub mod limits;
 pub mod listings;
 pub mod marketplace;
 pub mod metrics;
+pub mod money;
 pub mod orders;
 pub mod plugin;
 pub mod publishing;
 pub mod queue;
 pub mod runtime;
 pub mod secrets;
+pub mod seller_settings;
 pub mod telemetry;
 pub mod vinted_sales;
 

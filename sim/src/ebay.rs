@@ -868,6 +868,11 @@ fn get_offer(req: &Request, Path(id): Path<String>, Data(sim): Data<&Arc<Ebay>>)
     }
 }
 
+/// updateOffer: a full replacement (marketplaces.md 1.4.4). Content-Type and Content-Language
+/// are required; sku, marketplaceId and format identify the offer and cannot change (sent or
+/// not, they stay); a price must be a positive decimal string. A published offer revises its
+/// live listing, so the new body must still be publishable (listingDescription included), or
+/// it is refused and the listing keeps the old one.
 #[handler]
 fn update_offer(
     req: &Request,
@@ -883,24 +888,41 @@ fn update_offer(
     if let Err(r) = require_language(req) {
         return r;
     }
-    let Some(o) = offer_id(&id)
-        .and_then(|n| st.offers.get_mut(&n))
-        .filter(|o| o.user == user)
-    else {
+    let Some((n, old)) = offer_id(&id).and_then(|n| {
+        st.offers
+            .get(&n)
+            .filter(|o| o.user == user)
+            .map(|o| (n, o.body.clone()))
+    }) else {
         return unavailable(&id);
     };
     let mut v = match json_object(&body) {
         Ok(v) => v,
         Err(r) => return r,
     };
-    // sku, marketplaceId and format identify the offer and cannot change.
     for k in ["sku", "marketplaceId", "format"] {
-        v[k] = o.body[k].clone();
+        v[k] = old[k].clone();
     }
-    if o.listing_id.is_some() && v.get("listingDescription").is_none() {
-        return invalid_field("listingDescription");
+    if let Err(r) = parse_offer(&serde_json::to_vec(&v).unwrap_or_default()) {
+        return r;
     }
-    o.body = v;
+    let published = st.offers.get(&n).is_some_and(|o| o.listing_id.is_some());
+    if published {
+        if v.get("listingDescription").is_none() {
+            return invalid_field("listingDescription");
+        }
+        let sku = v["sku"].as_str().unwrap_or_default().to_string();
+        let errs = {
+            let seller = st.seller(&user);
+            publish_errors(&v, seller.items.get(&sku), seller)
+        };
+        if !errs.is_empty() {
+            return json(StatusCode::BAD_REQUEST, json!({ "errors": errs }));
+        }
+    }
+    if let Some(o) = st.offers.get_mut(&n) {
+        o.body = v;
+    }
     no_content()
 }
 

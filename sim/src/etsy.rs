@@ -57,6 +57,9 @@ pub struct Settings {
     pub user_id: u64,
     pub shop_id: u64,
     pub shop_name: String,
+    /// The default shop's currency (`currency_code`; prices are in it). EUR: the demo seller is
+    /// European, like the catalogue's default currency.
+    pub currency_code: String,
     pub per_second: u32,
     pub per_day: u32,
     /// The year that decides `when_made` values (`2020_<year>` ...); the clock's year if unset.
@@ -85,6 +88,7 @@ impl Default for Settings {
             user_id: 12_345_678,
             shop_id: 23_456_789,
             shop_name: "StoflowSimShop".into(),
+            currency_code: "EUR".into(),
             per_second: 10,
             per_day: 10_000,
             year: None,
@@ -131,7 +135,17 @@ struct Token {
 struct Shop {
     user_id: u64,
     name: String,
+    currency: String,
     sections: Vec<Value>,
+}
+
+impl State {
+    /// The currency of a shop's prices.
+    fn currency(&self, shop_id: u64) -> String {
+        self.shops
+            .get(&shop_id)
+            .map_or_else(|| "USD".into(), |s| s.currency.clone())
+    }
 }
 
 struct State {
@@ -183,6 +197,7 @@ pub fn app(settings: Settings, common: Arc<Common>) -> impl Endpoint {
         Shop {
             user_id: settings.user_id,
             name: settings.shop_name.clone(),
+            currency: settings.currency_code.clone(),
             sections: Vec::new(),
         },
     );
@@ -254,6 +269,7 @@ pub fn app(settings: Settings, common: Arc<Common>) -> impl Endpoint {
         .at("/_admin/limits", put(admin_limits))
         .at("/_admin/apps", post(admin_app))
         .at("/_admin/users", post(admin_user))
+        .at("/_admin/shops/:id", put(admin_shop))
         .around(move |ep, req| api_key_gate(ep, req, guarded.clone()))
         .data(sim);
     crate::common::wrap(
@@ -625,7 +641,7 @@ fn shop_view(st: &State, id: u64) -> Option<Value> {
         .filter(|l| l["shop_id"] == json!(id) && l["state"] == "active")
         .count();
     Some(
-        json!({"shop_id": id, "user_id": s.user_id, "shop_name": s.name, "currency_code": "USD",
+        json!({"shop_id": id, "user_id": s.user_id, "shop_name": s.name, "currency_code": s.currency,
         "is_vacation": false, "listing_active_count": active, "url": format!("https://www.etsy.com/shop/{}", s.name),
         "create_date": 1_600_000_000, "created_timestamp": 1_600_000_000, "title": s.name}),
     )
@@ -866,8 +882,8 @@ pub fn when_made_values(year: i32) -> Vec<String> {
     v
 }
 
-fn money(amount: f64) -> Value {
-    json!({"amount": (amount * 100.0).round() as i64, "divisor": 100, "currency_code": "USD"})
+fn money(amount: f64, currency: &str) -> Value {
+    json!({"amount": (amount * 100.0).round() as i64, "divisor": 100, "currency_code": currency})
 }
 
 fn list_field(s: &str) -> Vec<String> {
@@ -1097,6 +1113,7 @@ fn create_listing(
     let offering_id = st.id();
     let product_id = st.id();
     let readiness = opt_u64(&f, "readiness_state_id");
+    let cur = st.currency(shop_id);
     let get = |k: &str| f.get(k).cloned().unwrap_or_default();
     let listing = json!({
         "listing_id": id, "user_id": st.shops.get(&shop_id).map(|s| s.user_id), "shop_id": shop_id,
@@ -1114,12 +1131,12 @@ fn create_listing(
         "who_made": get("who_made"), "when_made": get("when_made"), "is_supply": truthy(&get("is_supply")),
         "is_private": false, "style": list_field(&get("styles")), "file_data": "", "has_variations": false,
         "should_auto_renew": f.get("should_auto_renew").is_some_and(|v| truthy(v)), "language": "en-US",
-        "price": money(price), "taxonomy_id": opt_u64(&f, "taxonomy_id"), "readiness_state_id": readiness,
+        "price": money(price, &cur), "taxonomy_id": opt_u64(&f, "taxonomy_id"), "readiness_state_id": readiness,
         "suggested_title": null, "views": 0,
         "_images": [],
         "_inventory": {"products": [{"product_id": product_id, "sku": "", "is_deleted": false, "property_values": [],
             "offerings": [{"offering_id": offering_id, "quantity": quantity, "is_enabled": true, "is_deleted": false,
-                "price": money(price), "readiness_state_id": readiness}]}],
+                "price": money(price, &cur), "readiness_state_id": readiness}]}],
             "price_on_property": [], "quantity_on_property": [], "sku_on_property": [], "readiness_state_on_property": []},
     });
     st.listings.insert(id, listing.clone());
@@ -1547,6 +1564,11 @@ fn put_inventory(
         .iter()
         .find(|(_, s)| s.user_id == uid)
         .map(|(id, _)| id + READINESS_OFFSET);
+    let cur = st
+        .shops
+        .iter()
+        .find(|(_, s)| s.user_id == uid)
+        .map_or_else(|| "USD".into(), |(_, s)| s.currency.clone());
     let mut products = Vec::new();
     let mut total = 0u64;
     let mut min_price: Option<f64> = None;
@@ -1607,7 +1629,7 @@ fn put_inventory(
             .iter()
             .map(|(o, id)| {
                 json!({"offering_id": id, "quantity": o.quantity,
-            "is_enabled": o.is_enabled, "is_deleted": false, "price": money(o.price),
+            "is_enabled": o.is_enabled, "is_deleted": false, "price": money(o.price, &cur),
             "readiness_state_id": o.readiness_state_id})
             })
             .collect();
@@ -1631,7 +1653,7 @@ fn put_inventory(
     l["_inventory"] = inventory.clone();
     set_quantity(l, total, now);
     if let Some(p) = min_price {
-        l["price"] = money(p);
+        l["price"] = money(p, &cur);
     }
     l["has_variations"] = json!(inv.products.len() > 1);
     json(StatusCode::OK, inventory)
@@ -1844,6 +1866,7 @@ fn admin_receipt(body: Vec<u8>, Data(sim): Data<&Arc<Etsy>>) -> Response {
     let Some(seller) = st.shops.get(&shop_id).map(|s| s.user_id) else {
         return admin_error("no such shop");
     };
+    let cur = st.currency(shop_id);
     let receipt_id = st.id() + 1_000_000_000;
     let mut txs = Vec::new();
     let mut subtotal = 0.0;
@@ -1896,12 +1919,12 @@ fn admin_receipt(body: Vec<u8>, Data(sim): Data<&Arc<Etsy>>) -> Response {
             "created_timestamp": created, "paid_timestamp": if r.was_paid { json!(created) } else { Value::Null },
             "shipped_timestamp": null, "quantity": t.quantity, "listing_image_id": null, "receipt_id": receipt_id,
             "is_digital": false, "file_data": "", "listing_id": t.listing_id, "transaction_type": "listing",
-            "product_id": product_id, "sku": sku, "price": money(unit), "shipping_cost": money(0.0),
+            "product_id": product_id, "sku": sku, "price": money(unit, &cur), "shipping_cost": money(0.0, &cur),
             "variations": [], "product_data": [], "shipping_profile_id": l["shipping_profile_id"],
             "min_processing_days": 1, "max_processing_days": 3, "shipping_method": null, "shipping_upgrade": null,
             "expected_ship_date": created + 3 * 86_400, "buyer_coupon": 0, "shop_coupon": 0}));
     }
-    let total = money(subtotal);
+    let total = money(subtotal, &cur);
     let v = json!({"receipt_id": receipt_id, "receipt_type": 0, "seller_user_id": seller,
         "seller_email": "seller@example.com", "buyer_user_id": 99_000_001,
         "buyer_email": r.buyer_email.unwrap_or_else(|| "buyer@example.com".into()), "name": "Sim Buyer",
@@ -1911,9 +1934,9 @@ fn admin_receipt(body: Vec<u8>, Data(sim): Data<&Arc<Etsy>>) -> Response {
         "message_from_buyer": null, "message_from_payment": null, "is_paid": r.was_paid, "is_shipped": false,
         "create_timestamp": created, "created_timestamp": created, "update_timestamp": created,
         "updated_timestamp": created, "is_gift": false, "gift_message": "", "gift_sender": "",
-        "grandtotal": total, "subtotal": total, "total_price": total, "total_shipping_cost": money(0.0),
-        "total_tax_cost": money(0.0), "total_vat_cost": money(0.0), "discount_amt": money(0.0),
-        "gift_wrap_price": money(0.0), "shipments": [], "transactions": txs, "refunds": [],
+        "grandtotal": total, "subtotal": total, "total_price": total, "total_shipping_cost": money(0.0, &cur),
+        "total_tax_cost": money(0.0, &cur), "total_vat_cost": money(0.0, &cur), "discount_amt": money(0.0, &cur),
+        "gift_wrap_price": money(0.0, &cur), "shipments": [], "transactions": txs, "refunds": [],
         "_shop_id": shop_id, "_delivered": false, "_canceled": false});
     st.receipts.insert(receipt_id, v.clone());
     json(StatusCode::CREATED, receipt_view(&v))
@@ -2091,6 +2114,8 @@ struct NewUser {
     user_id: u64,
     shop_id: u64,
     shop_name: Option<String>,
+    /// The shop's currency (default: the simulator's `currency_code`).
+    currency_code: Option<String>,
 }
 
 /// Seeds a user with a shop (with its shipping profile, return policy and readiness state);
@@ -2109,6 +2134,9 @@ fn admin_user(body: Vec<u8>, Data(sim): Data<&Arc<Etsy>>) -> Response {
         Shop {
             user_id: u.user_id,
             name,
+            currency: u
+                .currency_code
+                .unwrap_or_else(|| sim.settings.currency_code.clone()),
             sections: Vec::new(),
         },
     );
@@ -2118,4 +2146,30 @@ fn admin_user(body: Vec<u8>, Data(sim): Data<&Arc<Etsy>>) -> Response {
         "shipping_profile_id": u.shop_id + SHIPPING_OFFSET, "return_policy_id": u.shop_id + RETURN_OFFSET,
         "readiness_state_id": u.shop_id + READINESS_OFFSET}),
     )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShopChange {
+    /// ISO 4217, e.g. USD: the currency of the shop's prices from now on.
+    currency_code: String,
+}
+
+/// Changes a shop, as its owner would in the shop settings (today: its currency).
+#[handler]
+fn admin_shop(Path(id): Path<u64>, body: Vec<u8>, Data(sim): Data<&Arc<Etsy>>) -> Response {
+    let c: ShopChange = match admin_body(&body) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if !(c.currency_code.len() == 3 && c.currency_code.chars().all(|c| c.is_ascii_uppercase())) {
+        return admin_error("currency_code must be an ISO 4217 code such as USD");
+    }
+    let mut st = lock(&sim.st);
+    let Some(shop) = st.shops.get_mut(&id) else {
+        return admin_error("no such shop");
+    };
+    shop.currency = c.currency_code;
+    let view = shop_view(&st, id);
+    json(StatusCode::OK, view.unwrap_or_default())
 }

@@ -25,6 +25,8 @@ async fn env() -> Env {
     let mut s: EbaySettings = jobs::Settings::defaults().marketplaces.ebay;
     s.api_base = sims.ebay_url.clone();
     s.auth_base = sims.ebay_url.clone();
+    // The offers below are for EBAY_US (priced in USD); the client looks offers up by its site.
+    s.marketplace_id = "EBAY_US".into();
     Env {
         client: EbayClient::new(&s),
         sims,

@@ -148,7 +148,7 @@ async fn pkce_connect_exchange_then_get_me_shop_and_profiles_work() {
     let me = etsy.get_me(&tokens.access_token).await.unwrap();
     assert_eq!((me.user_id, me.shop_id), (12_345_678, Some(SHOP)));
     let shop = etsy.get_shop(&tokens.access_token, SHOP).await.unwrap();
-    assert_eq!((shop.shop_id, shop.currency_code.as_str()), (SHOP, "USD"));
+    assert_eq!((shop.shop_id, shop.currency_code.as_str()), (SHOP, "EUR"));
     let profiles = etsy
         .shipping_profiles(&tokens.access_token, SHOP)
         .await

@@ -20,5 +20,6 @@ mod publish;
 mod refresh;
 mod regressions;
 mod ssrf;
+mod stock;
 mod tenancy;
 mod walls;

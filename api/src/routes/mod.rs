@@ -7,6 +7,7 @@ pub mod orders;
 pub mod plugin;
 pub mod products;
 pub mod queues;
+pub mod settings;
 
 #[derive(poem_openapi::Tags)]
 pub enum Tag {

@@ -337,6 +337,13 @@ impl ProductsApi {
     }
 
     /// Change some fields of a product
+    ///
+    /// Keeps the marketplaces true in the same transaction: setting `status` to `archived` or
+    /// `sold`, or `stock_quantity` to 0, withdraws the product's live listings (one
+    /// `withdraw_listing` job each); changing what a published product's listings show (title,
+    /// description, price, quantity, images, …) updates every live listing with one
+    /// `publish_listing` job each, unless the seller turned `auto_update_listings` off
+    /// (`/v1/settings`).
     #[oai(path = "/v1/products/:id", method = "patch")]
     async fn update(
         &self,
@@ -344,17 +351,27 @@ impl ProductsApi {
         id: Path<i64>,
         body: Json<ProductInput>,
     ) -> Result<Json<ProductView>, Problem> {
-        Ok(Json(
-            catalogue::update(&self.st.pool, auth.tenant(), id.0, fields(body.0, false)?)
-                .await?
-                .into(),
-        ))
+        let (p, enqueued) = catalogue::update(
+            &self.st.pool,
+            &self.st.settings,
+            auth.tenant(),
+            id.0,
+            fields(body.0, false)?,
+        )
+        .await?;
+        self.enqueued(&enqueued);
+        Ok(Json(p.into()))
     }
 
     /// Delete a product (soft: it leaves the catalogue, its history stays)
+    ///
+    /// Its live listings are withdrawn (one `withdraw_listing` job each, enqueued in the same
+    /// transaction); `GET /v1/products/{id}/listings` keeps showing them.
     #[oai(path = "/v1/products/:id", method = "delete")]
     async fn delete(&self, auth: Seller, id: Path<i64>) -> Result<Deleted, Problem> {
-        catalogue::delete(&self.st.pool, auth.tenant(), id.0).await?;
+        let enqueued =
+            catalogue::delete(&self.st.pool, &self.st.settings, auth.tenant(), id.0).await?;
+        self.enqueued(&enqueued);
         Ok(Deleted::NoContent)
     }
 
@@ -404,9 +421,11 @@ impl ProductsApi {
     }
 
     /// A product's listings: per marketplace its state, remote ids, URL and last error
+    ///
+    /// Also for a deleted product, so its withdrawals can be followed.
     #[oai(path = "/v1/products/:id/listings", method = "get")]
     async fn listings(&self, auth: Seller, id: Path<i64>) -> Result<Json<ListingList>, Problem> {
-        catalogue::get(&self.st.pool, Some(auth.tenant()), id.0).await?;
+        catalogue::owned(&self.st.pool, auth.tenant(), id.0).await?;
         let listings: Vec<ListingView> = sqlx::query_as(
             "SELECT marketplace, account_id, sku, status, remote_offer_id, remote_listing_id, url,
                     last_error, published_at, withdrawn_at, withdraw_reason, remote_state, updated_at
@@ -420,6 +439,16 @@ impl ProductsApi {
 }
 
 impl ProductsApi {
+    /// Counts the jobs a catalogue change created and wakes the workers of their kinds.
+    fn enqueued(&self, jobs: &catalogue::Enqueued) {
+        for (kind, _, _) in jobs.iter().filter(|(_, _, i)| i.created) {
+            self.st
+                .metrics
+                .inc("stoflow_jobs_enqueued_total", &[("kind", kind)], 1);
+            self.st.notifier.poke(kind);
+        }
+    }
+
     fn accepted<J: jobs::Job>(&self, res: Vec<(Marketplace, jobs::queue::Inserted)>) -> Publishing {
         let created = res.iter().filter(|(_, i)| i.created).count() as u64;
         let kind = <J as jobs::Kind>::KIND;

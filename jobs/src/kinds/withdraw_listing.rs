@@ -37,6 +37,14 @@ impl Job for WithdrawListing {
         let Some(listing) = listings::get(&ctx.pool, self.product_id, m).await? else {
             return Ok(json!({ "withdrawn": false, "why": "never listed there" }));
         };
+        if let Some(wait) = publish_in_flight(&ctx, self.product_id, m).await? {
+            // That publish would put the listing (back) on sale after this withdrawal: let it
+            // finish (or die, for a deleted product) first.
+            return Err(JobError::snooze(
+                wait,
+                "a publish of this listing is waiting or under way",
+            ));
+        }
         if listing.status == "withdrawn" {
             return Ok(json!({ "withdrawn": true, "already": true }));
         }
@@ -69,4 +77,24 @@ impl Job for WithdrawListing {
             Err(e) => Err(failed(&ctx, run, Self::KIND, m, &account, Some(listing.id), e).await),
         }
     }
+}
+
+/// How long to wait for a `publish_listing` job of (product, marketplace) that is waiting or
+/// running: a little past its next run (at most 5 minutes), or None when there is none.
+async fn publish_in_flight(
+    ctx: &JobContext,
+    product_id: i64,
+    m: Marketplace,
+) -> Result<Option<std::time::Duration>, sqlx::Error> {
+    let ms: Option<f64> = sqlx::query_scalar(
+        "SELECT (extract(epoch FROM min(CASE WHEN state = 'running' THEN now() ELSE run_at END) - now())
+                * 1000)::float8
+           FROM jobs WHERE kind = 'publish_listing' AND state IN ('available', 'running')
+            AND (args->>'product_id')::bigint = $1 AND args->>'marketplace' = $2",
+    )
+    .bind(product_id)
+    .bind(m.as_str())
+    .fetch_one(&ctx.pool)
+    .await?;
+    Ok(ms.map(|ms| std::time::Duration::from_millis(ms.clamp(0.0, 300_000.0) as u64 + 1_000)))
 }

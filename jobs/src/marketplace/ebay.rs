@@ -336,6 +336,19 @@ impl EbayClient {
         token: &str,
         offer: &OfferDetails,
     ) -> Result<String, MarketplaceError> {
+        match self.post_offer(token, offer).await {
+            Err(MarketplaceError::AlreadyApplied { .. }) => {
+                self.existing_offer(token, &offer.sku).await
+            }
+            other => other,
+        }
+    }
+
+    async fn post_offer(
+        &self,
+        token: &str,
+        offer: &OfferDetails,
+    ) -> Result<String, MarketplaceError> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Created {
@@ -348,23 +361,66 @@ impl EbayClient {
             .header(CONTENT_TYPE, "application/json")
             .header(CONTENT_LANGUAGE, &self.s.content_language)
             .json(offer);
-        match send(M, req).await {
-            Ok(r) => Ok(json::<Created>(M, r).await?.offer_id),
-            Err(MarketplaceError::AlreadyApplied { .. }) => {
-                let existing = self.offers_by_sku(token, &offer.sku).await?;
-                existing
-                    .into_iter()
-                    .next()
-                    .map(|o| o.offer_id)
-                    .ok_or_else(|| MarketplaceError::Unavailable {
-                        marketplace: M.as_str(),
-                        detail: format!(
-                            "offer for {} reported as existing but not found",
-                            offer.sku
-                        ),
-                    })
+        Ok(json::<Created>(M, send(M, req).await?).await?.offer_id)
+    }
+
+    /// The id of the offer eBay reported as existing for `sku`.
+    async fn existing_offer(&self, token: &str, sku: &str) -> Result<String, MarketplaceError> {
+        let existing = self.offers_by_sku(token, sku).await?;
+        existing
+            .into_iter()
+            .next()
+            .map(|o| o.offer_id)
+            .ok_or_else(|| MarketplaceError::Unavailable {
+                marketplace: M.as_str(),
+                detail: format!("offer for {sku} reported as existing but not found"),
+            })
+    }
+
+    /// updateOffer: replaces the whole offer (price, quantity, policies…); on a published offer
+    /// eBay revises the live listing.
+    pub async fn update_offer(
+        &self,
+        token: &str,
+        offer_id: &str,
+        offer: &OfferDetails,
+    ) -> Result<(), MarketplaceError> {
+        let req = self
+            .http
+            .put(self.inventory(&format!("/offer/{}", enc(offer_id))))
+            .bearer_auth(token)
+            .header(CONTENT_TYPE, "application/json")
+            .header(CONTENT_LANGUAGE, &self.s.content_language)
+            .json(offer);
+        send(M, req).await.map(|_| ())
+    }
+
+    /// The offer's id with exactly this content: updated in place when `known` (or an offer
+    /// eBay already holds for the SKU) exists, created otherwise.
+    pub async fn upsert_offer(
+        &self,
+        token: &str,
+        known: Option<&str>,
+        offer: &OfferDetails,
+    ) -> Result<String, MarketplaceError> {
+        if let Some(id) = known {
+            match self.update_offer(token, id, offer).await {
+                Ok(()) => return Ok(id.to_string()),
+                // Deleted on eBay since: make it again.
+                Err(e)
+                    if matches!(e, MarketplaceError::NotFound { .. })
+                        || is_offer_unavailable(&e) => {}
+                Err(e) => return Err(e),
             }
-            Err(e) => Err(e),
+        }
+        match self.post_offer(token, offer).await {
+            // An earlier run created it and crashed before recording it: bring it up to date.
+            Err(MarketplaceError::AlreadyApplied { .. }) => {
+                let id = self.existing_offer(token, &offer.sku).await?;
+                self.update_offer(token, &id, offer).await?;
+                Ok(id)
+            }
+            other => other,
         }
     }
 

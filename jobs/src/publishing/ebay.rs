@@ -1,7 +1,8 @@
 //! eBay: inventory item (PUT by SKU) → offer → publish. Idempotent at every step: the item is
-//! keyed by SKU, a second createOffer answers 25002 and the client returns the existing offer,
+//! keyed by SKU, a second createOffer answers 25002 and the client updates the existing offer,
 //! and the offer id is stored before publishing. Publishing again after an edit replaces the
-//! item and re-publishes the same offer, which revises the live listing.
+//! item and the offer (updateOffer: price, quantity) and re-publishes it, which revises the live
+//! listing. The price is in the marketplace's currency (refused or converted: [`crate::money`]).
 
 use serde_json::Value;
 
@@ -12,6 +13,7 @@ use crate::job::{JobContext, JobError};
 use crate::listings::{self, Listing};
 use crate::marketplace::MarketplaceError;
 use crate::marketplace::ebay::{self, SellerSetup};
+use crate::{money, seller_settings};
 
 pub async fn publish(
     ctx: &JobContext,
@@ -35,13 +37,37 @@ pub async fn publish(
         return_policy_id: setup_or(&account.setup, "return_policy_id", &s.return_policy_id),
         category_id: setup_or(&account.setup, "category_id", &s.category_id),
     };
-    let (item, offer) = ebay::listing_for(product, s, &setup)?;
+    let currency = money::ebay_currency(&s.marketplace_id).ok_or_else(|| {
+        JobError::permanent(format!(
+            "no known currency for eBay marketplace {}",
+            s.marketplace_id
+        ))
+    })?;
+    let mode = seller_settings::get(&ctx.pool, product.tenant_id)
+        .await?
+        .currency_mismatch;
+    let listed = Product {
+        price_cents: money::listed_price(
+            "ebay",
+            product.price_cents,
+            &product.currency,
+            currency,
+            mode,
+            &ctx.settings.currency,
+        )?,
+        currency: currency.to_string(),
+        ..product.clone()
+    };
+    let (item, offer) = ebay::listing_for(&listed, s, &setup)?;
     let m = &ctx.market;
     let token = accounts::access_token(&ctx.pool, m, account.id).await?;
     m.ebay
         .put_inventory_item(&token, &product.sku, &item)
         .await?;
-    let offer_id = m.ebay.create_offer(&token, &offer).await?;
+    let offer_id = m
+        .ebay
+        .upsert_offer(&token, listing.remote_offer_id.as_deref(), &offer)
+        .await?;
     listings::set_remote(&ctx.pool, listing.id, Some(&offer_id), None).await?;
     let listing_id = m.ebay.publish_offer(&token, &offer_id).await?;
     Ok(Published {

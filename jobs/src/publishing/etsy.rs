@@ -3,6 +3,8 @@
 //! id first looks for a draft an earlier, crashed run created (by SKU, or by title while it has
 //! no inventory yet) before creating one. Every later step converges: the inventory is a PUT,
 //! images are uploaded only past those already there, activation only when not active yet.
+//! Price and quantity go through the inventory update, in the shop's currency (a product in
+//! another currency is refused or converted: [`crate::money`]).
 
 use chrono::Datelike as _;
 use serde_json::json;
@@ -17,6 +19,7 @@ use crate::marketplace::etsy::{
     self, DraftListing, InventoryUpdate, ListingState, ListingUpdate, SettableState,
 };
 use crate::marketplace::{InvalidField, MarketplaceError};
+use crate::{money, seller_settings};
 
 /// How many of the newest listings per state the crash lookup reads (one page).
 const LOOKUP_SCAN: u32 = 25;
@@ -142,6 +145,25 @@ pub async fn publish(
     let shop_id = account.etsy_shop()?;
     let m = &ctx.market;
     let token = accounts::access_token(&ctx.pool, m, account.id).await?;
+    // Prices are in the shop's currency; read each time (not kept) since listing at a stale
+    // currency would sell at the wrong price.
+    let shop_currency = m.etsy.get_shop(&token, shop_id).await?.currency_code;
+    let mode = seller_settings::get(&ctx.pool, product.tenant_id)
+        .await?
+        .currency_mismatch;
+    let listed = Product {
+        price_cents: money::listed_price(
+            "etsy",
+            product.price_cents,
+            &product.currency,
+            &shop_currency,
+            mode,
+            &ctx.settings.currency,
+        )?,
+        currency: shop_currency,
+        ..product.clone()
+    };
+    let product = &listed;
     let (shipping, readiness) = profiles(ctx, account, &token, shop_id).await?;
     let draft = draft_for(
         product,

@@ -242,6 +242,91 @@ async fn inventory_offer_publish_withdraw_and_offer_exists() {
 }
 
 #[tokio::test]
+async fn update_offer_replaces_the_offer_and_a_published_one_must_stay_publishable() {
+    let sims = sims().await;
+    let (c, base) = (client(), sims.ebay_url.clone());
+    let tok = token(&c, &base).await;
+    let inv = format!("{base}/sell/inventory/v1");
+    let write =
+        |r: reqwest::RequestBuilder| r.bearer_auth(&tok).header("Content-Language", "en-US");
+    let r = write(c.put(format!("{inv}/inventory_item/SKU-1")))
+        .json(&item())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = write(c.post(format!("{inv}/offer")))
+        .json(&offer())
+        .send()
+        .await
+        .unwrap();
+    let id = body(r).await["offerId"].as_str().unwrap().to_string();
+    let r = c
+        .post(format!("{inv}/offer/{id}/publish"))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let mut updated = offer();
+    updated["pricingSummary"]["price"]["value"] = json!("35.00");
+    updated["availableQuantity"] = json!(2);
+    updated["listingDescription"] = json!("Classic jeans, now cheaper");
+    let put = |b: &Value, lang: bool| {
+        let r = c.put(format!("{inv}/offer/{id}")).bearer_auth(&tok);
+        let r = if lang {
+            r.header("Content-Language", "en-US")
+        } else {
+            r
+        };
+        r.json(b).send()
+    };
+    let r = put(&updated, false).await.unwrap();
+    assert_eq!(r.status(), 400, "Content-Language is required");
+    let mut no_description = updated.clone();
+    no_description
+        .as_object_mut()
+        .unwrap()
+        .remove("listingDescription");
+    let r = put(&no_description, true).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        body(r).await["errors"][0]["parameters"][0]["value"],
+        "listingDescription"
+    );
+    let mut bad_price = updated.clone();
+    bad_price["pricingSummary"]["price"]["value"] = json!(35);
+    let r = put(&bad_price, true).await.unwrap();
+    assert_eq!(body(r).await["errors"][0]["errorId"], 25003);
+    // A full replacement: leaving the location out would leave the live listing unpublishable.
+    let mut partial = updated.clone();
+    partial
+        .as_object_mut()
+        .unwrap()
+        .remove("merchantLocationKey");
+    let r = put(&partial, true).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(body(r).await["errors"][0]["errorId"], 25012);
+
+    let r = put(&updated, true).await.unwrap();
+    assert_eq!(r.status(), 204);
+    let r = c
+        .get(format!("{inv}/offer/{id}"))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    let o = body(r).await;
+    assert_eq!(o["pricingSummary"]["price"]["value"], "35.00", "{o}");
+    assert_eq!(o["availableQuantity"], 2, "{o}");
+    assert_eq!(
+        (o["sku"].as_str(), o["status"].as_str()),
+        (Some("SKU-1"), Some("PUBLISHED"))
+    );
+}
+
+#[tokio::test]
 async fn publish_reports_missing_fields() {
     let sims = sims().await;
     let (c, base) = (client(), sims.ebay_url.clone());

@@ -237,7 +237,7 @@ async fn create_draft_listing_validates_fields() {
     assert_eq!(l["state"], "draft");
     assert_eq!(
         l["price"],
-        json!({"amount": 4500, "divisor": 100, "currency_code": "USD"})
+        json!({"amount": 4500, "divisor": 100, "currency_code": "EUR"})
     );
 }
 
