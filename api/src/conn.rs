@@ -75,6 +75,7 @@ impl<A: Acceptor> Acceptor for GuardedAcceptor<A> {
                 deadline: Box::pin(tokio::time::sleep(self.guards.head_timeout)),
                 matched: 0,
                 client: ip.map(|ip| (ip, self.open.clone())),
+                pending: Vec::new(),
             };
             return Ok((io, local, remote, scheme));
         }
@@ -99,6 +100,8 @@ pub struct GuardedIo<T> {
     /// How much of "\r\n\r\n" (the end of a head) the last bytes read matched.
     matched: usize,
     client: Option<(IpAddr, Open)>,
+    /// A rewritten response not yet written out (see [`problem_for_bare`]).
+    pending: Vec<u8>,
 }
 
 impl<T> GuardedIo<T> {
@@ -169,26 +172,110 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
     }
 }
 
+impl<T: AsyncWrite + Unpin> GuardedIo<T> {
+    /// Writes out what [`problem_for_bare`] produced before anything else.
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.pending.is_empty() {
+            match Pin::new(&mut self.inner).poll_write(cx, &self.pending) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    self.pending.drain(..n);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
 impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if let Poll::Ready(Err(e)) = this.poll_pending(cx) {
+            return Poll::Ready(Err(e));
+        }
+        if !this.pending.is_empty() {
+            return Poll::Pending;
+        }
+        let starts_response = this.phase != Phase::Idle;
         // The response has started: the request is no longer the client's to deliver.
-        let idle = self.guards.idle_timeout;
-        self.phase = Phase::Idle;
-        self.deadline.as_mut().reset(Instant::now() + idle);
-        Pin::new(&mut self.inner).poll_write(cx, data)
+        this.phase = Phase::Idle;
+        this.deadline
+            .as_mut()
+            .reset(Instant::now() + this.guards.idle_timeout);
+        if starts_response && let Some(problem) = problem_for_bare(data) {
+            this.pending = problem;
+            let _ = this.poll_pending(cx);
+            return Poll::Ready(Ok(data.len()));
+        }
+        Pin::new(&mut this.inner).poll_write(cx, data)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        match self.poll_pending(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut self.inner).poll_flush(cx),
+            other => other,
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        match self.poll_pending(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut self.inner).poll_shutdown(cx),
+            other => other,
+        }
     }
+}
+
+/// The HTTP layer answers a request it cannot parse (a control character in a header, a head too
+/// large) itself, with an empty 4xx that never reaches the application. Such a response — the app
+/// never sends a 4xx without a problem body — is rewritten as a problem document.
+fn problem_for_bare(data: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(data).ok()?;
+    let (status_line, rest) = text.split_once("\r\n")?;
+    let status = status_line.strip_prefix("HTTP/1.1 ")?;
+    let code: u16 = status.get(..3)?.parse().ok()?;
+    let headers = rest
+        .strip_suffix("\r\n\r\n")
+        .unwrap_or(rest.strip_suffix("\r\n")?);
+    let is_empty = headers
+        .split("\r\n")
+        .any(|h| h.eq_ignore_ascii_case("content-length: 0"));
+    if !(400..500).contains(&code) || !is_empty {
+        return None;
+    }
+    let title = status.get(4..).unwrap_or("Bad Request");
+    let detail = match code {
+        431 => "the request's headers are too large",
+        400 => {
+            "the request could not be parsed: a header holds a character HTTP does not allow, or the request line or a header is malformed"
+        }
+        _ => "the request was refused before it could be read",
+    };
+    let body = serde_json::json!({
+        "type": format!("https://stoflow.dev/problems/{}", title.to_lowercase().replace(' ', "-")),
+        "title": title,
+        "status": code,
+        "detail": detail,
+    })
+    .to_string();
+    let mut out = format!("{status_line}\r\n");
+    for h in headers
+        .split("\r\n")
+        .filter(|h| !h.to_ascii_lowercase().starts_with("content-length:"))
+    {
+        out.push_str(h);
+        out.push_str("\r\n");
+    }
+    out.push_str(&format!(
+        "content-type: application/problem+json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    Some(out.into_bytes())
 }
 
 impl<T> Drop for GuardedIo<T> {
@@ -202,5 +289,33 @@ impl<T> Drop for GuardedIo<T> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_empty_4xx_from_the_http_layer_becomes_a_problem_and_nothing_else_changes() {
+        let bare = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        let out = String::from_utf8(super::problem_for_bare(bare).unwrap()).unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
+        assert!(
+            head.contains("content-type: application/problem+json"),
+            "{head}"
+        );
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["status"], 400);
+        // Responses with a body, and successes, are left alone.
+        let app = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 12\r\n\r\n{\"a\":\"b\"}  ";
+        assert!(super::problem_for_bare(app).is_none());
+        assert!(
+            super::problem_for_bare(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                .is_none()
+        );
     }
 }

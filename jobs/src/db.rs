@@ -152,7 +152,22 @@ pub async fn connect_migrated_waiting(
 ) -> Result<PgPool, StartError> {
     let mut wait = Duration::from_millis(200);
     loop {
-        match connect_migrated(settings, custom_plans, acquire_timeout).await {
+        // A quick probe first: building the pool against a dead server waits out the whole
+        // acquire timeout (10 s for workers), which would delay the restart after an outage.
+        let probe = match settings.database_url() {
+            Ok(url) => tokio::time::timeout(Duration::from_secs(1), async {
+                use sqlx::Connection as _;
+                sqlx::PgConnection::connect(url).await?.close().await
+            })
+            .await
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut)),
+            Err(e) => return Err(e.into()),
+        };
+        let result = match probe {
+            Err(e) if is_unavailable(&e) => Err(StartError::Connect(e)),
+            _ => connect_migrated(settings, custom_plans, acquire_timeout).await,
+        };
+        match result {
             Err(StartError::Connect(e)) if is_unavailable(&e) => {
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "database unreachable; waiting for it");
             }

@@ -512,14 +512,7 @@ pub async fn report(
             "sales": sales,
             "execution_time_ms": r.execution_time_ms, "executed_at": r.executed_at,
         });
-        sqlx::query(
-            "UPDATE plugin_tasks SET state = 'succeeded', result = $2, finished_at = now(), lease_expires_at = NULL,
-                    updated_at = now() WHERE id = $1",
-        )
-        .bind(id)
-        .bind(&result)
-        .execute(&mut *tx)
-        .await?;
+        mark_succeeded(&mut tx, id, &result).await?;
     } else if r.success {
         let remote_id = r.remote_id.filter(|x| !x.trim().is_empty());
         if remote_id.is_none() && action != Action::DeleteListing {
@@ -531,14 +524,7 @@ pub async fn report(
             "remote_id": remote_id, "url": r.url,
             "execution_time_ms": r.execution_time_ms, "executed_at": r.executed_at,
         });
-        sqlx::query(
-            "UPDATE plugin_tasks SET state = 'succeeded', result = $2, finished_at = now(), lease_expires_at = NULL,
-                    updated_at = now() WHERE id = $1",
-        )
-        .bind(id)
-        .bind(&result)
-        .execute(&mut *tx)
-        .await?;
+        mark_succeeded(&mut tx, id, &result).await?;
         if action == Action::DeleteListing {
             sqlx::query(
                 "UPDATE listings SET status = 'withdrawn', last_error = NULL, updated_at = now() WHERE id = $1",
@@ -1123,3 +1109,20 @@ impl From<PluginError> for JobError {
 
 /// A task as leased: id, action, params, lease deadline, the jobs following it.
 type LeasedRow = (i64, String, Value, DateTime<Utc>, Vec<i64>);
+
+/// A task's successful end, with what it reported.
+async fn mark_succeeded(
+    tx: &mut sqlx::PgConnection,
+    id: i64,
+    result: &Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE plugin_tasks SET state = 'succeeded', result = $2, finished_at = now(), lease_expires_at = NULL,
+                updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(result)
+    .execute(tx)
+    .await
+    .map(|_| ())
+}

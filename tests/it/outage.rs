@@ -228,13 +228,16 @@ async fn postgres_down_past_the_lease_then_back_every_accepted_job_is_done_witho
     all_done(db, &accepted, Duration::from_secs(60)).await;
     no_double_run(&[&a, &b]);
     assert!(a.wait_exit(Duration::ZERO).is_none() && b.wait_exit(Duration::ZERO).is_none());
-    let live: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM workers WHERE stopped_at IS NULL AND heartbeat_at > now() - interval '5 seconds'",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
-    assert_eq!(live, 2, "both worker processes registered again");
+    eventually(Duration::from_secs(30), "both worker processes registered again", || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM workers WHERE stopped_at IS NULL AND heartbeat_at > now() - interval '5 seconds'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+            == 2
+    })
+    .await;
     println!(
         "outage 12 s: {} requests answered 503 during it, processing resumed {:.2} s after Postgres was back",
         during.len(),

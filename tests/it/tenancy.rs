@@ -13,6 +13,26 @@ async fn other_seller(db: &TestDb, api: &Api) -> (reqwest::Client, i64) {
     (client_with(&l.access_token), l.tenant_id)
 }
 
+/// Tenant A's (the harness seller's) product "Scarf" and Etsy account.
+async fn product_and_account(db: &TestDb, api: &Api) -> (i64, i64) {
+    let (s, p) = api
+        .post(
+            "/v1/products",
+            &json!({"title": "Scarf", "condition": "good", "price": "10.00"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{p}");
+    let account: i64 = sqlx::query_scalar(
+        "INSERT INTO marketplace_accounts (tenant_id, marketplace, external_user_id) VALUES ($1, 'etsy', 'u1')
+         RETURNING id",
+    )
+    .bind(api.seller_login.tenant_id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    (p["id"].as_i64().unwrap(), account)
+}
+
 /// A body that passes validation for each operation that takes one.
 fn body_for(path: &str, method: &str) -> Value {
     match (path, method) {
@@ -31,28 +51,13 @@ async fn every_route_with_an_id_answers_404_for_another_tenants_object() {
     let (other, _) = other_seller(&db, &api).await;
 
     // Tenant A's objects: a product, a job (waiting, so retry/cancel would apply), an account.
-    let (s, p) = api
-        .post(
-            "/v1/products",
-            &json!({"title": "Scarf", "condition": "good", "price": "10.00"}),
-        )
-        .await;
-    assert_eq!(s, 201, "{p}");
-    let product = p["id"].as_i64().unwrap();
+    let (product, account) = product_and_account(&db, &api).await;
     let job = api
         .enqueue(
             json!({"kind": "noop"}),
             json!({"delay_ms": 600000, "idempotency_key": "a-key"}),
         )
         .await;
-    let account: i64 = sqlx::query_scalar(
-        "INSERT INTO marketplace_accounts (tenant_id, marketplace, external_user_id) VALUES ($1, 'etsy', 'u1')
-         RETURNING id",
-    )
-    .bind(api.seller_login.tenant_id)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
 
     let task: i64 = sqlx::query_scalar(
         "WITH l AS (INSERT INTO listings (product_id, marketplace, account_id, sku, tenant_id)
@@ -270,21 +275,7 @@ async fn every_public_kind_refuses_another_tenants_ids_and_enqueues_nothing() {
     let api = Api::spawn(&db, &[]).await;
     let (other, _) = other_seller(&db, &api).await;
     // Tenant A's objects, named by tenant B's jobs.
-    let (_, p) = api
-        .post(
-            "/v1/products",
-            &json!({"title": "Scarf", "condition": "good", "price": "10.00"}),
-        )
-        .await;
-    let product = p["id"].as_i64().unwrap();
-    let account: i64 = sqlx::query_scalar(
-        "INSERT INTO marketplace_accounts (tenant_id, marketplace, external_user_id) VALUES ($1, 'etsy', 'u1')
-         RETURNING id",
-    )
-    .bind(api.seller_login.tenant_id)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let (product, account) = product_and_account(&db, &api).await;
 
     // The kinds a client may enqueue, from the OpenAPI document's job union.
     let (_, spec) = api.get("/openapi.json").await;

@@ -247,3 +247,29 @@ async fn a_batch_repeating_a_key_with_other_arguments_is_refused_naming_no_job()
     assert_eq!(s, 202, "{v}");
     assert_eq!(v["jobs"][0]["id"], v["jobs"][1]["id"], "{v}");
 }
+
+#[tokio::test]
+async fn a_request_the_http_layer_cannot_parse_still_gets_a_problem_document() {
+    let db = TestDb::new().await;
+    let api = Api::spawn(&db, &[]).await;
+    let addr = api.base.trim_start_matches("http://").to_string();
+    for bad in [&b"\x01"[..], b"\x7f"] {
+        let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let mut req = b"GET /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a".to_vec();
+        req.extend_from_slice(bad);
+        req.extend_from_slice(b"b\r\nConnection: close\r\n\r\n");
+        conn.write_all(&req).await.unwrap();
+        let mut text = String::new();
+        conn.read_to_string(&mut text).await.unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 400"), "{text}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/problem+json"),
+            "{text}"
+        );
+        let v: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["status"], 400, "{v}");
+        assert!(v["detail"].as_str().unwrap().contains("header"), "{v}");
+    }
+}
