@@ -1,6 +1,6 @@
-//! Marketplace connections: the OAuth consent flow (eBay today; Etsy with PKCE next) and the
-//! list of connected accounts. Tokens never leave the server: they are sealed at rest and no
-//! response carries them.
+//! Marketplace connections: the OAuth consent flows (eBay's authorization code, Etsy's with PKCE),
+//! Vinted's extension connect, and the list of connected accounts. Tokens never leave the
+//! server: they are sealed at rest and no response carries them.
 
 use std::sync::Arc;
 
