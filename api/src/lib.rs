@@ -7,6 +7,7 @@ pub mod dashboard;
 pub mod events;
 pub mod problem;
 pub mod routes;
+pub mod tenancy;
 
 use std::sync::Arc;
 
@@ -77,6 +78,7 @@ pub fn app(st: Arc<AppState>) -> impl Endpoint {
         .nest("/docs", docs)
         .nest("/dashboard", dashboard::pages())
         .around(dashboard::guard)
+        .around(tenancy::scope)
         .around(with_trace_id)
         .around(move |ep, req| limit_body(ep, req, limit))
         .data(st)
@@ -410,12 +412,21 @@ fn unknown_job_fields(body: &[u8]) -> Option<String> {
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let signal = jobs::shutdown_signal();
-    let pool = jobs::db::connect_migrated_waiting(
-        &settings,
-        false,
-        std::time::Duration::from_millis(settings.api.db_acquire_timeout_ms),
-    )
-    .await?;
+    let mut spec = jobs::db::PoolSpec {
+        custom_plans: false,
+        acquire_timeout: std::time::Duration::from_millis(settings.api.db_acquire_timeout_ms),
+        tenant_of_task: Some(tenancy::current),
+    };
+    let mut pool = jobs::db::connect_migrated_waiting(&settings, &spec).await?;
+    if !tenancy::seller_role_usable(&pool).await {
+        tracing::warn!(
+            role = jobs::db::SELLER_ROLE,
+            "this database user cannot use the seller role: row-level security is off (the code's tenant filters still apply); grant it to enable the second wall"
+        );
+        pool.close().await;
+        spec.tenant_of_task = None;
+        pool = jobs::db::connect_migrated_waiting(&settings, &spec).await?;
+    }
     let bind = settings.api.bind.clone();
     let job_changes = events::spawn_listener(pool.clone());
     let st = Arc::new(AppState {

@@ -10,8 +10,33 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    connect_with(url, max_connections, true, Duration::from_secs(10)).await
+    connect_with(url, max_connections, &PoolSpec::WORKER).await
 }
+
+/// How a process's pool is set up.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSpec {
+    /// Plan every execution with its real parameters (see [`connect_with`]).
+    pub custom_plans: bool,
+    /// How long a caller waits for a connection; the API keeps it short so that a database
+    /// outage is a quick 503, not a hung request.
+    pub acquire_timeout: Duration,
+    /// Where a connection's tenant comes from, if the pool runs sellers' queries.
+    pub tenant_of_task: Option<fn() -> Option<i64>>,
+}
+
+impl PoolSpec {
+    /// Workers, the scheduler and tools: the owner's role, a patient acquire.
+    pub const WORKER: Self = Self {
+        custom_plans: true,
+        acquire_timeout: Duration::from_secs(10),
+        tenant_of_task: None,
+    };
+}
+
+/// The role a seller's queries run as: row-level security applies to it (migration
+/// 20261206000900), so a query that forgets its tenant filter sees only that tenant's rows.
+pub const SELLER_ROLE: &str = "stoflow_seller";
 
 /// Whether an error says the database could not be reached or the connection broke (a server
 /// stopped or restarted), as opposed to a statement Postgres refused.
@@ -57,28 +82,40 @@ const CHECK_IDLE_AFTER: Duration = Duration::from_secs(2);
 /// loop that re-ran `unnest` 1,000 times (a second per batch). The API's statements are small and
 /// hot (one enqueue per request), where re-planning each time is a tenth of the enqueue's cost.
 ///
-/// `acquire_timeout`: how long a caller waits for a connection; the API keeps it short so that a
-/// database outage is a quick 503, not a hung request.
+/// `tenant_of_task`: each acquire sets the connection's role and tenant from it — the seller
+/// role and the tenant inside a seller's request, the owner's role (and no tenant) otherwise —
+/// in one statement that also proves the connection alive.
 pub async fn connect_with(
     url: &str,
     max_connections: u32,
-    custom_plans: bool,
-    acquire_timeout: Duration,
+    spec: &PoolSpec,
 ) -> Result<PgPool, sqlx::Error> {
     let mut opts: PgConnectOptions = url.parse()?;
     opts = opts.application_name("stoflow");
-    if custom_plans {
+    if spec.custom_plans {
         opts = opts.options([("plan_cache_mode", "force_custom_plan")]);
     }
+    let tenant_of_task = spec.tenant_of_task;
     PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(acquire_timeout)
+        .acquire_timeout(spec.acquire_timeout)
         // No ping before each use: it is a round trip on every acquire (a quarter of an enqueue's
         // cost). Only a connection idle for a while, or idle since a connection of this process
         // was seen broken, is pinged first (a dead one is then replaced, not handed out).
         .test_before_acquire(false)
-        .before_acquire(|conn, meta| {
+        .before_acquire(move |conn, meta| {
             Box::pin(async move {
+                if let Some(tenant_of_task) = tenant_of_task {
+                    let tenant = tenant_of_task();
+                    let set = sqlx::query(
+                        "SELECT set_config('role', $1, false), set_config('stoflow.tenant_id', $2, false)",
+                    )
+                    .bind(if tenant.is_some() { SELLER_ROLE } else { "none" })
+                    .bind(tenant.map(|t| t.to_string()).unwrap_or_default())
+                    .execute(&mut *conn)
+                    .await;
+                    return Ok(set.is_ok());
+                }
                 let idle_since = now_ms().saturating_sub(meta.idle_for.as_millis() as u64);
                 if meta.idle_for >= CHECK_IDLE_AFTER
                     || idle_since <= LAST_BROKEN_MS.load(Ordering::Relaxed)
@@ -127,28 +164,25 @@ pub enum StartError {
 /// A pool on the configured database, migrated: what every process does at start.
 pub async fn connect_migrated(
     settings: &crate::Settings,
-    custom_plans: bool,
-    acquire_timeout: Duration,
+    spec: &PoolSpec,
 ) -> Result<PgPool, StartError> {
     let url = settings.database_url()?;
-    let pool = connect_with(
-        url,
-        settings.database.max_connections,
-        custom_plans,
-        acquire_timeout,
-    )
-    .await
-    .map_err(StartError::Connect)?;
-    migrate(&pool).await?;
-    Ok(pool)
+    // Migrations run on a pool of the owner's: a seller-scoped acquire must not apply them.
+    let owner = connect_with(url, 2, &PoolSpec::WORKER)
+        .await
+        .map_err(StartError::Connect)?;
+    migrate(&owner).await?;
+    owner.close().await;
+    connect_with(url, settings.database.max_connections, spec)
+        .await
+        .map_err(StartError::Connect)
 }
 
 /// [`connect_migrated`], waiting for the database while it cannot be reached (a process started
 /// before Postgres, or restarted during an outage, comes up when Postgres does).
 pub async fn connect_migrated_waiting(
     settings: &crate::Settings,
-    custom_plans: bool,
-    acquire_timeout: Duration,
+    spec: &PoolSpec,
 ) -> Result<PgPool, StartError> {
     let mut wait = Duration::from_millis(200);
     loop {
@@ -165,7 +199,7 @@ pub async fn connect_migrated_waiting(
         };
         let result = match probe {
             Err(e) if is_unavailable(&e) => Err(StartError::Connect(e)),
-            _ => connect_migrated(settings, custom_plans, acquire_timeout).await,
+            _ => connect_migrated(settings, spec).await,
         };
         match result {
             Err(StartError::Connect(e)) if is_unavailable(&e) => {

@@ -346,3 +346,170 @@ async fn every_public_kind_refuses_another_tenants_ids_and_enqueues_nothing() {
         "{v}"
     );
 }
+
+/// The second wall: under row-level security a query without any tenant filter, run as the
+/// seller role with tenant B set, sees only B's rows of every tenant-owned table.
+#[tokio::test]
+async fn a_query_that_forgets_its_tenant_filter_sees_only_its_tenant_under_rls() {
+    let db = TestDb::new().await;
+    let api = Api::spawn(&db, &[]).await;
+    let (other, b) = other_seller(&db, &api).await;
+    let a = api.seller_login.tenant_id;
+    let (product_a, account_a) = product_and_account(&db, &api).await;
+    let (s, _) = api
+        .post_as(
+            &other,
+            "/v1/products",
+            &json!({"title": "Hat", "condition": "good", "price": "5.00"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    api.enqueue(json!({"kind": "noop"}), json!({"delay_ms": 600000}))
+        .await;
+    // Rows scoped through their account get their tenant on insert (a trigger).
+    let order: i64 = sqlx::query_scalar(
+        "INSERT INTO orders (account_id, marketplace, remote_order_id, status, raw)
+         VALUES ($1, 'etsy', 'r-1', 'paid', '{}') RETURNING id",
+    )
+    .bind(account_a)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO order_lines (order_id, line_id, product_id, quantity) VALUES ($1, 'l1', $2, 1)")
+        .bind(order)
+        .bind(product_a)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO marketplace_errors (marketplace, account_id, kind, class, message)
+         VALUES ('etsy', $1, 'publish_listing', 'rejected', 'x')",
+    )
+    .bind(account_a)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    let tables = [
+        "products",
+        "marketplace_accounts",
+        "jobs",
+        "orders",
+        "order_lines",
+        "marketplace_errors",
+        "listings",
+        "plugin_tasks",
+    ];
+    let count_as = |tenant: Option<i64>, table: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            if let Some(t) = tenant {
+                sqlx::query("SET LOCAL ROLE stoflow_seller")
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                sqlx::query("SELECT set_config('stoflow.tenant_id', $1, true)")
+                    .bind(t.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+            }
+            // No tenant filter at all: the query a careless route would run.
+            let n: i64 =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                    .fetch_one(&mut *tx)
+                    .await
+                    .unwrap();
+            let mine: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM {table} WHERE tenant_id = $1"
+            )))
+            .bind(tenant.unwrap_or(a))
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+            (n, mine)
+        }
+    };
+    for table in tables {
+        let (seen_by_b, b_own) = count_as(Some(b), table).await;
+        assert_eq!(
+            seen_by_b, b_own,
+            "{table}: tenant B sees other tenants' rows"
+        );
+        let (seen_by_a, _) = count_as(Some(a), table).await;
+        let (all, _) = count_as(None, table).await;
+        if [
+            "products",
+            "marketplace_accounts",
+            "jobs",
+            "orders",
+            "order_lines",
+            "marketplace_errors",
+        ]
+        .contains(&table)
+        {
+            assert!(seen_by_a >= 1, "{table}: A's rows are A's");
+            assert!(all > seen_by_b, "{table}: the owner sees every tenant");
+        }
+    }
+    // Writing: B updates only its own rows and cannot write a row for A.
+    let mut tx = db.pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL ROLE stoflow_seller")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("SELECT set_config('stoflow.tenant_id', $1, true)")
+        .bind(b.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let touched = sqlx::query("UPDATE products SET title = 'stolen'")
+        .execute(&mut *tx)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(touched, 1, "only B's own product is updated");
+    let insert = sqlx::query(
+        "INSERT INTO products (tenant_id, sku, title, condition, price_cents, currency) VALUES ($1, 'X-1', 'x', 'good', 100, 'EUR')",
+    )
+    .bind(a)
+    .execute(&mut *tx)
+    .await;
+    let code = insert
+        .expect_err("B inserted a row for A")
+        .as_database_error()
+        .and_then(|e| e.code())
+        .map(|c| c.to_string());
+    assert_eq!(
+        code.as_deref(),
+        Some("42501"),
+        "refused by the row-level policy"
+    );
+}
+
+/// The API really runs a seller's queries as the seller role: take a privilege from that role
+/// and a seller's request fails while an ops user's (the owner's path) still works.
+#[tokio::test]
+async fn the_api_runs_a_sellers_queries_as_the_seller_role() {
+    let db = TestDb::new().await;
+    let api = Api::spawn(&db, &[]).await;
+    product_and_account(&db, &api).await;
+    assert_eq!(api.get("/v1/products").await.0, 200);
+    sqlx::query("REVOKE SELECT ON products FROM stoflow_seller")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let (s, v) = api.get("/v1/products").await;
+    assert_eq!(
+        s, 500,
+        "a seller read products without the seller role's privilege: {v}"
+    );
+    let (s, _) = api.get_as(&api.ops, "/v1/jobs").await;
+    assert_eq!(s, 200, "ops requests run as the owner");
+    sqlx::query("GRANT SELECT ON products TO stoflow_seller")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(api.get("/v1/products").await.0, 200);
+}

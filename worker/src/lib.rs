@@ -15,10 +15,7 @@ use jobs::{Job, JobContext, Policy, Settings};
 /// Job handlers share the pool, so a wait for a connection is normal under load: 10 s, not the
 /// API's short one. An unreachable database is waited for.
 pub async fn connect(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
-    Ok(
-        jobs::db::connect_migrated_waiting(settings, true, std::time::Duration::from_secs(10))
-            .await?,
-    )
+    Ok(jobs::db::connect_migrated_waiting(settings, &jobs::db::PoolSpec::WORKER).await?)
 }
 
 pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
