@@ -42,16 +42,38 @@ fn up() -> anyhow::Result<()> {
         );
     }
     let bind = std::env::var("STOFLOW_API__BIND").unwrap_or_else(|_| "127.0.0.1:8080".into());
+    let port = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.into());
+    let (ebay, etsy, vinted) = (
+        format!("http://127.0.0.1:{}", port("STOFLOW_SIM_EBAY_PORT", "8481")),
+        format!("http://127.0.0.1:{}", port("STOFLOW_SIM_ETSY_PORT", "8482")),
+        format!(
+            "http://127.0.0.1:{}",
+            port("STOFLOW_SIM_VINTED_PORT", "8483")
+        ),
+    );
     // Development mode: the published development keys of config.default.toml are accepted.
+    // The marketplaces are the simulators, wherever STOFLOW_SIM_*_PORT put them.
     let env = [
         ("DATABASE_URL", url.clone()),
         ("STOFLOW_API__BIND", bind.clone()),
         ("STOFLOW_ENV", "development".into()),
+        ("STOFLOW_MARKETPLACES__EBAY__API_BASE", ebay.clone()),
+        ("STOFLOW_MARKETPLACES__EBAY__AUTH_BASE", ebay.clone()),
+        ("STOFLOW_MARKETPLACES__ETSY__API_BASE", etsy.clone()),
+        ("STOFLOW_MARKETPLACES__ETSY__AUTH_BASE", etsy.clone()),
+        (
+            "STOFLOW_MARKETPLACES__ETSY__REDIRECT_URI",
+            format!("http://{bind}/oauth/etsy/callback"),
+        ),
         // The simulators serve the catalogue's development image host (https://img.example/):
         // the only loopback address image fetches may reach.
         (
+            "STOFLOW_MARKETPLACES__IMAGES__FETCH_REWRITE_TO",
+            format!("{etsy}/_admin/photos/"),
+        ),
+        (
             "STOFLOW_MARKETPLACES__IMAGES__ALLOW_HOSTS",
-            "[\"127.0.0.1:8482\"]".into(),
+            format!("[{:?}]", etsy.trim_start_matches("http://")),
         ),
     ];
 
@@ -67,21 +89,31 @@ fn up() -> anyhow::Result<()> {
     // Marketplace simulators, so every flow works with no credentials (STOFLOW_DEV_NO_SIM=1: off).
     let sim = std::env::var("STOFLOW_DEV_NO_SIM").is_err();
     if sim {
-        children.push(Supervised::start("simulators", "stoflow-sim", &[], &[])?);
+        let api = ("STOFLOW_SIM_API_BASE", format!("http://{bind}"));
+        children.push(Supervised::start("simulators", "stoflow-sim", &[], &[api])?);
     }
 
     let base = format!("http://{bind}");
     let ready = wait_ready(&format!("{base}/health/ready"), Duration::from_secs(30));
-    let logins = if ready {
-        demo_users(&url)
+    let (logins, plugin_token) = if ready {
+        demo_users(&url, sim)
     } else {
-        String::new()
+        (String::new(), None)
     };
+    // The reference extension runner for the demo seller, so Vinted publishes go through.
+    if let Some(token) = plugin_token {
+        children.push(Supervised::start(
+            "plugin",
+            "stoflow-plugin",
+            &["--api", &base, "--vinted", &vinted],
+            &[("STOFLOW_PLUGIN_TOKEN", token)],
+        )?);
+    }
     if ready {
         let sims = if sim {
-            "  Simulators eBay http://127.0.0.1:8481, Etsy http://127.0.0.1:8482, Vinted http://127.0.0.1:8483 (sim/README.md)\n"
+            format!("  Simulators eBay {ebay}, Etsy {etsy}, Vinted {vinted} (sim/README.md)\n")
         } else {
-            ""
+            String::new()
         };
         println!(
             "\nStoflow Jobs is up:\n  API        {base}/v1/jobs\n  Queues     {base}/v1/queues\n  Docs       {base}/docs\n  OpenAPI    {base}/openapi.json\n  Health     {base}/health/ready\n  Metrics    {base}/metrics\n{sims}{logins}\nTry:\n  TOKEN=$(curl -s -XPOST {base}/v1/auth/login -H 'content-type: application/json' -d '{{\"email\":\"{DEMO_SELLER}\",\"password\":\"{DEMO_PASSWORD}\"}}' | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')\n  curl -s -XPOST {base}/v1/jobs -H \"authorization: Bearer $TOKEN\" -H 'content-type: application/json' -d '{{\"job\":{{\"kind\":\"noop\",\"sleep_ms\":100}}}}'\n\nCtrl-C stops everything.\n"
@@ -136,7 +168,7 @@ fn up() -> anyhow::Result<()> {
 struct Supervised {
     name: &'static str,
     bin: &'static str,
-    args: Vec<&'static str>,
+    args: Vec<String>,
     env: Vec<(&'static str, String)>,
     child: Option<Child>,
     started: Instant,
@@ -153,14 +185,14 @@ impl Supervised {
     fn start(
         name: &'static str,
         bin: &'static str,
-        args: &[&'static str],
+        args: &[&str],
         env: &[(&'static str, String)],
     ) -> std::io::Result<Self> {
         let child = proc::spawn(bin, args, env, None)?;
         Ok(Self {
             name,
             bin,
-            args: args.to_vec(),
+            args: args.iter().map(|a| a.to_string()).collect(),
             env: env.to_vec(),
             child: Some(child),
             started: Instant::now(),
@@ -187,7 +219,8 @@ impl Supervised {
         }
         if self.restart_at.is_some_and(|at| Instant::now() >= at) {
             self.restart_at = None;
-            match proc::spawn(self.bin, &self.args, &self.env, None) {
+            let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+            match proc::spawn(self.bin, &args, &self.env, None) {
                 Ok(c) => {
                     self.child = Some(c);
                     self.started = Instant::now();
@@ -203,11 +236,15 @@ impl Supervised {
 
 const DEMO_SELLER: &str = "seller@demo.stoflow.dev";
 const DEMO_OPS: &str = "ops@demo.stoflow.dev";
+/// The Vinted simulator's seeded session (sim/src/vinted.rs, `Settings::default`).
+const SIM_VINTED_USER: (&str, &str) = ("87654321", "stoflow_seller");
 /// Development only: printed on start so a newcomer can log in at once.
 const DEMO_PASSWORD: &str = "demo-password-1";
 
-/// Creates the demo seller and ops user (once per database); returns the lines that present them.
-fn demo_users(url: &str) -> String {
+/// Creates the demo seller and ops user (once per database); returns the lines that present them
+/// and, with the simulators (`vinted`), the plugin token of the demo seller's Vinted account,
+/// connected to the Vinted simulator's seeded session (a new token each start).
+fn demo_users(url: &str, vinted: bool) -> (String, Option<String>) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -215,7 +252,7 @@ fn demo_users(url: &str) -> String {
     rt.block_on(async {
         let pool = match jobs::db::connect(url, 2).await {
             Ok(p) => p,
-            Err(e) => return format!("  (demo users not created: {e})\n"),
+            Err(e) => return (format!("  (demo users not created: {e})\n"), None),
         };
         for (email, role) in [
             (DEMO_SELLER, jobs::auth::Role::Seller),
@@ -223,12 +260,32 @@ fn demo_users(url: &str) -> String {
         ] {
             match jobs::auth::create_user(&pool, email, DEMO_PASSWORD, role, None).await {
                 Ok(_) | Err(jobs::auth::AuthError::EmailTaken) => {}
-                Err(e) => return format!("  (demo user {email} not created: {e})\n"),
+                Err(e) => return (format!("  (demo user {email} not created: {e})\n"), None),
             }
         }
-        format!(
+        let mut lines = format!(
             "  Logins     seller {DEMO_SELLER} / ops {DEMO_OPS}, password {DEMO_PASSWORD} (POST /v1/auth/login)\n"
-        )
+        );
+        if !vinted {
+            return (lines, None);
+        }
+        let tenant: Result<i64, _> =
+            sqlx::query_scalar("SELECT tenant_id FROM users WHERE email = $1")
+                .bind(DEMO_SELLER)
+                .fetch_one(&pool)
+                .await;
+        match tenant {
+            Ok(t) => match jobs::plugin::connect(&pool, t, SIM_VINTED_USER.0, SIM_VINTED_USER.1).await {
+                Ok((_, token)) => {
+                    lines.push_str(
+                        "  Vinted     the demo seller's account is connected to the simulator; stoflow-plugin runs its tasks\n",
+                    );
+                    (lines, Some(token))
+                }
+                Err(e) => (format!("{lines}  (Vinted not connected: {e})\n"), None),
+            },
+            Err(e) => (format!("{lines}  (Vinted not connected: {e})\n"), None),
+        }
     })
 }
 

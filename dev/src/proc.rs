@@ -35,6 +35,13 @@ pub fn spawn(
     }
     let mut cmd = Command::new(path);
     cmd.args(args).stdin(Stdio::null());
+    // STOFLOW_SIM_* configure the simulators; the platform's processes refuse unknown
+    // STOFLOW_ settings, so only stoflow-sim inherits them.
+    if name != "stoflow-sim" {
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("STOFLOW_SIM_")) {
+            cmd.env_remove(k);
+        }
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -19,6 +19,7 @@ pub mod config;
 pub mod dashboard;
 pub mod db;
 pub mod domain;
+pub mod extension;
 pub mod images;
 pub mod job;
 pub mod kinds;

@@ -324,6 +324,16 @@ pub async fn lease(
     s: &PluginSettings,
     account: i64,
 ) -> Result<(LeaseOutcome, Vec<i64>), PluginError> {
+    lease_as(pool, s, account, hex(&rand::random::<[u8; 16]>())).await
+}
+
+/// [`lease`] under the given lease id (the extension protocol marks its leases with a prefix).
+pub(crate) async fn lease_as(
+    pool: &PgPool,
+    s: &PluginSettings,
+    account: i64,
+    lease_id: String,
+) -> Result<(LeaseOutcome, Vec<i64>), PluginError> {
     let mut tx = pool.begin().await?;
     // The account row lock serialises two polls of one account: one lease at a time.
     let (status, reason): (String, Option<String>) = sqlx::query_as(
@@ -348,7 +358,6 @@ pub async fn lease(
         tx.commit().await?;
         return Ok((LeaseOutcome::Idle, woken));
     }
-    let lease_id = hex(&rand::random::<[u8; 16]>());
     let row: Option<LeasedRow> = sqlx::query_as(
         "UPDATE plugin_tasks SET state = 'leased', attempts = attempts + 1, lease_id = $2,
                 lease_expires_at = now() + make_interval(secs => $3), picked_at = coalesce(picked_at, now()),
@@ -383,7 +392,7 @@ pub async fn lease(
     Ok((out, woken))
 }
 
-fn hex(b: &[u8]) -> String {
+pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
@@ -394,6 +403,8 @@ pub struct Report {
     pub success: bool,
     pub remote_id: Option<String>,
     pub url: Option<String>,
+    /// Vinted's photo ids, comma-separated (the extension protocol reports them; kept in the result).
+    pub image_ids: Option<String>,
     pub error: Option<(ErrorType, String)>,
     /// What a `sync_sales` task read (required when it succeeded).
     pub sales: Option<crate::vinted_sales::Sales>,
@@ -520,10 +531,13 @@ pub async fn report(
                 "data.remote_id is required when success is true".into(),
             ));
         }
-        let result = json!({
+        let mut result = json!({
             "remote_id": remote_id, "url": r.url,
             "execution_time_ms": r.execution_time_ms, "executed_at": r.executed_at,
         });
+        if let Some(ids) = &r.image_ids {
+            result["image_ids"] = json!(ids);
+        }
         mark_succeeded(&mut tx, id, &result).await?;
         if action == Action::DeleteListing {
             sqlx::query(

@@ -7,7 +7,9 @@ use sim::SimConfig;
 const USAGE: &str =
     "usage: stoflow-sim [--host H] [--ebay-port P] [--etsy-port P] [--vinted-port P]
   env: STOFLOW_SIM_HOST, STOFLOW_SIM_EBAY_PORT, STOFLOW_SIM_ETSY_PORT, STOFLOW_SIM_VINTED_PORT
-  defaults: 127.0.0.1, 8481, 8482, 8483 (0 picks a free port)";
+  defaults: 127.0.0.1, 8481, 8482, 8483 (0 picks a free port)
+  STOFLOW_SIM_API_BASE: the platform whose OAuth callbacks the consent pages approve to
+  (default http://127.0.0.1:8080)";
 
 #[derive(Debug, thiserror::Error)]
 enum CliError {
@@ -37,6 +39,11 @@ fn config() -> Result<SimConfig, CliError> {
         vinted_port: env_port("STOFLOW_SIM_VINTED_PORT", 8483)?,
         ..SimConfig::default()
     };
+    if let Ok(api) = std::env::var("STOFLOW_SIM_API_BASE") {
+        let api = api.trim_end_matches('/');
+        cfg.ebay.accept_url = format!("{api}/oauth/ebay/callback");
+        cfg.etsy.redirect_uris = vec![format!("{api}/oauth/etsy/callback")];
+    }
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {

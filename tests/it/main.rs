@@ -9,6 +9,7 @@ mod dashboard;
 mod ebay_client;
 mod etsy_client;
 mod events;
+mod extension;
 mod lifecycle;
 mod limits;
 mod metrics;

@@ -89,7 +89,7 @@ async fn every_route_with_an_id_answers_404_for_another_tenants_object() {
         } else if path.starts_with("/v1/plugin-tasks/") {
             task
         } else if path.starts_with("/api/plugin/") {
-            continue; // the extension's routes take a plugin token, scoped to its account (tests/it/plugin.rs)
+            continue; // plugin token (tests/it/plugin.rs) or the seller's token (tests/it/extension.rs)
         } else if path.starts_with("/v1/queues/") || path.starts_with("/v1/dashboard/") {
             expect = 403;
             job

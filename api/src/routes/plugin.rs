@@ -3,16 +3,29 @@
 //! plugin API under `/api/plugin` (lease a task, post its result, report the session), which
 //! authenticates with `Authorization: Bearer <plugin token>` and only ever sees its own account's
 //! tasks. The task life cycle is in `jobs::plugin`.
+//!
+//! The same task routes also serve Stoflow's existing browser extension (seed 002, see
+//! `jobs::extension`): a caller with the seller's access token (JWT) instead of a plugin token
+//! gets that contract — a list of tasks, `{success, result | error_message, error_details}`
+//! results — plus `/api/plugin/health`, `/api/plugin/platforms` and `/api/plugin/sync`.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use poem::http::header;
+use poem::{Request, RequestBody};
 use poem_openapi::auth::Bearer;
-use poem_openapi::param::Path;
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme, Tags};
+use poem_openapi::registry::Registry;
+use poem_openapi::types::ParseFromJSON;
+use poem_openapi::{
+    ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions, Object, OpenApi,
+    SecurityScheme, Tags, Union,
+};
 use serde_json::Value;
 
+use jobs::extension::{self, ExtOutcome, TaskType};
 use jobs::plugin::{self, Action, ErrorType, LeaseOutcome, PluginError, Report, TaskView};
 use jobs::vinted_sales::{ClosedItem, Sales, SoldOrder};
 
@@ -270,6 +283,272 @@ pub struct SessionView {
     pub status_reason: Option<String>,
 }
 
+/// Who calls a task route: the reference runner with its device token (`sfp_…`: the leased
+/// protocol), or the seller's extension with their access token (seed 002's contract).
+pub enum PluginCaller {
+    Device(i64),
+    Seller(i64),
+}
+
+impl<'a> ApiExtractor<'a> for PluginCaller {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        <PluginToken as ApiExtractor>::register(registry);
+        <crate::auth::Seller as ApiExtractor>::register(registry);
+    }
+
+    fn security_schemes() -> Vec<&'static str> {
+        let mut v = <PluginToken as ApiExtractor>::security_schemes();
+        v.extend(<crate::auth::Seller as ApiExtractor>::security_schemes());
+        v
+    }
+
+    async fn from_request(
+        req: &'a Request,
+        _body: &mut RequestBody,
+        _opts: ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        let token = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim());
+        match token {
+            Some(t) if t.starts_with("sfp_") => {
+                let st = req.data::<Arc<AppState>>().ok_or_else(|| {
+                    poem::Error::from_status(poem::http::StatusCode::INTERNAL_SERVER_ERROR)
+                })?;
+                match plugin::authenticate(&st.pool, t).await {
+                    Ok(Some(account)) => Ok(Self::Device(account)),
+                    Ok(None) => Err(crate::auth::unauthorized(
+                        "the plugin token is unknown or was replaced: connect the Vinted account again (POST /v1/connections/vinted)",
+                    )),
+                    Err(e) => Err(poem::Error::from_response(
+                        poem::IntoResponse::into_response(Problem::from(e)),
+                    )),
+                }
+            }
+            _ => Ok(Self::Seller(
+                crate::auth::authenticate(req).await?.tenant_id,
+            )),
+        }
+    }
+}
+
+/// A task as Stoflow's browser extension receives it (seed 002).
+#[derive(Debug, Object)]
+pub struct ExtTaskView {
+    pub id: i64,
+    pub task_type: TaskType,
+    /// vinted_publish / vinted_update: product_id, vinted_product_id, vinted_id (update), title,
+    /// description, price (a number), mapped_attributes {brand_id, color_id, condition_id,
+    /// size_id, category_id, gender, is_bottom}, product_data {brand, category, size, color,
+    /// condition, images (comma-separated URLs)}. vinted_delete: product_id, vinted_product_id,
+    /// vinted_id. vinted_sync_sales: user_id, since, max_pages, orders_per_page, wardrobe_per_page.
+    pub payload: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The leased protocol's lease (device token), or the extension's task list (access token).
+#[derive(Debug, Union)]
+pub enum TasksBody {
+    Lease(LeaseView),
+    Tasks(Vec<ExtTaskView>),
+}
+
+/// A result in the extension's vocabulary (seed 002).
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct ExtResultRequest {
+    pub success: bool,
+    /// Listing tasks: `{vinted_id, url, image_ids}` (vinted_id required for publish and update).
+    /// vinted_sync_sales: `{orders, closed_items}` as in the leased protocol.
+    pub result: Option<Value>,
+    #[oai(validator(max_length = 4000))]
+    pub error_message: Option<String>,
+    /// `{error_type: mapping_error | api_error | image_error | blocked, error_details}`.
+    pub error_details: Option<ExtErrorDetails>,
+}
+
+#[derive(Debug, Object)]
+pub struct ExtErrorDetails {
+    #[oai(validator(max_length = 100))]
+    pub error_type: Option<String>,
+    pub error_details: Option<Value>,
+}
+
+/// A task after the extension's result, in its vocabulary.
+#[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct ExtTaskStatus {
+    pub id: i64,
+    pub task_type: TaskType,
+    /// pending (retried later), processing, completed, failed or timeout.
+    pub status: String,
+    pub retry_count: i32,
+    pub result: Option<Value>,
+    pub error_message: Option<String>,
+}
+
+impl From<TaskView> for ExtTaskStatus {
+    fn from(t: TaskView) -> Self {
+        let failures = t.errors.as_array().map_or(0, |e| e.len()) as i32;
+        Self {
+            id: t.id,
+            task_type: Action::parse(&t.action)
+                .unwrap_or(Action::CreateListing)
+                .into(),
+            status: extension::status_word(&t.state).into(),
+            retry_count: failures,
+            error_message: t
+                .error
+                .as_ref()
+                .and_then(|e| e["message"].as_str())
+                .map(String::from),
+            result: t.result,
+        }
+    }
+}
+
+#[derive(Debug, Union)]
+pub enum ResultBody {
+    Task(PluginTaskView),
+    Extension(ExtTaskStatus),
+}
+
+#[derive(Debug, Object)]
+pub struct ExtHealth {
+    pub status: String,
+    pub api_version: String,
+    pub plugin_compatible: Vec<String>,
+}
+
+#[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct ExtPlatform {
+    pub name: String,
+    pub display_name: String,
+    /// cookies (the extension works with the browser's session) or oauth2 (the platform's).
+    pub auth_method: String,
+    /// Whether the extension runs tasks for it.
+    pub supported: bool,
+    pub features: Vec<String>,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Object)]
+pub struct ExtPlatforms {
+    pub platforms: Vec<ExtPlatform>,
+}
+
+#[derive(Debug, Object)]
+pub struct ExtPlatformCookies {
+    #[oai(validator(max_length = 20))]
+    pub platform: String,
+    /// Read only to see whether a session exists: never stored nor logged.
+    #[oai(validator(max_properties = 200))]
+    pub cookies: std::collections::BTreeMap<String, String>,
+    #[oai(validator(max_length = 1000))]
+    pub user_agent: Option<String>,
+}
+
+#[derive(Debug, Object)]
+pub struct ExtSyncRequest {
+    #[oai(validator(max_items = 10))]
+    pub platforms: Vec<ExtPlatformCookies>,
+    #[oai(validator(max_length = 50))]
+    pub plugin_version: String,
+    #[oai(validator(max_length = 50))]
+    pub browser: String,
+}
+
+#[derive(Debug, Object)]
+pub struct ExtPlatformStatus {
+    pub platform: String,
+    pub connected: bool,
+    /// The seller's Vinted account: account_id, vinted_user_id, login.
+    pub user: Option<Value>,
+    pub error: Option<String>,
+    pub last_sync: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Object)]
+pub struct ExtSyncResponse {
+    pub success: bool,
+    pub platforms_synced: u32,
+    pub platforms_status: Vec<ExtPlatformStatus>,
+    pub message: String,
+}
+
+/// Parses `v` as `T`, a failure being a 400 problem naming the field.
+fn parse_body<T: ParseFromJSON>(v: Value) -> Result<T, PluginProblem> {
+    T::parse_from_json(Some(v))
+        .map_err(|e| PluginProblem::BadRequest(body(400, "Bad Request", e.into_message())))
+}
+
+/// The extension's result as an outcome for task `action` (422 when a required part is missing).
+fn ext_outcome(action: Action, r: ExtResultRequest) -> Result<ExtOutcome, PluginProblem> {
+    let invalid = |d: &str| PluginProblem::from(Problem::unprocessable(d.to_string()));
+    if !r.success {
+        let message = r
+            .error_message
+            .filter(|m| !m.trim().is_empty())
+            .ok_or_else(|| invalid("error_message is required when success is false"))?;
+        let d = r.error_details;
+        let error_type = d
+            .as_ref()
+            .and_then(|d| d.error_type.clone())
+            .unwrap_or_else(|| "api_error".into());
+        let detail = d.and_then(|d| d.error_details).map(|v| match v {
+            Value::String(s) => s,
+            other => other.to_string(),
+        });
+        let message = match detail {
+            Some(x) => format!("{message} ({error_type}: {x})"),
+            None => format!("{message} ({error_type})"),
+        };
+        return Ok(ExtOutcome::Failed {
+            error_type,
+            message,
+        });
+    }
+    let result = r.result.unwrap_or(Value::Null);
+    if action == Action::SyncSales {
+        let orders: Vec<SoldOrder> = parse_body(result["orders"].clone()).map_err(|_| {
+            invalid("result.orders (and result.closed_items) are required when a vinted_sync_sales task succeeded")
+        })?;
+        let closed_items: Vec<ClosedItem> = match &result["closed_items"] {
+            Value::Null => Vec::new(),
+            v => parse_body(v.clone())?,
+        };
+        return Ok(ExtOutcome::Sales(Sales {
+            orders,
+            closed_items,
+        }));
+    }
+    let text = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    let vinted_id = text(&result["vinted_id"]);
+    if vinted_id.is_none() && action != Action::DeleteListing {
+        return Err(invalid(
+            "result.vinted_id is required when a publish or update succeeded",
+        ));
+    }
+    Ok(ExtOutcome::Published {
+        vinted_id,
+        url: result["url"].as_str().map(String::from),
+        image_ids: text(&result["image_ids"]),
+    })
+}
+
 pub struct PluginApi {
     pub st: Arc<AppState>,
 }
@@ -339,17 +618,50 @@ impl PluginApi {
             .ok_or_else(|| Problem::not_found("no plugin task with this id"))
     }
 
-    /// Lease the next task of this plugin's account
+    /// Lease the next task (device token), or fetch the extension's tasks (access token)
     ///
-    /// The oldest pending task, leased for `timeout` seconds; `task_id` is null when there is
-    /// nothing to do, when a task is already leased (one at a time per account), or when the
-    /// account is paused (`paused` says why).
+    /// With the plugin token: the oldest pending task, leased for `timeout` seconds; `task_id`
+    /// is null when there is nothing to do, when a task is already leased (one at a time per
+    /// account), or when the account is paused (`paused` says why).
+    ///
+    /// With the seller's access token (Stoflow's browser extension, seed 002): a list of at most
+    /// `limit` tasks `{id, task_type, payload, created_at}`, each now executing for the extension
+    /// (one per Vinted account at a time).
     #[oai(path = "/api/plugin/tasks", method = "get", tag = "PluginTag::Plugin")]
-    async fn lease(&self, auth: PluginToken) -> Result<Json<LeaseView>, PluginProblem> {
-        let account = self.account(&auth).await?;
+    async fn lease(
+        &self,
+        auth: PluginCaller,
+        /// The extension's page size (default 10).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
+        limit: Query<Option<u32>>,
+    ) -> Result<Json<TasksBody>, PluginProblem> {
+        let account = match auth {
+            PluginCaller::Device(account) => account,
+            PluginCaller::Seller(tenant) => {
+                let (tasks, woken) = extension::poll(
+                    &self.st.pool,
+                    &self.st.settings.plugin,
+                    tenant,
+                    limit.0.unwrap_or(10) as usize,
+                )
+                .await?;
+                self.wake(woken);
+                return Ok(Json(TasksBody::Tasks(
+                    tasks
+                        .into_iter()
+                        .map(|t| ExtTaskView {
+                            id: t.id,
+                            task_type: t.task_type,
+                            payload: t.payload,
+                            created_at: t.created_at,
+                        })
+                        .collect(),
+                )));
+            }
+        };
         let (out, woken) = plugin::lease(&self.st.pool, &self.st.settings.plugin, account).await?;
         self.wake(woken);
-        Ok(Json(match out {
+        Ok(Json(TasksBody::Lease(match out {
             LeaseOutcome::Task(t) => LeaseView {
                 task_id: Some(t.task_id),
                 lease_id: Some(t.lease_id),
@@ -364,10 +676,13 @@ impl PluginApi {
                 paused: Some(why),
                 ..Default::default()
             },
-        }))
+        })))
     }
 
-    /// Post the result of a leased task
+    /// Post the result of a leased task (device token) or of a fetched task (access token)
+    ///
+    /// Refused with 409, changing nothing, when the lease is not the task's current one or
+    /// expired (access token: when the task is not executing for the extension).
     #[oai(
         path = "/api/plugin/tasks/:id/result",
         method = "post",
@@ -375,12 +690,38 @@ impl PluginApi {
     )]
     async fn result(
         &self,
-        auth: PluginToken,
+        auth: PluginCaller,
         id: Path<i64>,
-        body: Json<ResultRequest>,
-    ) -> Result<Json<PluginTaskView>, PluginProblem> {
-        let account = self.account(&auth).await?;
-        let b = body.0;
+        /// Device token: `ResultRequest` (lease_id, success, data | error). Access token: the
+        /// extension's `ExtResultRequest` (success, result | error_message, error_details).
+        body: Json<Value>,
+    ) -> Result<Json<ResultBody>, PluginProblem> {
+        let account = match auth {
+            PluginCaller::Device(account) => account,
+            PluginCaller::Seller(tenant) => {
+                let r: ExtResultRequest = parse_body(body.0)?;
+                let action = extension::action_of(&self.st.pool, tenant, id.0)
+                    .await?
+                    .ok_or_else(|| {
+                        PluginProblem::from(Problem::not_found(format!(
+                            "no task {} for this seller",
+                            id.0
+                        )))
+                    })?;
+                let outcome = ext_outcome(action, r)?;
+                let t = extension::report(
+                    &self.st.pool,
+                    &self.st.settings.plugin,
+                    tenant,
+                    id.0,
+                    outcome,
+                )
+                .await?;
+                self.wake(t.job_ids.clone());
+                return Ok(Json(ResultBody::Extension(t.into())));
+            }
+        };
+        let b: ResultRequest = parse_body(body.0)?;
         let (remote_id, url, sales) = match b.data {
             Some(d) => {
                 let sales = d.orders.map(|orders| Sales {
@@ -396,6 +737,7 @@ impl PluginApi {
             success: b.success,
             remote_id,
             url,
+            image_ids: None,
             error: b.error.map(|e| (e.type_, e.message)),
             sales,
             execution_time_ms: b.execution_time_ms,
@@ -410,7 +752,7 @@ impl PluginApi {
         )
         .await?;
         self.wake(t.job_ids.clone());
-        Ok(Json(t.into()))
+        Ok(Json(ResultBody::Task(t.into())))
     }
 
     /// Report whether the seller's Vinted session works
@@ -434,6 +776,129 @@ impl PluginApi {
             account_id: account,
             status,
             status_reason,
+        }))
+    }
+
+    /// The extension's health check (seed 002; no login needed)
+    #[oai(path = "/api/plugin/health", method = "get", tag = "PluginTag::Plugin")]
+    async fn ext_health(&self) -> Json<ExtHealth> {
+        Json(ExtHealth {
+            status: "healthy".into(),
+            api_version: env!("CARGO_PKG_VERSION").into(),
+            plugin_compatible: vec!["1.0.0".into(), "1.0.1".into()],
+        })
+    }
+
+    /// The platforms the extension works on (seed 002)
+    #[oai(
+        path = "/api/plugin/platforms",
+        method = "get",
+        tag = "PluginTag::Plugin"
+    )]
+    async fn ext_platforms(&self, _auth: crate::auth::Seller) -> Json<ExtPlatforms> {
+        let oauth = |name: &str, display: &str| ExtPlatform {
+            name: name.into(),
+            display_name: display.into(),
+            auth_method: "oauth2".into(),
+            supported: false,
+            features: vec![],
+            note: Some(format!(
+                "connected by OAuth on the platform (GET /v1/connections/{name}/connect), not through the extension"
+            )),
+        };
+        Json(ExtPlatforms {
+            platforms: vec![
+                ExtPlatform {
+                    name: "vinted".into(),
+                    display_name: "Vinted".into(),
+                    auth_method: "cookies".into(),
+                    supported: true,
+                    features: ["publish", "update", "delete", "sync_sales"]
+                        .map(String::from)
+                        .to_vec(),
+                    note: None,
+                },
+                oauth("ebay", "eBay"),
+                oauth("etsy", "Etsy"),
+            ],
+        })
+    }
+
+    /// The extension reports the browser's sessions (seed 002)
+    ///
+    /// Our reading of "sync cookies and test the connection": the cookies are never stored nor
+    /// logged; a Vinted entry with cookies means the seller's browser has a Vinted session, which
+    /// resumes a Vinted account paused by a blocked session (as `POST /api/plugin/session
+    /// {"ok": true}`). Each platform's status says whether the seller has a connected account.
+    #[oai(path = "/api/plugin/sync", method = "post", tag = "PluginTag::Plugin")]
+    async fn ext_sync(
+        &self,
+        auth: crate::auth::Seller,
+        body: Json<ExtSyncRequest>,
+    ) -> Result<Json<ExtSyncResponse>, PluginProblem> {
+        let mut statuses = Vec::new();
+        for p in &body.platforms {
+            let name = p.platform.to_lowercase();
+            let status = if name == "vinted" {
+                let accounts: Vec<(i64, String, Option<String>)> = sqlx::query_as(
+                    "SELECT id, external_user_id, shop_id FROM marketplace_accounts
+                      WHERE tenant_id = $1 AND marketplace = 'vinted' AND status <> 'disconnected' ORDER BY id",
+                )
+                .bind(auth.tenant())
+                .fetch_all(&self.st.pool)
+                .await?;
+                match accounts.first() {
+                    None => ExtPlatformStatus {
+                        platform: name,
+                        connected: false,
+                        user: None,
+                        error: Some(
+                            "no Vinted account: connect one with POST /v1/connections/vinted"
+                                .into(),
+                        ),
+                        last_sync: None,
+                    },
+                    Some(_) if p.cookies.is_empty() => ExtPlatformStatus {
+                        platform: name,
+                        connected: false,
+                        user: None,
+                        error: Some("no Vinted cookies: log in to Vinted in the browser".into()),
+                        last_sync: None,
+                    },
+                    Some((id, user, login)) => {
+                        for (a, _, _) in &accounts {
+                            plugin::report_session(&self.st.pool, *a, true, None).await?;
+                        }
+                        ExtPlatformStatus {
+                            platform: name,
+                            connected: true,
+                            user: Some(serde_json::json!({
+                                "account_id": id, "vinted_user_id": user, "login": login,
+                            })),
+                            error: None,
+                            last_sync: Some(Utc::now()),
+                        }
+                    }
+                }
+            } else {
+                ExtPlatformStatus {
+                    error: Some(format!(
+                        "{name}: not synced through the extension (eBay and Etsy connect by OAuth)"
+                    )),
+                    platform: name,
+                    connected: false,
+                    user: None,
+                    last_sync: None,
+                }
+            };
+            statuses.push(status);
+        }
+        let synced = statuses.iter().filter(|s| s.connected).count() as u32;
+        Ok(Json(ExtSyncResponse {
+            success: synced > 0,
+            platforms_synced: synced,
+            message: format!("{synced}/{} platforms synced successfully", statuses.len()),
+            platforms_status: statuses,
         }))
     }
 }
