@@ -160,10 +160,29 @@ async fn an_etsy_receipt_cancelled_before_shipment_gives_the_stock_back_and_reli
     .await;
     assert_ne!(ebay_offer(&p, &sku).await["status"], "PUBLISHED");
 
+    // A later sale of another product moves the poll's cursor past the first receipt...
+    let (later, _) = published(&p, 5).await;
+    let later_listing: u64 = p.listing(later, "etsy").await["remote_listing_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    p.sim_admin("etsy", "/_admin/clock", json!({"advance_secs": 60}))
+        .await;
+    p.sim_admin(
+        "etsy",
+        "/_admin/receipts",
+        json!({"transactions": [{"listing_id": later_listing, "quantity": 1}]}),
+    )
+    .await;
+    run_job(&p, poll.clone()).await;
+    assert_eq!(stock(&p, later).await, (4, "published".into()));
+    // ...and, as Etsy does, the cancellation leaves the receipt's last change as it was: only
+    // reading cancelled receipts finds it.
     p.sim_admin(
         "etsy",
         &format!("/_admin/receipts/{}", receipt["receipt_id"]),
-        json!({"status": "canceled"}),
+        json!({"status": "canceled", "touch": false}),
     )
     .await;
     let done = run_job(&p, poll.clone()).await;

@@ -180,11 +180,18 @@ async fn etsy_orders(
     since: DateTime<Utc>,
 ) -> Result<Vec<RemoteOrder>, JobError> {
     let shop = account.etsy_shop()?;
-    let receipts = ctx
-        .market
-        .etsy
+    let etsy = &ctx.market.etsy;
+    let mut receipts = etsy
         .receipts_modified_since(token, shop, since.timestamp())
         .await?;
+    // Etsy does not bump a receipt's last change on cancellation: the recent cancelled ones are
+    // read too (one request, usually), so their stock comes back; importing one twice is harmless.
+    let lookback = (Utc::now() - Duration::days(FIRST_LOOKBACK_DAYS)).timestamp();
+    let canceled = etsy
+        .receipts_canceled_unshipped_since(token, shop, lookback)
+        .await?;
+    receipts.retain(|r| !canceled.iter().any(|c| c.receipt_id == r.receipt_id));
+    receipts.extend(canceled);
     Ok(receipts.into_iter().map(from_etsy).collect())
 }
 
