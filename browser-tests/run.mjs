@@ -195,6 +195,32 @@ await test("marketplaces page shows budgets, circuits, recent failures and waiti
   await shot("marketplaces");
 });
 
+await test("marketplaces page: rounded pace, readable errors, accounts' push/poll/extension, double-sell window, fits 1400 px", async () => {
+  await page.goto(`${BASE}/dashboard#/marketplaces`);
+  await page.waitForSelector('[data-testid="double-sell"]');
+  const budget = await text('[data-testid="budget-row"]');
+  if (!/\b9\.2\/s/.test(budget) || /9\.2000/.test(budget)) throw new Error(`pace not rounded: ${budget}`);
+  const listingError = await text('[data-testid="listing-error"]');
+  if (!/^rejected Vinted refused the item/.test(listingError) || /[{}"]/.test(listingError)) throw new Error(`listing error: ${listingError}`);
+  const failures = await page.locator('[data-testid="recent-errors"]').innerText();
+  if (!/internal error \(database\)/.test(failures) || /decoding column|plugin_tasks/.test(failures)) throw new Error(`database error shown raw: ${failures}`);
+  const vinted = await page.locator('[data-testid="accounts"] tr', { hasText: "browser-seller" }).innerText();
+  if (!/—/.test(vinted) || !/offline/.test(vinted)) throw new Error(`account row: ${vinted}`);
+  const dsw = await text('[data-testid="double-sell-ebay"]');
+  if (!/^ebay\s+1\s+2\.5 s\s+2\.5 s\s+0$/.test(dsw.trim())) throw new Error(`double-sell window: ${JSON.stringify(dsw)}`);
+  const [scroll, inner] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+  if (scroll > inner) throw new Error(`page is ${scroll} px wide in a ${inner} px window`);
+  await shot("marketplaces-1400");
+});
+
+await test("a permanent rejection is not offered a retry", async () => {
+  const id = await enqueue({ kind: "noop", fail: "permanent" }, { max_attempts: 3 });
+  await until(`job ${id} dead`, async () => (await jobState(id)) === "dead");
+  await page.goto(`${BASE}/dashboard#/jobs/${id}`);
+  await page.waitForSelector('[data-testid="error-row"]');
+  if (await page.locator('[data-testid="retry"]').count()) throw new Error("Retry now offered on a permanent failure");
+});
+
 await test("no script error on any page", async () => {
   if (consoleErrors.length) throw new Error(consoleErrors.join("\n"));
 });

@@ -20,6 +20,12 @@ function fmtAge(s) {
   return `${(s / 3600).toFixed(1)} h`;
 }
 function fmtMs(ms) { return ms == null ? "" : fmtAge(ms / 1000); }
+// At most two decimals, none trailing (a pace of 9.2/s, not 9.200000000000001/s).
+function fmtNum(n) { return n == null ? "" : String(Math.round(n * 100) / 100); }
+// A time, or a dash where there is none yet.
+function fmtTimeOrDash(t) { return t ? fmtTime(t) : "—"; }
+// A failure for people: its class, then its message.
+function fmtError(cls, msg) { return `<span class="muted">${esc(cls || "")}</span> ${esc((msg || "").slice(0, 300))}`; }
 function stateBadge(s) { return `<span class="state ${esc(s)}" data-state="${esc(s)}">${esc(s)}</span>`; }
 function toast(msg) {
   const t = document.getElementById("toast");
@@ -346,7 +352,8 @@ async function jobDetail(id) {
     const errors = (j.errors || []).map(e => `<tr data-testid="error-row"><td class="num">${e.attempt}</td><td>${fmtTime(e.at)}</td>
       <td data-testid="error-class">${esc(e.class)}</td><td data-testid="error-message">${esc(e.message)}</td><td class="num">${fmtMs(e.delay_ms)}</td></tr>`).join("")
       || `<tr><td colspan="5" class="muted">no failed attempt</td></tr>`;
-    const canRetry = j.state === "dead" || j.state === "cancelled";
+    // A permanent failure would fail the same way again: no retry offered for it.
+    const canRetry = j.state === "cancelled" || (j.state === "dead" && !(j.last_error && j.last_error.permanent));
     const canCancel = ["scheduled", "pending", "retrying"].includes(j.state);
     view.innerHTML = `<h2>Job #${j.id} · ${esc(j.kind)} · <span data-testid="detail-state">${stateBadge(j.state)}</span></h2>
       <p>${canRetry ? `<button class="primary" id="retry" data-testid="retry">Retry now</button>` : ""}
@@ -391,19 +398,25 @@ async function marketplaces() {
   const circuits = limits.marketplaces.map(c => `<tr data-testid="circuit-${esc(c.marketplace)}"><td>${esc(c.marketplace)}</td>
     <td><span class="state ${c.circuit === "closed" ? "done" : "dead"}">${esc(c.circuit)}</span></td><td class="num">${c.failures}</td>
     <td>${fmtTime(c.opened_at)}</td><td>${fmtTime(c.next_probe_at)}</td><td class="num">${c.jobs_waiting_on_limit}</td>
-    <td class="num">${c.jobs_waiting_on_circuit}</td><td class="muted">${esc(c.last_error || "")}</td></tr>`).join("")
+    <td class="num">${c.jobs_waiting_on_circuit}</td><td class="muted wrap">${esc(c.last_error || "")}</td></tr>`).join("")
     || none(8, "no marketplace called yet");
-  const keys = limits.keys.map(k => `<tr data-testid="budget-row"><td>${esc(k.key)}</td><td class="num">${k.per_second}/s</td>
+  const keys = limits.keys.map(k => `<tr data-testid="budget-row"><td>${esc(k.key)}</td><td class="num">${fmtNum(k.per_second)}/s</td>
     <td class="num">${k.used} / ${k.window_limit}</td><td class="num">${k.remaining ?? ""}</td><td>${fmtTime(k.resets_at)}</td>
     <td>${k.blocked_until ? `${fmtTime(k.blocked_until)} <span class="muted">${esc(k.blocked_reason || "")}</span>` : ""}</td></tr>`).join("")
     || none(6, "no request sent yet");
-  const acc = m.accounts.map(a => `<tr><td>${esc(a.marketplace)}</td><td>${a.id}</td><td>${a.tenant_id ?? ""}</td><td>${esc(a.external_user_id)}</td><td>${esc(a.shop_id || "")}</td>
+  const ext = a => a.extension_online == null ? "" : a.extension_online ? '<span class="state done">online</span>' : '<span class="state dead">offline</span>';
+  const acc = m.accounts.map(a => `<tr data-testid="account-${a.id}"><td>${esc(a.marketplace)}</td><td>${a.id}</td><td>${a.tenant_id ?? ""}</td><td>${esc(a.external_user_id)}</td><td>${esc(a.shop_id || "")}</td>
     <td>${esc(a.status)}${a.status_reason ? ` <span class="muted">${esc(a.status_reason)}</span>` : ""}</td>
-    <td class="${soon(a.access_expires_at) ? "dead-worker" : ""}">${fmtTime(a.access_expires_at)}</td><td>${fmtTime(a.refresh_expires_at)}</td></tr>`).join("")
-    || none(8, "no connected account");
+    <td class="${soon(a.access_expires_at) ? "dead-worker" : ""}">${fmtTime(a.access_expires_at)}</td><td>${fmtTime(a.refresh_expires_at)}</td>
+    <td data-testid="last-push">${fmtTimeOrDash(a.last_push_at)}</td><td data-testid="last-poll">${fmtTimeOrDash(a.last_poll_at)}</td>
+    <td data-testid="extension">${ext(a)}</td></tr>`).join("")
+    || none(11, "no connected account");
+  const dsw = m.double_sell.map(d => `<tr data-testid="double-sell-${esc(d.marketplace)}"><td>${esc(d.marketplace)}</td><td class="num">${d.sales}</td>
+    <td class="num">${fmtMs(d.p50_ms)}</td><td class="num">${fmtMs(d.max_ms)}</td><td class="num">${d.open}</td></tr>`).join("")
+    || none(5, "no product sold out in the last hour");
   const recent = m.recent_errors.map(e => `<tr data-testid="recent-error"><td>${fmtTime(e.at)}</td><td>${esc(e.marketplace)}</td>
     <td>${e.job_id ? `<a href="#/jobs/${e.job_id}">#${e.job_id}</a>` : ""}</td><td>${esc(e.kind)}</td><td>${esc(e.class)}</td>
-    <td><code>${esc(e.message.slice(0, 200))}</code></td></tr>`).join("")
+    <td class="wrap">${esc(e.message.slice(0, 300))}</td></tr>`).join("")
     || none(6, "no marketplace failure recorded");
   const plugin = m.plugin_waiting.map(p => `<tr data-testid="plugin-waiting"><td>${p.account_id}</td><td>${p.tenant_id ?? ""}</td><td>${esc(p.seller)}</td>
     <td>${esc(p.account_status)}</td><td class="num">${p.pending}</td><td class="num">${p.leased}</td><td>${fmtTime(p.oldest_at)}</td>
@@ -412,7 +425,7 @@ async function marketplaces() {
   const lst = m.listings.map(l => `<tr><td>${esc(l.marketplace)}</td><td>${esc(l.status)}</td><td class="num">${l.count}</td></tr>`).join("")
     || none(3, "no listing");
   const errs = m.listing_errors.map(l => `<tr><td>${esc(l.marketplace)}</td><td>product ${l.product_id}</td><td>${esc(l.status)}</td>
-    <td><code>${esc(JSON.stringify(l.last_error)).slice(0, 200)}</code></td><td>${fmtTime(l.updated_at)}</td></tr>`).join("")
+    <td class="wrap" data-testid="listing-error">${fmtError(l.class, l.message)}</td><td>${fmtTime(l.updated_at)}</td></tr>`).join("")
     || none(5, "no listing error");
   view.innerHTML = `<h2>Marketplaces</h2>
     <h3>Circuits</h3>
@@ -423,11 +436,14 @@ async function marketplaces() {
     <h3>Recent marketplace failures (429, 5xx, refusals)</h3>
     <table data-testid="recent-errors"><tr><th>at</th><th>marketplace</th><th>job</th><th>kind</th><th>class</th><th>message</th></tr>${recent}</table>
     <h3>Accounts and token expiry</h3>
-    <table data-testid="accounts"><tr><th>marketplace</th><th>id</th><th>tenant</th><th>seller</th><th>shop</th><th>status</th><th>access token expires</th><th>refresh token expires</th></tr>${acc}</table>
+    <table data-testid="accounts"><tr><th>marketplace</th><th>id</th><th>tenant</th><th>seller</th><th>shop</th><th>status</th><th>access token expires</th><th>refresh token expires</th>
+      <th>last push</th><th>last poll</th><th>extension</th></tr>${acc}</table>
+    <h3>Double-sell window, last hour <span class="muted">· sale on the marketplace → last other listing withdrawn</span></h3>
+    <table data-testid="double-sell"><tr><th>sold on</th><th class="num">sold out</th><th class="num">p50</th><th class="num">max</th><th class="num">still open</th></tr>${dsw}</table>
     <h3>Plugin tasks waiting per seller (Vinted)</h3>
     <table data-testid="plugin-tasks"><tr><th>account</th><th>tenant</th><th>seller</th><th>status</th><th class="num">pending</th><th class="num">leased</th><th>oldest</th><th>extension last seen</th></tr>${plugin}</table>
     <div class="cards"><div><h3>Listings</h3><table><tr><th>marketplace</th><th>status</th><th class="num">count</th></tr>${lst}</table></div>
-    <div><h3>Recent listing errors</h3><table><tr><th>marketplace</th><th>product</th><th>status</th><th>error</th><th>at</th></tr>${errs}</table></div></div>`;
+    <div><h3>Recent listing errors</h3><table data-testid="listing-errors"><tr><th>marketplace</th><th>product</th><th>status</th><th>error</th><th>at</th></tr>${errs}</table></div></div>`;
 }
 
 // ---- audit ----------------------------------------------------------------------------------

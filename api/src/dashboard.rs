@@ -210,7 +210,8 @@ pub struct AuditPage {
 #[derive(Debug, Object)]
 #[oai(skip_serializing_if_is_none)]
 pub struct MarketplacesView {
-    /// Connected accounts with status and token expiry (never tokens).
+    /// Connected accounts with status and token expiry (never tokens), the last push received
+    /// and the last poll of their sales, and (Vinted) whether the extension is online.
     pub accounts: Vec<Value>,
     /// Listings per marketplace and status.
     pub listings: Vec<Value>,
@@ -220,6 +221,10 @@ pub struct MarketplacesView {
     pub recent_errors: Vec<Value>,
     /// Plugin tasks waiting (pending or leased) per Vinted account.
     pub plugin_waiting: Vec<Value>,
+    /// Per marketplace a sale happened on, over the last hour: products sold out there, and the
+    /// time from the sale to the last other listing withdrawn (`p50_ms`, `max_ms`; `open`: not
+    /// all withdrawn yet).
+    pub double_sell: Vec<Value>,
 }
 
 pub struct DashboardApi {
@@ -468,7 +473,8 @@ impl DashboardApi {
         }))
     }
 
-    /// Marketplace accounts (status, token expiry) and listing errors
+    /// Marketplace accounts (status, token expiry, last push and poll), listing errors and the
+    /// double-sell window
     ///
     /// Rate-limit budgets and circuit state come from `GET /v1/limits`.
     #[oai(path = "/v1/dashboard/marketplaces", method = "get")]
@@ -480,6 +486,7 @@ impl DashboardApi {
             listing_errors: m.listing_errors,
             recent_errors: m.recent_errors,
             plugin_waiting: m.plugin_waiting,
+            double_sell: m.double_sell,
         }))
     }
 }

@@ -524,6 +524,11 @@ fn retry_or_dead(slot: &Slot, policy: &Policy, class: &str, msg: &str) -> Outcom
     }
 }
 
+fn permanent(mut entry: Value) -> Value {
+    entry["permanent"] = Value::Bool(true);
+    entry
+}
+
 /// Records how long the queue waits before the next run, for people and for tests.
 fn with_delay(mut entry: Value, delay: Duration) -> Value {
     entry["delay_ms"] = Value::from(delay.as_millis() as u64);
@@ -533,7 +538,8 @@ fn with_delay(mut entry: Value, delay: Duration) -> Value {
 fn classify(e: &BoxDynError, slot: &Slot, policy: &Policy) -> Outcome {
     match e.downcast_ref::<JobError>() {
         Some(JobError::Permanent { class, message }) => Outcome::Dead {
-            error: error_entry(slot.attempt, class, message),
+            // Marked, so nobody is offered a retry that would fail the same way.
+            error: permanent(error_entry(slot.attempt, class, message)),
         },
         Some(JobError::Snooze {
             after,

@@ -335,9 +335,10 @@ const ACCOUNT_JSON: &str = "SELECT jsonb_build_object('id', id, 'marketplace', m
         'refresh_expires_at', refresh_expires_at, 'scopes', scopes)
    FROM marketplace_accounts WHERE id = $1";
 
-/// The marketplaces page: accounts with token expiry (never tokens), listings per status, the
-/// most recent listing errors and marketplace failures (429s, 5xx, refusals), and the plugin
-/// tasks waiting per Vinted account.
+/// The marketplaces page: accounts with token expiry (never tokens), when each last received a
+/// push and was last polled, whether a Vinted seller's extension is online; listings per status,
+/// the most recent listing errors and marketplace failures (429s, 5xx, refusals), the plugin
+/// tasks waiting per Vinted account, and the double-sell window of the last hour.
 #[derive(Debug, Clone, Serialize)]
 pub struct Marketplaces {
     pub accounts: Vec<Value>,
@@ -345,53 +346,99 @@ pub struct Marketplaces {
     pub listing_errors: Vec<Value>,
     pub recent_errors: Vec<Value>,
     pub plugin_waiting: Vec<Value>,
+    pub double_sell: Vec<Value>,
+}
+
+/// An extension that called within this long is online.
+const EXTENSION_ONLINE: &str = "interval '3 minutes'";
+
+/// What ops read of an error (SQL over the given class and message columns): our own database
+/// failing reads "internal error (database)" (its raw text names tables and columns, and says
+/// nothing about the marketplace).
+fn error_message(class: &str, message: &str) -> String {
+    format!("CASE WHEN {class} = 'database' THEN 'internal error (database)' ELSE {message} END")
 }
 
 pub async fn marketplaces(pool: &PgPool) -> Result<Marketplaces, sqlx::Error> {
-    let rows = |sql: &'static str| sqlx::query_scalar::<_, Value>(sql).fetch_all(pool);
+    let rows = |sql: String| async move {
+        sqlx::query_scalar::<_, Value>(AssertSqlSafe(sql))
+            .fetch_all(pool)
+            .await
+    };
+    let last_seen = "(SELECT max(p.last_used_at) FROM plugin_tokens p
+                       WHERE p.account_id = a.id AND p.revoked_at IS NULL)";
     Ok(Marketplaces {
-        accounts: rows(
-            "SELECT jsonb_build_object('id', id, 'marketplace', marketplace, 'tenant_id', tenant_id,
-                    'external_user_id', external_user_id, 'shop_id', shop_id, 'status', status,
-                    'status_reason', status_reason, 'access_expires_at', access_expires_at,
-                    'refresh_expires_at', refresh_expires_at)
-               FROM marketplace_accounts ORDER BY marketplace, id LIMIT 500",
-        )
+        accounts: rows(format!(
+            "SELECT jsonb_build_object('id', a.id, 'marketplace', a.marketplace, 'tenant_id', a.tenant_id,
+                    'external_user_id', a.external_user_id, 'shop_id', a.shop_id, 'status', a.status,
+                    'status_reason', a.status_reason, 'access_expires_at', a.access_expires_at,
+                    'refresh_expires_at', a.refresh_expires_at, 'last_push_at', a.last_push_at,
+                    'last_poll_at', a.last_poll_at,
+                    'extension_online', CASE WHEN a.marketplace = 'vinted'
+                        THEN coalesce({last_seen} > now() - {EXTENSION_ONLINE}, false) END)
+               FROM marketplace_accounts a ORDER BY a.marketplace, a.id LIMIT 500"
+        ))
         .await?,
         listings: rows(
             "SELECT jsonb_build_object('marketplace', marketplace, 'status', status, 'count', count(*))
-               FROM listings GROUP BY marketplace, status ORDER BY marketplace, status",
+               FROM listings GROUP BY marketplace, status ORDER BY marketplace, status"
+                .into(),
         )
         .await?,
-        listing_errors: rows(
+        listing_errors: rows(format!(
             "SELECT jsonb_build_object('id', id, 'product_id', product_id, 'marketplace', marketplace,
-                    'status', status, 'last_error', last_error, 'updated_at', updated_at)
+                    'status', status, 'class', last_error->>'class',
+                    'message', {}, 'updated_at', updated_at)
                FROM listings WHERE last_error IS NOT NULL ORDER BY updated_at DESC LIMIT 50",
-        )
+            error_message("last_error->>'class'", "last_error->>'message'")
+        ))
         .await?,
-        recent_errors: rows(
+        recent_errors: rows(format!(
             "SELECT jsonb_build_object('marketplace', marketplace, 'account_id', account_id, 'job_id', job_id,
-                    'kind', kind, 'class', class, 'message', message, 'at', at)
+                    'kind', kind, 'class', class, 'message', {}, 'at', at)
                FROM marketplace_errors ORDER BY at DESC LIMIT 50",
-        )
+            error_message("class", "message")
+        ))
         .await?,
-        plugin_waiting: rows(
+        plugin_waiting: rows(format!(
             "SELECT jsonb_build_object('account_id', a.id, 'tenant_id', a.tenant_id,
                     'seller', a.external_user_id, 'account_status', a.status,
-                    'plugin_last_seen_at', (SELECT max(p.last_used_at) FROM plugin_tokens p
-                                             WHERE p.account_id = a.id AND p.revoked_at IS NULL),
-                    'extension_online', coalesce((SELECT max(p.last_used_at) FROM plugin_tokens p
-                                             WHERE p.account_id = a.id AND p.revoked_at IS NULL)
-                                          > now() - interval '3 minutes', false),
+                    'plugin_last_seen_at', {last_seen},
+                    'extension_online', coalesce({last_seen} > now() - {EXTENSION_ONLINE}, false),
                     'pending', count(*) FILTER (WHERE t.state = 'pending'),
                     'leased', count(*) FILTER (WHERE t.state = 'leased'),
                     'oldest_at', min(t.created_at))
                FROM plugin_tasks t JOIN marketplace_accounts a ON a.id = t.account_id
               WHERE t.state IN ('pending', 'leased')
-              GROUP BY a.id ORDER BY min(t.created_at) LIMIT 200",
-        )
+              GROUP BY a.id ORDER BY min(t.created_at) LIMIT 200"
+        ))
         .await?,
+        double_sell: double_sell(pool).await?,
     })
+}
+
+/// The double-sell window of the last hour, per marketplace the sale happened on: for each
+/// product sold out by a sale placed in the last hour (and not given back), the time from the
+/// sale on the marketplace to the finish of the last withdrawal it caused; p50 and max over the
+/// sales whose withdrawals all finished, and how many are still open.
+pub async fn double_sell(pool: &PgPool) -> Result<Vec<Value>, sqlx::Error> {
+    sqlx::query_scalar(
+        "WITH sales AS (
+            SELECT o.marketplace,
+                   (SELECT CASE WHEN bool_and(j.state = 'done')
+                                THEN extract(epoch FROM max(j.finished_at) - o.placed_at) * 1000 END
+                      FROM jobs j WHERE j.id = ANY(l.withdraw_jobs)) AS window_ms
+              FROM orders o JOIN order_lines l ON l.order_id = o.id
+             WHERE o.placed_at > now() - interval '1 hour' AND l.sold_out_from IS NOT NULL
+               AND l.returned_at IS NULL AND cardinality(l.withdraw_jobs) > 0)
+         SELECT jsonb_build_object('marketplace', marketplace, 'sales', count(*),
+                    'open', count(*) FILTER (WHERE window_ms IS NULL),
+                    'p50_ms', round(percentile_cont(0.5) WITHIN GROUP (ORDER BY greatest(window_ms, 0))::numeric),
+                    'max_ms', round(max(greatest(window_ms, 0))::numeric))
+           FROM sales GROUP BY marketplace ORDER BY marketplace",
+    )
+    .fetch_all(pool)
+    .await
 }
 
 /// Replaces the value of every key that names a secret (token, secret, password, authorization,

@@ -101,13 +101,19 @@ pub async fn mark_published(
     .map(drop)
 }
 
-pub async fn mark_withdrawn(pool: &PgPool, id: i64, reason: &str) -> Result<(), sqlx::Error> {
+pub async fn mark_withdrawn(
+    pool: &PgPool,
+    id: i64,
+    reason: &str,
+    job: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE listings SET status = 'withdrawn', withdrawn_at = now(), withdraw_reason = $2,
-                last_error = NULL, updated_at = now() WHERE id = $1",
+                withdrawn_by_job = $3, last_error = NULL, updated_at = now() WHERE id = $1",
     )
     .bind(id)
     .bind(reason)
+    .bind(job)
     .execute(pool)
     .await
     .map(drop)

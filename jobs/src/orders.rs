@@ -1,7 +1,8 @@
 //! Orders imported from the marketplaces: upserted by their remote id, each line decrementing
 //! the product's stock exactly once, and a product sold out on one marketplace withdrawn from
 //! the others by follow-up `withdraw_listing` jobs (auto-delist). While stock remains, the other
-//! live listings are re-published with the new quantity.
+//! live listings are re-published with the new quantity. A cancelled order gives its stock back
+//! and re-lists what its sale withdrew.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -17,7 +18,7 @@ use crate::{Kind, Settings};
 pub struct RemoteOrder {
     pub remote_order_id: String,
     pub status: String,
-    /// A cancelled order never takes stock.
+    /// Cancelled or refunded before shipment: takes no stock, and gives back what it took.
     pub cancelled: bool,
     pub total_cents: Option<i64>,
     pub currency: Option<String>,
@@ -45,7 +46,9 @@ pub struct Imported {
     pub lines_applied: usize,
     /// Products whose last unit sold.
     pub sold_out: Vec<i64>,
-    /// Follow-up jobs enqueued (withdrawals and quantity updates).
+    /// Lines of cancelled orders whose stock came back.
+    pub lines_returned: usize,
+    /// Follow-up jobs enqueued (withdrawals, quantity updates, re-listings).
     pub follow_ups: usize,
 }
 
@@ -105,7 +108,11 @@ async fn import_one(
             .bind(account)
             .fetch_one(&mut *tx)
             .await?;
-    let mut follow_ups: Vec<NewJob> = Vec::new();
+    // Each follow-up with the line it is for and whether it withdraws a listing.
+    let mut follow_ups: Vec<(NewJob, Option<String>)> = Vec::new();
+    if o.cancelled {
+        give_back(&mut tx, settings, m, o, order_id, out, &mut follow_ups).await?;
+    }
     for line in o.lines.iter().filter(|_| !o.cancelled) {
         let product: Option<i64> = sqlx::query_scalar(
             "SELECT coalesce(
@@ -135,16 +142,28 @@ async fn import_one(
             continue;
         };
         out.lines_applied += 1;
-        let (stock, version): (i32, DateTime<Utc>) = sqlx::query_as(
-            "UPDATE products SET stock_quantity = greatest(stock_quantity - $2, 0),
-                    status = CASE WHEN stock_quantity - $2 <= 0 THEN 'sold' ELSE status END,
+        let (stock, version, before): (i32, DateTime<Utc>, String) = sqlx::query_as(
+            "WITH old AS (SELECT status FROM products WHERE id = $1 FOR UPDATE)
+             UPDATE products p SET stock_quantity = greatest(p.stock_quantity - $2, 0),
+                    status = CASE WHEN p.stock_quantity - $2 <= 0 THEN 'sold' ELSE p.status END,
                     updated_at = now()
-              WHERE id = $1 RETURNING stock_quantity, updated_at",
+               FROM old WHERE p.id = $1 RETURNING p.stock_quantity, p.updated_at, old.status",
         )
         .bind(product)
         .bind(line.quantity.max(1))
         .fetch_one(&mut *tx)
         .await?;
+        if stock == 0 && before != "sold" {
+            // What a cancellation of this sale puts back.
+            sqlx::query(
+                "UPDATE order_lines SET sold_out_from = $3 WHERE order_id = $1 AND line_id = $2",
+            )
+            .bind(order_id)
+            .bind(&line.line_id)
+            .bind(&before)
+            .execute(&mut *tx)
+            .await?;
+        }
         let others: Vec<(String,)> = sqlx::query_as(
             "SELECT marketplace FROM listings
               WHERE product_id = $1 AND marketplace <> $2 AND status IN ('published', 'publishing')",
@@ -168,36 +187,146 @@ async fn import_one(
                 other.as_str()
             );
             follow_ups.push(if stock == 0 {
-                NewJob::of(
-                    &WithdrawListing {
-                        product_id: product,
-                        marketplace: other,
-                        reason: Some(format!(
-                            "sold out on {} (order {})",
-                            m.as_str(),
-                            o.remote_order_id
-                        )),
-                    },
-                    settings,
-                    Some(key),
+                (
+                    NewJob::of(
+                        &WithdrawListing {
+                            product_id: product,
+                            marketplace: other,
+                            reason: Some(format!(
+                                "sold out on {} (order {})",
+                                m.as_str(),
+                                o.remote_order_id
+                            )),
+                        },
+                        settings,
+                        Some(key),
+                    ),
+                    Some(line.line_id.clone()),
                 )
             } else {
-                NewJob::of(
-                    &PublishListing {
-                        product_id: product,
-                        marketplace: other,
-                    },
-                    settings,
-                    Some(format!("{key}:{}", version.timestamp_micros())),
+                (
+                    publish(
+                        product,
+                        other,
+                        settings,
+                        format!("{key}:{}", version.timestamp_micros()),
+                    ),
+                    None,
                 )
             });
         }
     }
-    out.follow_ups += queue::insert_for(&mut tx, tenant, &follow_ups)
-        .await?
-        .iter()
-        .filter(|i| i.created)
-        .count();
+    let jobs: Vec<NewJob> = follow_ups.iter().map(|(j, _)| j.clone()).collect();
+    let inserted = queue::insert_for(&mut tx, tenant, &jobs).await?;
+    for ((_, line), ins) in follow_ups.iter().zip(&inserted) {
+        if let Some(line) = line {
+            sqlx::query(
+                "UPDATE order_lines SET withdraw_jobs = array_append(withdraw_jobs, $3)
+                  WHERE order_id = $1 AND line_id = $2 AND NOT ($3 = ANY(withdraw_jobs))",
+            )
+            .bind(order_id)
+            .bind(line)
+            .bind(ins.id)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    out.follow_ups += inserted.iter().filter(|i| i.created).count();
     tx.commit().await?;
+    Ok(())
+}
+
+fn publish(product: i64, m: Marketplace, settings: &Settings, key: String) -> NewJob {
+    NewJob::of(
+        &PublishListing {
+            product_id: product,
+            marketplace: m,
+        },
+        settings,
+        Some(key),
+    )
+}
+
+/// A line of an order, as its sale left it.
+#[derive(sqlx::FromRow)]
+struct SoldLine {
+    line_id: String,
+    product_id: i64,
+    quantity: i32,
+    sold_out_from: Option<String>,
+    withdraw_jobs: Vec<i64>,
+}
+
+/// A cancelled (or refunded before shipment) order: each line that took stock gives it back,
+/// once. A product its sale sold out gets its status back; the listings that sale withdrew are
+/// published again (not those withdrawn otherwise, e.g. by the seller), and the live ones follow
+/// the new quantity. Withdrawals of that sale still waiting are cancelled.
+async fn give_back(
+    tx: &mut sqlx::PgConnection,
+    settings: &Settings,
+    m: Marketplace,
+    o: &RemoteOrder,
+    order_id: i64,
+    out: &mut Imported,
+    follow_ups: &mut Vec<(NewJob, Option<String>)>,
+) -> Result<(), QueueError> {
+    let lines: Vec<SoldLine> = sqlx::query_as(
+        "UPDATE order_lines SET returned_at = now()
+          WHERE order_id = $1 AND returned_at IS NULL AND product_id IS NOT NULL
+         RETURNING line_id, product_id, quantity, sold_out_from, withdraw_jobs",
+    )
+    .bind(order_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    for SoldLine {
+        line_id,
+        product_id: product,
+        quantity,
+        sold_out_from,
+        withdraw_jobs,
+    } in lines
+    {
+        queue::cancel_waiting(&mut *tx, &withdraw_jobs).await?;
+        let back: Option<(String, DateTime<Utc>)> = sqlx::query_as(
+            "UPDATE products SET stock_quantity = stock_quantity + $2,
+                    status = CASE WHEN status = 'sold' AND $3::text IS NOT NULL THEN $3 ELSE status END,
+                    updated_at = now()
+              WHERE id = $1 AND deleted_at IS NULL RETURNING status, updated_at",
+        )
+        .bind(product)
+        .bind(quantity)
+        .bind(&sold_out_from)
+        .fetch_optional(&mut *tx)
+        .await?;
+        out.lines_returned += 1;
+        let Some((status, version)) = back else {
+            continue;
+        };
+        if status != "published" {
+            continue;
+        }
+        let listings: Vec<(String,)> = sqlx::query_as(
+            "SELECT marketplace FROM listings
+              WHERE product_id = $1 AND (status IN ('published', 'publishing')
+                    OR (status = 'withdrawn' AND withdrawn_by_job = ANY($2)))",
+        )
+        .bind(product)
+        .bind(&withdraw_jobs)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (l,) in listings {
+            let Some(l) = Marketplace::parse(&l) else {
+                continue;
+            };
+            let key = format!(
+                "cancel:{}:{}:{line_id}:{product}:{}:{}",
+                m.as_str(),
+                o.remote_order_id,
+                l.as_str(),
+                version.timestamp_micros()
+            );
+            follow_ups.push((publish(product, l, settings, key), None));
+        }
+    }
     Ok(())
 }

@@ -920,10 +920,12 @@ pub async fn follow(ctx: &JobContext, job: i64, id: i64) -> Result<Value, JobErr
         }
         Status::Failed { class, message } => {
             release(ctx, job, id).await?;
-            Err(JobError::Permanent {
+            let e = JobError::Permanent {
                 class: class.into(),
                 message,
-            })
+            };
+            log_failure(ctx, job, id, &e).await?;
+            Err(e)
         }
         // Nobody read the sales (the extension was away): nothing is lost, the next sync reads
         // them; the dashboard shows the extension offline.
@@ -933,10 +935,12 @@ pub async fn follow(ctx: &JobContext, job: i64, id: i64) -> Result<Value, JobErr
         })),
         Status::TimedOut(message) => {
             release(ctx, job, id).await?;
-            Err(JobError::Permanent {
+            let e = JobError::Permanent {
                 class: "plugin_timeout".into(),
                 message,
-            })
+            };
+            log_failure(ctx, job, id, &e).await?;
+            Err(e)
         }
         Status::Waiting { until, what } => {
             // A little past the deadline, so the next run finds it passed.
@@ -949,6 +953,26 @@ pub async fn follow(ctx: &JobContext, job: i64, id: i64) -> Result<Value, JobErr
             })
         }
     }
+}
+
+/// A task that failed is a Vinted failure: logged where ops read eBay's and Etsy's.
+async fn log_failure(ctx: &JobContext, job: i64, id: i64, e: &JobError) -> Result<(), sqlx::Error> {
+    let (account, kind): (i64, Option<String>) = sqlx::query_as(
+        "SELECT t.account_id, (SELECT kind FROM jobs WHERE id = $2) FROM plugin_tasks t WHERE t.id = $1",
+    )
+    .bind(id)
+    .bind(job)
+    .fetch_one(&ctx.pool)
+    .await?;
+    crate::listings::log_error(
+        &ctx.pool,
+        crate::domain::Marketplace::Vinted,
+        Some(account),
+        job,
+        kind.as_deref().unwrap_or("dispatch_plugin_task"),
+        e,
+    )
+    .await
 }
 
 /// Job `job` ends on task `id`'s failure and lets go of it: run again (a retry), it starts a

@@ -395,6 +395,18 @@ pub async fn cancel_for(pool: &PgPool, tenant: Option<i64>, id: i64) -> Result<J
     .await
 }
 
+/// Cancels those of `ids` still waiting, in the caller's transaction (running or finished ones
+/// are left alone). Returns how many were cancelled.
+pub async fn cancel_waiting(conn: &mut PgConnection, ids: &[i64]) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "UPDATE jobs SET state = 'cancelled', finished_at = now() WHERE id = ANY($1) AND state = 'available'",
+    )
+    .bind(ids)
+    .execute(conn)
+    .await
+    .map(|r| r.rows_affected())
+}
+
 /// Applies `set` to job `id` if it is in a state matching `allowed`; otherwise a conflict that
 /// says which state it is in and `rule`. (Both SQL fragments are constants of this module.)
 async fn transition(

@@ -151,6 +151,10 @@ pub async fn import(
     let imported = orders::import(pool, settings, Marketplace::Vinted, account, &remote)
         .await
         .map_err(JobError::retry)?;
+    sqlx::query("UPDATE marketplace_accounts SET last_poll_at = now() WHERE id = $1")
+        .bind(account)
+        .execute(pool)
+        .await?;
     // The sold and deleted items are no longer live on Vinted.
     let mut ended: Vec<(String, String)> = sales
         .orders

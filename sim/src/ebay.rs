@@ -1519,9 +1519,13 @@ struct OrderUpdate {
     fulfillment: Option<String>,
     #[serde(rename = "orderPaymentStatus")]
     payment: Option<String>,
+    /// `CANCELED` cancels the order (its `cancelStatus`, with `cancelledDate`).
+    #[serde(rename = "cancelState")]
+    cancel: Option<String>,
 }
 
-/// Changes an order's status and bumps lastModifiedDate, as a shipment or refund would.
+/// Changes an order's status and bumps lastModifiedDate, as a shipment, refund or cancellation
+/// would.
 #[handler]
 fn admin_update_order(
     Path(id): Path<String>,
@@ -1546,6 +1550,12 @@ fn admin_update_order(
     }
     if let Some(p) = u.payment {
         o.value["orderPaymentStatus"] = json!(p);
+    }
+    if let Some(c) = u.cancel {
+        let date =
+            (c == "CANCELED").then(|| now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        o.value["cancelStatus"] =
+            json!({"cancelState": c, "cancelRequests": [], "cancelledDate": date});
     }
     o.modified = now;
     json(StatusCode::OK, order_view(o))

@@ -68,8 +68,10 @@ async fn dashboard_pages_work_in_headless_chromium() {
 }
 
 /// What the marketplaces page shows, as the workers and the plugin routes would leave it: an Etsy
-/// key's budget half used, Etsy's circuit open after 5xx, a 429 on record, and a Vinted task
-/// waiting for the seller's extension.
+/// key's budget half used (at a pace float arithmetic makes 9.200000000000001), Etsy's circuit
+/// open after 5xx, a 429 and a database error on record, a Vinted task waiting for the seller's
+/// offline extension, a listing refused with a long message, and an eBay sale withdrawn
+/// elsewhere 2.5 s later.
 async fn seed_marketplace_state(db: &TestDb, api: &Api) {
     let (s, p) = api
         .post(
@@ -80,7 +82,7 @@ async fn seed_marketplace_state(db: &TestDb, api: &Api) {
     assert_eq!(s, 201, "{p}");
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "INSERT INTO rate_limits (key, marketplace, per_second, per_window, window_ms)
-              VALUES ('etsy:app:browser-key', 'etsy', 9, 10000, 86400000);
+              VALUES ('etsy:app:browser-key', 'etsy', 10 * 0.92::float8, 10000, 86400000);
          INSERT INTO rate_limit_buckets (key, bucket, n)
               VALUES ('etsy:app:browser-key', (extract(epoch FROM now()) * 1000)::bigint / 3600000, 5000);
          INSERT INTO circuit_breakers (marketplace, state, failures, opened_at, next_probe_at, open_ms, last_error)
@@ -93,7 +95,21 @@ async fn seed_marketplace_state(db: &TestDb, api: &Api) {
                     SELECT {product}, 'vinted', a.id, p.sku, p.tenant_id FROM a, products p WHERE p.id = {product}
                     RETURNING id, account_id)
          INSERT INTO plugin_tasks (account_id, product_id, listing_id, action, params, max_attempts, pickup_deadline)
-         SELECT l.account_id, {product}, l.id, 'create_listing', '{{}}', 3, now() + interval '1 hour' FROM l;",
+         SELECT l.account_id, {product}, l.id, 'create_listing', '{{}}', 3, now() + interval '1 hour' FROM l;
+         UPDATE listings SET last_error = jsonb_build_object('at', now(), 'class', 'rejected',
+                'message', 'Vinted refused the item: photo https://images.example/' || repeat('x', 160) || '.jpg unreadable')
+          WHERE product_id = {product};
+         INSERT INTO marketplace_errors (marketplace, kind, class, message)
+              VALUES ('vinted', 'sync_orders', 'database',
+                      'error occurred while decoding column 1: unexpected null in relation plugin_tasks');
+         -- A sale on eBay 2.5 s before its withdrawal elsewhere finished.
+         WITH j AS (INSERT INTO jobs (kind, state, args, max_attempts, finished_at)
+                    VALUES ('withdraw_listing', 'done', '{{}}', 3, now()) RETURNING id, finished_at),
+              o AS (INSERT INTO orders (account_id, marketplace, remote_order_id, status, placed_at, raw)
+                    SELECT a.id, 'ebay', 'browser-order', 'NOT_STARTED', j.finished_at - interval '2.5 seconds', '{{}}'
+                      FROM marketplace_accounts a, j WHERE a.external_user_id = 'browser-seller' RETURNING id)
+         INSERT INTO order_lines (order_id, line_id, product_id, quantity, sold_out_from, withdraw_jobs)
+         SELECT o.id, '1', {product}, 1, 'published', ARRAY[j.id] FROM o, j;",
         tenant = api.seller_login.tenant_id,
         product = p["id"].as_i64().unwrap(),
     )))

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use integration::{Api, TestDb, eventually, free_port, read_events, simulators, worker};
+use integration::{Api, Platform, TestDb, eventually, free_port, read_events, simulators, worker};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(30);
@@ -518,4 +518,84 @@ async fn seller_account(db: &TestDb, api: &Api) -> i64 {
     .fetch_one(&db.pool)
     .await
     .unwrap()
+}
+
+/// The marketplaces page's account row of `id`.
+fn account_row(m: &Value, id: i64) -> Value {
+    m["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == id)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn marketplaces_page_shows_each_accounts_last_poll_and_the_double_sell_window() {
+    let p = Platform::start(1, &[]).await;
+    let ebay = p.connect("ebay").await;
+    p.connect("etsy").await;
+    let (s, m) = p.api.get_as(&p.api.ops, "/v1/dashboard/marketplaces").await;
+    assert_eq!(s, 200, "{m}");
+    let a = account_row(&m, ebay);
+    assert!(a["last_poll_at"].is_null(), "never polled yet: {a}");
+    // No push has been received (webhooks are not wired yet); the page shows a dash.
+    assert!(a["last_push_at"].is_null(), "{a}");
+    // Only a Vinted account has an extension.
+    assert!(a["extension_online"].is_null(), "{a}");
+    assert_eq!(m["double_sell"], json!([]), "{m}");
+
+    let product = p
+        .product(json!({"title": "Linen shirt", "stock_quantity": 1}))
+        .await;
+    for job in p.publish(product, &["ebay", "etsy"]).await {
+        p.api.wait_state(job, "done", T).await;
+    }
+    let sku = p.listing(product, "ebay").await["sku"].clone();
+    let before_sale = chrono::Utc::now();
+    p.sim_admin(
+        "ebay",
+        "/_admin/orders",
+        json!({"line_items": [{"sku": sku, "quantity": 1}]}),
+    )
+    .await;
+    let sync = p
+        .api
+        .enqueue(
+            json!({"kind": "sync_orders", "account_id": ebay}),
+            json!({}),
+        )
+        .await;
+    p.api.wait_state(sync, "done", T).await;
+    eventually(T, "Etsy listing withdrawn", || async {
+        p.listing(product, "etsy").await["status"] == "withdrawn"
+    })
+    .await;
+    let (_, m) = p.api.get_as(&p.api.ops, "/v1/dashboard/marketplaces").await;
+    let polled: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(account_row(&m, ebay)["last_poll_at"].clone()).unwrap();
+    assert!(polled >= before_sale, "{m}");
+    let window = m["double_sell"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["marketplace"] == "ebay")
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(
+        (window["sales"].as_i64(), window["open"].as_i64()),
+        (Some(1), Some(0)),
+        "{m}"
+    );
+    // From the sale to the withdraw job's finish: this test's own span bounds it.
+    let elapsed = (chrono::Utc::now() - before_sale).num_milliseconds();
+    let (p50, max) = (
+        window["p50_ms"].as_f64().unwrap(),
+        window["max_ms"].as_f64().unwrap(),
+    );
+    assert!(
+        p50 > 0.0 && p50 == max && max <= elapsed as f64,
+        "{window}, {elapsed} ms"
+    );
 }

@@ -22,5 +22,6 @@ mod refresh;
 mod regressions;
 mod ssrf;
 mod stock;
+mod stock_back;
 mod tenancy;
 mod walls;

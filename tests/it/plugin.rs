@@ -330,6 +330,34 @@ async fn a_task_failing_transiently_is_retried_three_times_then_failed() {
             .contains("3/3"),
         "{dead}"
     );
+    assert_eq!(dead["last_error"]["permanent"], true, "{dead}");
+    // Ops see it among the recent marketplace failures, and the seller's extension online.
+    let (_, m) = s.api.get_as(&s.api.ops, "/v1/dashboard/marketplaces").await;
+    let failure = m["recent_errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["job_id"] == job)
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(
+        (&failure["marketplace"], &failure["class"], &failure["kind"]),
+        (
+            &json!("vinted"),
+            &json!("plugin_failed"),
+            &json!("publish_listing")
+        ),
+        "{m}"
+    );
+    let account = s.vinted_account().await["account_id"].clone();
+    let row = m["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == account)
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(row["extension_online"], true, "{m}");
     let task = s.task(task["id"].as_i64().unwrap()).await;
     assert_eq!(task["state"], "failed");
     assert_eq!(task["attempts"], 3);

@@ -74,6 +74,9 @@ pub struct ErrorEntry {
     pub message: String,
     /// How long the queue waited before the next run (retries and snoozes).
     pub delay_ms: Option<u64>,
+    /// A permanent failure (the marketplace refused, the input is wrong): running the job
+    /// again as it is fails the same way.
+    pub permanent: Option<bool>,
 }
 
 #[derive(Debug, Object)]

@@ -91,6 +91,10 @@ pub(crate) async fn sync(
     let imported = orders::import(&ctx.pool, &ctx.settings, m, account.id, &remote)
         .await
         .map_err(JobError::retry)?;
+    sqlx::query("UPDATE marketplace_accounts SET last_poll_at = now() WHERE id = $1")
+        .bind(account.id)
+        .execute(&ctx.pool)
+        .await?;
     // The next import starts at the newest change seen: orders changed at that same instant are
     // read again, which the upsert makes harmless.
     if let Some(newest) = remote.iter().filter_map(|o| o.remote_updated_at).max() {
@@ -136,11 +140,14 @@ fn from_ebay(o: ebay::Order) -> RemoteOrder {
         .and_then(|v| v.parse::<f64>().ok())
         .map(|v| (v * 100.0).round() as i64);
     let currency = total.and_then(|t| t["currency"].as_str()).map(String::from);
-    let cancelled = o
+    // Cancelled, or refunded in full, before it shipped: the item never left, its stock comes back.
+    let cancelled = (o
         .cancel_status
         .as_ref()
         .and_then(|c| c["cancelState"].as_str())
-        .is_some_and(|s| s == "CANCELED");
+        .is_some_and(|s| s == "CANCELED")
+        || o.order_payment_status.as_deref() == Some("FULLY_REFUNDED"))
+        && o.order_fulfillment_status.as_deref() != Some("FULFILLED");
     RemoteOrder {
         remote_order_id: o.order_id.clone(),
         status: o
@@ -173,11 +180,18 @@ async fn etsy_orders(
     since: DateTime<Utc>,
 ) -> Result<Vec<RemoteOrder>, JobError> {
     let shop = account.etsy_shop()?;
-    let receipts = ctx
-        .market
-        .etsy
+    let etsy = &ctx.market.etsy;
+    let mut receipts = etsy
         .receipts_modified_since(token, shop, since.timestamp())
         .await?;
+    // Etsy does not bump a receipt's last change on cancellation: the recent cancelled ones are
+    // read too (one request, usually), so their stock comes back; importing one twice is harmless.
+    let lookback = (Utc::now() - Duration::days(FIRST_LOOKBACK_DAYS)).timestamp();
+    let canceled = etsy
+        .receipts_canceled_unshipped_since(token, shop, lookback)
+        .await?;
+    receipts.retain(|r| !canceled.iter().any(|c| c.receipt_id == r.receipt_id));
+    receipts.extend(canceled);
     Ok(receipts.into_iter().map(from_etsy).collect())
 }
 
@@ -185,7 +199,7 @@ fn from_etsy(r: etsy::Receipt) -> RemoteOrder {
     let at = |s: i64| DateTime::from_timestamp(s, 0);
     RemoteOrder {
         remote_order_id: r.receipt_id.to_string(),
-        cancelled: matches!(r.status.as_str(), "canceled" | "fully refunded"),
+        cancelled: matches!(r.status.as_str(), "canceled" | "fully refunded") && !r.is_shipped,
         status: r.status.clone(),
         total_cents: r.grandtotal.as_ref().map(etsy::Money::cents),
         currency: r.grandtotal.as_ref().map(|g| g.currency_code.clone()),

@@ -51,7 +51,7 @@ impl Job for WithdrawListing {
         if m == Marketplace::Vinted {
             crate::plugin::withdraw(&ctx, run.job_id, &listing).await?;
             let reason = self.reason.as_deref().unwrap_or("withdrawn on request");
-            listings::mark_withdrawn(&ctx.pool, listing.id, reason).await?;
+            listings::mark_withdrawn(&ctx.pool, listing.id, reason, run.job_id).await?;
             return Ok(
                 json!({ "withdrawn": true, "marketplace": "vinted", "listing_id": listing.remote_listing_id }),
             );
@@ -69,7 +69,7 @@ impl Job for WithdrawListing {
         match result {
             Ok(()) => {
                 let reason = self.reason.as_deref().unwrap_or("withdrawn on request");
-                listings::mark_withdrawn(&ctx.pool, listing.id, reason).await?;
+                listings::mark_withdrawn(&ctx.pool, listing.id, reason, run.job_id).await?;
                 Ok(
                     json!({ "withdrawn": true, "marketplace": m.as_str(), "listing_id": listing.remote_listing_id }),
                 )

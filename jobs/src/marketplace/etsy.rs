@@ -451,21 +451,54 @@ impl EtsyClient {
     /// Every receipt modified at or after `since` (epoch seconds), oldest change first, each
     /// once. Pages ascend by `updated`, so a receipt modified while we page moves to the end
     /// and may be seen twice: the later copy wins. Etsy does not bump `updated_timestamp` on
-    /// cancellations and refunds, so pollers must still re-check open receipts.
+    /// cancellations and refunds: pollers also read cancelled ones
+    /// ([`Self::receipts_canceled_unshipped_since`]).
     pub async fn receipts_modified_since(
         &self,
         token: &str,
         shop_id: u64,
         since: i64,
     ) -> Result<Vec<Receipt>, MarketplaceError> {
-        let mut query = ReceiptQuery {
+        let query = ReceiptQuery {
             min_last_modified: Some(since.max(MIN_EPOCH)),
             sort_on: Some(ReceiptSort::Updated),
             sort_order: Some(SortOrder::Asc),
-            limit: Some(MAX_PAGE),
-            offset: Some(0),
             ..ReceiptQuery::default()
         };
+        let mut out = self.all_receipts(token, shop_id, query).await?;
+        out.sort_by_key(|r| (r.updated_timestamp, r.receipt_id));
+        Ok(out)
+    }
+
+    /// Every receipt created at or after `since` (epoch seconds) that was cancelled before it
+    /// shipped, whatever its `updated_timestamp` (which a cancellation does not bump).
+    pub async fn receipts_canceled_unshipped_since(
+        &self,
+        token: &str,
+        shop_id: u64,
+        since: i64,
+    ) -> Result<Vec<Receipt>, MarketplaceError> {
+        let query = ReceiptQuery {
+            min_created: Some(since.max(MIN_EPOCH)),
+            was_canceled: Some(true),
+            was_shipped: Some(false),
+            sort_on: Some(ReceiptSort::Created),
+            sort_order: Some(SortOrder::Asc),
+            ..ReceiptQuery::default()
+        };
+        self.all_receipts(token, shop_id, query).await
+    }
+
+    /// Pages through `query` (100 a page), each receipt once: one that changes while we page
+    /// may be seen twice, and the later copy wins.
+    async fn all_receipts(
+        &self,
+        token: &str,
+        shop_id: u64,
+        mut query: ReceiptQuery,
+    ) -> Result<Vec<Receipt>, MarketplaceError> {
+        query.limit = Some(MAX_PAGE);
+        query.offset = Some(0);
         let mut out: Vec<Receipt> = Vec::new();
         let mut index: HashMap<u64, usize> = HashMap::new();
         loop {
@@ -486,7 +519,6 @@ impl EtsyClient {
             }
             query.offset = Some(offset);
         }
-        out.sort_by_key(|r| (r.updated_timestamp, r.receipt_id));
         Ok(out)
     }
 }
