@@ -23,3 +23,4 @@ mod ssrf;
 mod stock;
 mod tenancy;
 mod walls;
+mod webhooks;
