@@ -53,6 +53,11 @@ fn up() -> anyhow::Result<()> {
             "STOFLOW_MARKETPLACES__IMAGES__ALLOW_HOSTS",
             "[\"127.0.0.1:8482\"]".into(),
         ),
+        // eBay's challenge_code answer names the endpoint as registered.
+        (
+            "STOFLOW_MARKETPLACES__EBAY__NOTIFICATION_ENDPOINT",
+            format!("http://{bind}/webhooks/ebay"),
+        ),
     ];
 
     let status = proc::spawn("worker", &["migrate"], &env, None)?.wait()?;
@@ -67,7 +72,18 @@ fn up() -> anyhow::Result<()> {
     // Marketplace simulators, so every flow works with no credentials (STOFLOW_DEV_NO_SIM=1: off).
     let sim = std::env::var("STOFLOW_DEV_NO_SIM").is_err();
     if sim {
-        children.push(Supervised::start("simulators", "stoflow-sim", &[], &[])?);
+        // They push sales to the API (Etsy webhooks, eBay notifications), as the real ones would.
+        let push = [
+            (
+                "STOFLOW_SIM_ETSY_WEBHOOK_URL",
+                format!("http://{bind}/webhooks/etsy"),
+            ),
+            (
+                "STOFLOW_SIM_EBAY_NOTIFICATION_URL",
+                format!("http://{bind}/webhooks/ebay"),
+            ),
+        ];
+        children.push(Supervised::start("simulators", "stoflow-sim", &[], &push)?);
     }
 
     let base = format!("http://{bind}");

@@ -57,6 +57,8 @@ pub struct Settings {
     pub retry_after_on_429: bool,
     pub access_ttl_secs: i64,
     pub refresh_ttl_secs: i64,
+    /// Where Notification API messages go from the start (`/_admin/webhooks` changes it).
+    pub notification_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -71,6 +73,7 @@ impl Default for Settings {
             retry_after_on_429: false,
             access_ttl_secs: 7200,
             refresh_ttl_secs: 47_304_000,
+            notification_url: None,
         }
     }
 }
@@ -343,7 +346,11 @@ pub fn app(settings: Settings, common: Arc<Common>) -> impl poem::Endpoint {
         },
     );
     st.seller(&settings.username);
-    let pusher = Pusher::new(notification_signer(), true);
+    let pusher = Pusher::new(
+        notification_signer(),
+        true,
+        settings.notification_url.clone(),
+    );
     let sim = Arc::new(Ebay {
         st: Mutex::new(st),
         common: common.clone(),

@@ -81,6 +81,8 @@ pub struct Settings {
     /// Signs `order.paid` webhooks (Standard Webhooks: "whsec_" + base64); the platform's
     /// development default is the same.
     pub webhook_secret: String,
+    /// Where `order.paid` webhooks go from the start (`/_admin/webhooks` changes it).
+    pub webhook_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -103,6 +105,7 @@ impl Default for Settings {
             access_ttl_secs: 3600,
             refresh_ttl_secs: 90 * 86_400,
             webhook_secret: "whsec_c3RvZmxvdy1kZXYtZXRzeS13ZWJob29rLXNlY3JldA==".into(),
+            webhook_url: None,
         }
     }
 }
@@ -227,7 +230,11 @@ pub fn app(settings: Settings, common: Arc<Common>) -> impl Endpoint {
             sections: Vec::new(),
         },
     );
-    let pusher = Pusher::new(webhook_signer(&settings.webhook_secret), false);
+    let pusher = Pusher::new(
+        webhook_signer(&settings.webhook_secret),
+        false,
+        settings.webhook_url.clone(),
+    );
     let sim = Arc::new(Etsy {
         st: Mutex::new(st),
         common: common.clone(),

@@ -6,7 +6,8 @@ use sim::SimConfig;
 
 const USAGE: &str =
     "usage: stoflow-sim [--host H] [--ebay-port P] [--etsy-port P] [--vinted-port P]
-  env: STOFLOW_SIM_HOST, STOFLOW_SIM_EBAY_PORT, STOFLOW_SIM_ETSY_PORT, STOFLOW_SIM_VINTED_PORT
+  env: STOFLOW_SIM_HOST, STOFLOW_SIM_EBAY_PORT, STOFLOW_SIM_ETSY_PORT, STOFLOW_SIM_VINTED_PORT,
+       STOFLOW_SIM_EBAY_NOTIFICATION_URL, STOFLOW_SIM_ETSY_WEBHOOK_URL (where sales are pushed)
   defaults: 127.0.0.1, 8481, 8482, 8483 (0 picks a free port)";
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,8 @@ fn config() -> Result<SimConfig, CliError> {
         vinted_port: env_port("STOFLOW_SIM_VINTED_PORT", 8483)?,
         ..SimConfig::default()
     };
+    cfg.ebay.notification_url = std::env::var("STOFLOW_SIM_EBAY_NOTIFICATION_URL").ok();
+    cfg.etsy.webhook_url = std::env::var("STOFLOW_SIM_ETSY_WEBHOOK_URL").ok();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {

@@ -56,7 +56,8 @@ pub struct Pusher {
 }
 
 impl Pusher {
-    pub fn new(sign: Signer, challenge: bool) -> Arc<Self> {
+    /// `url`: where to push from the start (None: nowhere until `/_admin/webhooks` says).
+    pub fn new(sign: Signer, challenge: bool, url: Option<String>) -> Arc<Self> {
         Arc::new(Self {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
@@ -64,7 +65,10 @@ impl Pusher {
                 .expect("http client"),
             sign,
             challenge,
-            cfg: Mutex::default(),
+            cfg: Mutex::new(Config {
+                url,
+                ..Config::default()
+            }),
         })
     }
 
