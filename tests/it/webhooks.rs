@@ -279,8 +279,11 @@ async fn a_forged_or_missing_signature_is_refused_and_nothing_is_stored() {
     let bogus_der = [0x30u8, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01];
     let header = json!({"alg": "ecdsa", "kid": sim::ebay::NOTIFICATION_KID,
                         "signature": b64(&bogus_der), "digest": "SHA1"});
+    let unknown_kid = json!({"alg": "ecdsa", "kid": "00000000-0000-0000-0000-000000000000",
+                             "signature": b64(&bogus_der), "digest": "SHA1"});
     for sig in [
         Some(b64(header.to_string().as_bytes())),
+        Some(b64(unknown_kid.to_string().as_bytes())),
         Some("not base64 json".to_string()),
         None,
     ] {
@@ -454,4 +457,39 @@ async fn an_ebay_account_deletion_erases_tokens_and_is_audited() {
         .await
         .unwrap();
     assert_eq!(body, None);
+}
+
+#[tokio::test]
+async fn a_dropped_push_is_caught_by_polling() {
+    let p = platform().await;
+    let (product, _) = published(&p, 1).await;
+    destination(&p, "etsy", json!({ "drop_next": 1 })).await;
+    etsy_sale(&p, product).await;
+    let log = eventually_value(T, "the drop recorded", || async {
+        let v = p.sim_get("etsy", "/_admin/webhooks").await;
+        v["deliveries"].as_array().unwrap().first().cloned()
+    })
+    .await;
+    assert_eq!(log["dropped"], true, "{log}");
+    assert_eq!(inbox_rows(&p).await, 0);
+    assert_eq!(p.listing(product, "ebay").await["status"], "published");
+    // The safety net: the next receipts poll imports the sale the push lost.
+    let account: i64 =
+        sqlx::query_scalar("SELECT id FROM marketplace_accounts WHERE marketplace = 'etsy'")
+            .fetch_one(&p.db.pool)
+            .await
+            .unwrap();
+    let job = p
+        .api
+        .enqueue(
+            json!({"kind": "poll_etsy", "account_id": account, "what": "receipts"}),
+            json!({}),
+        )
+        .await;
+    p.api.wait_state(job, "done", T).await;
+    eventually(T, "eBay listing withdrawn", || async {
+        p.listing(product, "ebay").await["status"] == "withdrawn"
+    })
+    .await;
+    assert_eq!(orders(&p, "etsy").await.len(), 1);
 }
