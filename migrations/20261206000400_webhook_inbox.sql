@@ -12,9 +12,12 @@ CREATE TABLE webhook_inbox (
     -- The headers a handler may need later (signature headers, timestamps).
     headers         jsonb       NOT NULL DEFAULT '{}'::jsonb,
     handled_at      timestamptz,
-    -- What handling did (or why it skipped), for ops.
+    -- What handling did (or why it skipped), for ops, and the accounts it concerned (the last
+    -- push per account is the newest row naming it).
     outcome         jsonb,
+    account_ids     bigint[]    NOT NULL DEFAULT '{}',
     job_id          bigint,
     UNIQUE (marketplace, notification_id)
 );
 CREATE INDEX webhook_inbox_unhandled ON webhook_inbox (received_at) WHERE handled_at IS NULL;
+CREATE INDEX webhook_inbox_accounts ON webhook_inbox USING gin (account_ids);

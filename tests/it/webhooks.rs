@@ -121,12 +121,21 @@ async fn an_etsy_sale_pushed_by_webhook_withdraws_the_ebay_listing_within_second
         json!(receipt["receipt_id"].as_u64().unwrap().to_string())
     );
     assert_eq!(stock(&p, product).await, 0);
-    let (handled, topic): (bool, String) =
-        sqlx::query_as("SELECT handled_at IS NOT NULL, topic FROM webhook_inbox")
+    let (handled, topic, accounts): (bool, String, Vec<i64>) =
+        sqlx::query_as("SELECT handled_at IS NOT NULL, topic, account_ids FROM webhook_inbox")
             .fetch_one(&p.db.pool)
             .await
             .unwrap();
-    assert_eq!((handled, topic.as_str()), (true, "order.paid"));
+    let etsy: i64 =
+        sqlx::query_scalar("SELECT id FROM marketplace_accounts WHERE marketplace = 'etsy'")
+            .fetch_one(&p.db.pool)
+            .await
+            .unwrap();
+    // The push is recorded against the shop's account (ops: its last push).
+    assert_eq!(
+        (handled, topic.as_str(), accounts),
+        (true, "order.paid", vec![etsy])
+    );
     // Seen by push: no polling job ran.
     assert_eq!(polling_jobs(&p).await, 0);
     // The handler fetched that one receipt (getShopReceipt), not the receipts list.
@@ -452,11 +461,12 @@ async fn an_ebay_account_deletion_erases_tokens_and_is_audited() {
         ("ebay", 1, format!("accounts [{account}]"))
     );
     // The notification itself named the user: its stored body is erased too.
-    let body: Option<String> = sqlx::query_scalar("SELECT body FROM webhook_inbox")
-        .fetch_one(&p.db.pool)
-        .await
-        .unwrap();
-    assert_eq!(body, None);
+    let (body, accounts): (Option<String>, Vec<i64>) =
+        sqlx::query_as("SELECT body, account_ids FROM webhook_inbox")
+            .fetch_one(&p.db.pool)
+            .await
+            .unwrap();
+    assert_eq!((body, accounts), (None, vec![account]));
 }
 
 #[tokio::test]

@@ -60,17 +60,23 @@ impl Job for HandleWebhook {
             .as_deref()
             .and_then(|b| serde_json::from_str(b).ok())
             .unwrap_or(Value::Null);
-        let outcome = match (marketplace.as_str(), topic.as_str()) {
+        let (accounts, outcome) = match (marketplace.as_str(), topic.as_str()) {
             ("etsy", "order.paid") => etsy_order_paid(&ctx, run, &body).await?,
             ("ebay", EBAY_ORDER_TOPIC) => ebay_order(&ctx, run, &body).await?,
             ("ebay", "MARKETPLACE_ACCOUNT_DELETION") => {
                 ebay_account_deletion(&ctx, self.inbox_id, &body).await?
             }
-            _ => json!({ "ignored": format!("{marketplace} topic {topic} is not handled") }),
+            _ => (
+                vec![],
+                json!({ "ignored": format!("{marketplace} topic {topic} is not handled") }),
+            ),
         };
-        sqlx::query("UPDATE webhook_inbox SET handled_at = now(), outcome = $2 WHERE id = $1")
-            .bind(self.inbox_id)
-            .bind(&outcome)
+        sqlx::query(
+            "UPDATE webhook_inbox SET handled_at = now(), outcome = $2, account_ids = $3 WHERE id = $1",
+        )
+        .bind(self.inbox_id)
+        .bind(&outcome)
+        .bind(&accounts)
             .execute(&ctx.pool)
             .await?;
         Ok(outcome)
@@ -86,7 +92,14 @@ fn receipt_path(url: &str) -> Option<(u64, u64)> {
     (parts.next()? == "shops").then_some((shop, receipt))
 }
 
-async fn etsy_order_paid(ctx: &JobContext, run: RunInfo, body: &Value) -> Result<Value, JobError> {
+/// What a handler did: the accounts the notification concerned, and its outcome.
+type Handled = (Vec<i64>, Value);
+
+async fn etsy_order_paid(
+    ctx: &JobContext,
+    run: RunInfo,
+    body: &Value,
+) -> Result<Handled, JobError> {
     let Some((shop, receipt_id)) = body["resource_url"].as_str().and_then(receipt_path) else {
         return Err(JobError::permanent(
             "resource_url does not name a shop's receipt",
@@ -132,7 +145,8 @@ async fn etsy_order_paid(ctx: &JobContext, run: RunInfo, body: &Value) -> Result
             }
         }
     }
-    Ok(json!({ "receipt_id": receipt_id, "shop_id": shop, "accounts": imported }))
+    let outcome = json!({ "receipt_id": receipt_id, "shop_id": shop, "accounts": imported });
+    Ok((ids, outcome))
 }
 
 /// The eBay accounts of the user a notification names (by the user id recorded at connect).
@@ -147,13 +161,14 @@ async fn ebay_accounts_of(ctx: &JobContext, data: &Value) -> Result<Vec<i64>, Jo
     .await?)
 }
 
-async fn ebay_order(ctx: &JobContext, run: RunInfo, body: &Value) -> Result<Value, JobError> {
+async fn ebay_order(ctx: &JobContext, run: RunInfo, body: &Value) -> Result<Handled, JobError> {
     let data = &body["notification"]["data"];
     let Some(order_id) = data["orderId"].as_str() else {
         return Err(JobError::permanent("notification.data.orderId is missing"));
     };
     let mut imported = Vec::new();
-    for id in ebay_accounts_of(ctx, data).await? {
+    let ids = ebay_accounts_of(ctx, data).await?;
+    for &id in &ids {
         let Ok(account) = connected_account(ctx, id).await else {
             continue;
         };
@@ -187,7 +202,7 @@ async fn ebay_order(ctx: &JobContext, run: RunInfo, body: &Value) -> Result<Valu
             }
         }
     }
-    Ok(json!({ "order_id": order_id, "accounts": imported }))
+    Ok((ids, json!({ "order_id": order_id, "accounts": imported })))
 }
 
 /// Erases what we hold of a deleted eBay user: their accounts' tokens (disconnected), the eBay
@@ -197,7 +212,7 @@ async fn ebay_account_deletion(
     ctx: &JobContext,
     inbox_id: i64,
     body: &Value,
-) -> Result<Value, JobError> {
+) -> Result<Handled, JobError> {
     let data = &body["notification"]["data"];
     let notification = body["notification"]["notificationId"]
         .as_str()
@@ -242,7 +257,8 @@ async fn ebay_account_deletion(
         },
     )
     .await?;
-    Ok(json!({ "erased_accounts": ids }))
+    let outcome = json!({ "erased_accounts": ids });
+    Ok((ids, outcome))
 }
 
 #[cfg(test)]
