@@ -39,6 +39,8 @@ pub struct AppState {
     pub signer: jobs::auth::Signer,
     /// Per-user and per-login request budgets.
     pub limiters: auth::Limiters,
+    /// eBay's notification signing keys by `kid`.
+    pub ebay_keys: jobs::webhooks::EbayKeys,
 }
 
 /// The whole HTTP application, ready to serve.
@@ -57,6 +59,7 @@ pub fn app(st: Arc<AppState>) -> impl Endpoint {
         routes::plugin::PluginApi { st: st.clone() },
         routes::limits::LimitsApi { st: st.clone() },
         routes::health::HealthApi { st: st.clone() },
+        routes::webhooks::WebhooksApi { st: st.clone() },
         dashboard::DashboardApi { st: st.clone() },
         events::EventsApi { st: st.clone() },
     );
@@ -443,6 +446,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             settings.api.user_rate_burst,
             settings.api.login_per_client_per_min,
         ),
+        ebay_keys: Default::default(),
         pool,
         settings: Arc::new(settings),
     });

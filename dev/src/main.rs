@@ -75,6 +75,11 @@ fn up() -> anyhow::Result<()> {
             "STOFLOW_MARKETPLACES__IMAGES__ALLOW_HOSTS",
             format!("[{:?}]", etsy.trim_start_matches("http://")),
         ),
+        // eBay's challenge_code answer names the endpoint as registered.
+        (
+            "STOFLOW_MARKETPLACES__EBAY__NOTIFICATION_ENDPOINT",
+            format!("http://{bind}/webhooks/ebay"),
+        ),
     ];
 
     let status = proc::spawn("worker", &["migrate"], &env, None)?.wait()?;
@@ -89,8 +94,25 @@ fn up() -> anyhow::Result<()> {
     // Marketplace simulators, so every flow works with no credentials (STOFLOW_DEV_NO_SIM=1: off).
     let sim = std::env::var("STOFLOW_DEV_NO_SIM").is_err();
     if sim {
-        let api = ("STOFLOW_SIM_API_BASE", format!("http://{bind}"));
-        children.push(Supervised::start("simulators", "stoflow-sim", &[], &[api])?);
+        // They approve OAuth consents back to the API and push sales to it (Etsy webhooks, eBay
+        // notifications), as the real ones would.
+        let sim_env = [
+            ("STOFLOW_SIM_API_BASE", format!("http://{bind}")),
+            (
+                "STOFLOW_SIM_ETSY_WEBHOOK_URL",
+                format!("http://{bind}/webhooks/etsy"),
+            ),
+            (
+                "STOFLOW_SIM_EBAY_NOTIFICATION_URL",
+                format!("http://{bind}/webhooks/ebay"),
+            ),
+        ];
+        children.push(Supervised::start(
+            "simulators",
+            "stoflow-sim",
+            &[],
+            &sim_env,
+        )?);
     }
 
     let base = format!("http://{bind}");

@@ -231,6 +231,9 @@ pub struct EbaySettings {
     pub category_id: String,
     pub content_language: String,
     pub timeout_ms: u64,
+    /// Answers eBay's `challenge_code` with `notification_endpoint` (the URL as registered).
+    pub notification_verification_token: Secret,
+    pub notification_endpoint: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -246,6 +249,8 @@ pub struct EtsySettings {
     pub taxonomy_id: u64,
     /// Stock at or below this is reported as low by `poll_etsy` (`low_stock`).
     pub low_stock_threshold: u32,
+    /// Signs Etsy's webhooks: "whsec_" + base64 (Standard Webhooks).
+    pub webhook_secret: Secret,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -37,6 +37,7 @@ pub mod secrets;
 pub mod seller_settings;
 pub mod telemetry;
 pub mod vinted_sales;
+pub mod webhooks;
 
 pub use config::Settings;
 pub use job::{Job, JobContext, JobError, Kind, Policy, RunInfo};

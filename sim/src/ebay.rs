@@ -18,7 +18,9 @@ use crate::common::{
     random_token, redirect, with_query,
 };
 use crate::log::lock;
+use crate::push::{Delivery, Pusher};
 use crate::ratelimit::DailyQuota;
+use sha2::{Digest, Sha256};
 
 const SCOPE_ROOT: &str = "https://api.ebay.com/oauth/api_scope";
 const CONDITIONS: &[&str] = &[
@@ -55,6 +57,8 @@ pub struct Settings {
     pub retry_after_on_429: bool,
     pub access_ttl_secs: i64,
     pub refresh_ttl_secs: i64,
+    /// Where Notification API messages go from the start (`/_admin/webhooks` changes it).
+    pub notification_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -69,6 +73,7 @@ impl Default for Settings {
             retry_after_on_429: false,
             access_ttl_secs: 7200,
             refresh_ttl_secs: 47_304_000,
+            notification_url: None,
         }
     }
 }
@@ -159,6 +164,166 @@ pub struct Ebay {
     st: Mutex<State>,
     common: Arc<Common>,
     settings: Settings,
+    /// Notification API messages ([`crate::push`]).
+    pusher: Arc<Pusher>,
+}
+
+// ---- Notification API -------------------------------------------------------------------
+
+/// The id of the key that signs this simulator's notifications.
+pub const NOTIFICATION_KID: &str = "7a1c5e2b-3f4d-4e8a-9b6c-0d2e4f6a8b1c";
+/// The seller topic for a new paid order (beside MARKETPLACE_ACCOUNT_DELETION).
+pub const ORDER_TOPIC: &str = "ORDER_CONFIRMATION";
+
+/// The simulator's notification signing key (P-256), fixed so every run serves the same one.
+fn notification_key() -> p256::ecdsa::SigningKey {
+    let seed = Sha256::digest(b"stoflow-sim-ebay-notification-key");
+    p256::ecdsa::SigningKey::from_slice(&seed).expect("a valid P-256 scalar")
+}
+
+/// `X-EBAY-SIGNATURE`: base64 of {"alg":"ecdsa","kid","signature","digest":"SHA1"}, the
+/// signature ECDSA over SHA-1 of the body, DER-encoded (what eBay's SDKs verify).
+fn notification_signer() -> crate::push::Signer {
+    let key = notification_key();
+    Box::new(move |d: &Delivery, _at: i64| {
+        use p256::ecdsa::signature::hazmat::PrehashSigner;
+        let digest = sha1::Sha1::digest(d.body.as_bytes());
+        let sig: p256::ecdsa::Signature = key.sign_prehash(&digest).expect("signs");
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let header = json!({"alg": "ecdsa", "kid": NOTIFICATION_KID,
+                            "signature": b64(sig.to_der().as_bytes()), "digest": "SHA1"});
+        vec![("x-ebay-signature", b64(header.to_string().as_bytes()))]
+    })
+}
+
+/// A seller's eBay user id (eBay's are opaque short strings), derived from the username.
+fn user_id(username: &str) -> String {
+    let d = Sha256::digest(username.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&d[..8])
+}
+
+/// The Notification API envelope (shared/marketplaces.md §1.6).
+fn notification(topic: &str, now: DateTime<Utc>, data: Value) -> Delivery {
+    let id = format!("{:032x}", rand::random::<u128>());
+    let at = iso_ms(now);
+    let body = json!({"metadata": {"topic": topic, "schemaVersion": "1.0", "deprecated": false},
+        "notification": {"notificationId": id, "eventDate": at, "publishDate": at,
+            "publishAttemptCount": 1, "data": data}});
+    Delivery {
+        id,
+        topic: topic.into(),
+        body: body.to_string(),
+    }
+}
+
+/// getPublicKey: any valid token (eBay wants an application token).
+#[handler]
+fn public_key(req: &Request, Path(kid): Path<String>, Data(sim): Data<&Arc<Ebay>>) -> Response {
+    use p256::pkcs8::EncodePublicKey;
+    let now = sim.common.clock.now();
+    let st = lock(&sim.st);
+    let valid = bearer(req)
+        .and_then(|t| st.access.get(t))
+        .is_some_and(|t| !t.revoked && t.expires > now);
+    if !valid {
+        return err_one(
+            401,
+            1001,
+            "OAuth",
+            "REQUEST",
+            "Invalid access token",
+            vec![],
+        );
+    }
+    if kid != NOTIFICATION_KID {
+        return err_one(
+            404,
+            195001,
+            "API_NOTIFICATION",
+            "REQUEST",
+            "The specified key id is invalid.",
+            vec![],
+        );
+    }
+    let der = notification_key()
+        .verifying_key()
+        .to_public_key_der()
+        .expect("encodes");
+    // eBay sends the PEM without its line breaks.
+    let pem = format!(
+        "-----BEGIN PUBLIC KEY-----{}-----END PUBLIC KEY-----",
+        base64::engine::general_purpose::STANDARD.encode(der.as_bytes())
+    );
+    json(
+        StatusCode::OK,
+        json!({"algorithm": "ECDSA", "digest": "SHA1", "key": pem}),
+    )
+}
+
+#[handler]
+fn topics() -> Response {
+    let topic = |id: &str, scope: &str, description: &str| {
+        json!({"topicId": id, "description": description, "authorizationScopes": [],
+            "scope": scope, "filterable": false, "status": "ENABLED",
+            "supportedPayloads": [{"schemaVersion": "1.0", "format": ["JSON"],
+                "deliveryProtocol": "HTTPS", "deprecated": false}]})
+    };
+    json(
+        StatusCode::OK,
+        json!({"topics": [
+            topic("MARKETPLACE_ACCOUNT_DELETION", "APPLICATION", "A user asked for their account and data to be deleted."),
+            topic(ORDER_TOPIC, "USER", "A buyer paid an order of the seller."),
+        ], "total": 2}),
+    )
+}
+
+/// Identity getUser: the token's user.
+#[handler]
+fn identity_user(req: &Request, Data(sim): Data<&Arc<Ebay>>) -> Response {
+    let now = sim.common.clock.now();
+    let st = lock(&sim.st);
+    match bearer(req)
+        .and_then(|t| st.access.get(t))
+        .filter(|t| !t.revoked && t.expires > now)
+        .and_then(|t| t.user.clone())
+    {
+        Some(u) => json(
+            StatusCode::OK,
+            json!({"userId": user_id(&u), "username": u, "accountType": "BUSINESS"}),
+        ),
+        None => err_one(
+            401,
+            1001,
+            "OAuth",
+            "REQUEST",
+            "Invalid access token",
+            vec![],
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Deletion {
+    username: Option<String>,
+}
+
+/// A user closes their eBay account: MARKETPLACE_ACCOUNT_DELETION is pushed.
+#[handler]
+fn admin_account_deletion(body: Vec<u8>, Data(sim): Data<&Arc<Ebay>>) -> Response {
+    let d: Deletion = match admin_body(&body) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let user = d.username.unwrap_or_else(|| sim.settings.username.clone());
+    let n = notification(
+        "MARKETPLACE_ACCOUNT_DELETION",
+        sim.common.clock.now(),
+        json!({"username": user, "userId": user_id(&user), "eiasToken": format!("nY+sHZ2P{}", user_id(&user))}),
+    );
+    let id = n.id.clone();
+    sim.pusher.push(n);
+    json(StatusCode::OK, json!({"notificationId": id}))
 }
 
 pub fn app(settings: Settings, common: Arc<Common>) -> impl poem::Endpoint {
@@ -181,10 +346,16 @@ pub fn app(settings: Settings, common: Arc<Common>) -> impl poem::Endpoint {
         },
     );
     st.seller(&settings.username);
+    let pusher = Pusher::new(
+        notification_signer(),
+        true,
+        settings.notification_url.clone(),
+    );
     let sim = Arc::new(Ebay {
         st: Mutex::new(st),
         common: common.clone(),
         settings,
+        pusher: pusher.clone(),
     });
     let inv = "/sell/inventory/v1";
     let routes = Route::new()
@@ -213,6 +384,11 @@ pub fn app(settings: Settings, common: Arc<Common>) -> impl poem::Endpoint {
         .at("/_admin/quota", put(admin_quota))
         .at("/_admin/apps", post(admin_app))
         .at("/_admin/users", post(admin_user))
+        .at("/_admin/account_deletion", post(admin_account_deletion))
+        .nest("/_admin/webhooks", crate::push::admin(pusher))
+        .at("/commerce/notification/v1/public_key/:kid", get(public_key))
+        .at("/commerce/notification/v1/topic", get(topics))
+        .at("/commerce/identity/v1/user/", get(identity_user))
         .data(sim);
     crate::common::wrap(
         routes,
@@ -1502,6 +1678,11 @@ fn admin_order(body: Vec<u8>, Data(sim): Data<&Arc<Ebay>>) -> Response {
         "pricingSummary": {"priceSubtotal": amount, "total": amount},
         "cancelStatus": {"cancelState": "NONE_REQUESTED", "cancelRequests": []},
         "fulfillmentHrefs": [], "lineItems": lines});
+    let push = notification(
+        ORDER_TOPIC,
+        now,
+        json!({"orderId": order_id, "userId": user_id(&user), "username": user}),
+    );
     st.orders.push(Order {
         user,
         value,
@@ -1509,6 +1690,8 @@ fn admin_order(body: Vec<u8>, Data(sim): Data<&Arc<Ebay>>) -> Response {
         modified: now,
     });
     let v = st.orders.last().map(order_view).unwrap_or_default();
+    drop(st);
+    sim.pusher.push(push);
     json(StatusCode::CREATED, v)
 }
 

@@ -23,6 +23,7 @@ use crate::common::{
     random_token, redirect, with_query,
 };
 use crate::log::lock;
+use crate::push::{Delivery, Pusher};
 use crate::ratelimit::{Verdict, Window};
 
 const SCOPES: &[&str] = &[
@@ -77,6 +78,11 @@ pub struct Settings {
     pub limit_headers_on_429: bool,
     pub access_ttl_secs: i64,
     pub refresh_ttl_secs: i64,
+    /// Signs `order.paid` webhooks (Standard Webhooks: "whsec_" + base64); the platform's
+    /// development default is the same.
+    pub webhook_secret: String,
+    /// Where `order.paid` webhooks go from the start (`/_admin/webhooks` changes it).
+    pub webhook_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -98,6 +104,8 @@ impl Default for Settings {
             limit_headers_on_429: true,
             access_ttl_secs: 3600,
             refresh_ttl_secs: 90 * 86_400,
+            webhook_secret: "whsec_c3RvZmxvdy1kZXYtZXRzeS13ZWJob29rLXNlY3JldA==".into(),
+            webhook_url: None,
         }
     }
 }
@@ -170,6 +178,27 @@ pub struct Etsy {
     st: Mutex<State>,
     common: Arc<Common>,
     settings: Settings,
+    /// `order.paid` webhooks ([`crate::push`]).
+    pusher: Arc<Pusher>,
+}
+
+/// Standard Webhooks signing: HMAC-SHA256 over "{id}.{timestamp}.{body}" with the base64
+/// secret after `whsec_`, sent as `v1,<base64>`.
+fn webhook_signer(secret: &str) -> crate::push::Signer {
+    use hmac::Mac;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim_start_matches("whsec_"))
+        .unwrap_or_else(|_| secret.as_bytes().to_vec());
+    Box::new(move |d: &Delivery, at: i64| {
+        let mut m = hmac::Hmac::<Sha256>::new_from_slice(&key).expect("any key length");
+        m.update(format!("{}.{at}.{}", d.id, d.body).as_bytes());
+        let sig = base64::engine::general_purpose::STANDARD.encode(m.finalize().into_bytes());
+        vec![
+            ("webhook-id", d.id.clone()),
+            ("webhook-timestamp", at.to_string()),
+            ("webhook-signature", format!("v1,{sig}")),
+        ]
+    })
 }
 
 pub fn app(settings: Settings, common: Arc<Common>) -> impl Endpoint {
@@ -201,10 +230,16 @@ pub fn app(settings: Settings, common: Arc<Common>) -> impl Endpoint {
             sections: Vec::new(),
         },
     );
+    let pusher = Pusher::new(
+        webhook_signer(&settings.webhook_secret),
+        false,
+        settings.webhook_url.clone(),
+    );
     let sim = Arc::new(Etsy {
         st: Mutex::new(st),
         common: common.clone(),
         settings,
+        pusher: pusher.clone(),
     });
     let a = "/v3/application";
     let guarded = sim.clone();
@@ -270,6 +305,7 @@ pub fn app(settings: Settings, common: Arc<Common>) -> impl Endpoint {
         .at("/_admin/apps", post(admin_app))
         .at("/_admin/users", post(admin_user))
         .at("/_admin/shops/:id", put(admin_shop))
+        .nest("/_admin/webhooks", crate::push::admin(pusher))
         .around(move |ep, req| api_key_gate(ep, req, guarded.clone()))
         .data(sim);
     crate::common::wrap(
@@ -1939,6 +1975,18 @@ fn admin_receipt(body: Vec<u8>, Data(sim): Data<&Arc<Etsy>>) -> Response {
         "gift_wrap_price": money(0.0, &cur), "shipments": [], "transactions": txs, "refunds": [],
         "_shop_id": shop_id, "_delivered": false, "_canceled": false});
     st.receipts.insert(receipt_id, v.clone());
+    drop(st);
+    if r.was_paid {
+        // Etsy's ORDER_PAID webhook: flat, naming the receipt; the receiver fetches it.
+        let body = json!({"event_type": "order.paid",
+            "resource_url": format!("https://openapi.etsy.com/v3/application/shops/{shop_id}/receipts/{receipt_id}"),
+            "shop_id": shop_id});
+        sim.pusher.push(Delivery {
+            id: format!("msg_{receipt_id}"),
+            topic: "order.paid".into(),
+            body: body.to_string(),
+        });
+    }
     json(StatusCode::CREATED, receipt_view(&v))
 }
 

@@ -17,6 +17,7 @@ pub mod etsy;
 pub mod faults;
 pub mod log;
 pub mod net;
+pub mod push;
 pub mod ratelimit;
 pub mod vinted;
 

@@ -6,7 +6,8 @@ use sim::SimConfig;
 
 const USAGE: &str =
     "usage: stoflow-sim [--host H] [--ebay-port P] [--etsy-port P] [--vinted-port P]
-  env: STOFLOW_SIM_HOST, STOFLOW_SIM_EBAY_PORT, STOFLOW_SIM_ETSY_PORT, STOFLOW_SIM_VINTED_PORT
+  env: STOFLOW_SIM_HOST, STOFLOW_SIM_EBAY_PORT, STOFLOW_SIM_ETSY_PORT, STOFLOW_SIM_VINTED_PORT,
+       STOFLOW_SIM_EBAY_NOTIFICATION_URL, STOFLOW_SIM_ETSY_WEBHOOK_URL (where sales are pushed)
   defaults: 127.0.0.1, 8481, 8482, 8483 (0 picks a free port)
   STOFLOW_SIM_API_BASE: the platform whose OAuth callbacks the consent pages approve to
   (default http://127.0.0.1:8080)";
@@ -44,6 +45,8 @@ fn config() -> Result<SimConfig, CliError> {
         cfg.ebay.accept_url = format!("{api}/oauth/ebay/callback");
         cfg.etsy.redirect_uris = vec![format!("{api}/oauth/etsy/callback")];
     }
+    cfg.ebay.notification_url = std::env::var("STOFLOW_SIM_EBAY_NOTIFICATION_URL").ok();
+    cfg.etsy.webhook_url = std::env::var("STOFLOW_SIM_ETSY_WEBHOOK_URL").ok();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {

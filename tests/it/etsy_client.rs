@@ -51,6 +51,7 @@ impl Sim {
             timeout_ms: 10_000,
             taxonomy_id: 11,
             low_stock_threshold: 1,
+            webhook_secret: Secret::new(""),
         }
     }
 

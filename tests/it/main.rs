@@ -25,3 +25,4 @@ mod stock;
 mod stock_back;
 mod tenancy;
 mod walls;
+mod webhooks;

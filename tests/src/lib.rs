@@ -521,6 +521,11 @@ pub async fn simulators(api_port: u16) -> (sim::Running, Vec<(&'static str, Stri
             sims.etsy_url.clone(),
         ),
         ("STOFLOW_MARKETPLACES__ETSY__REDIRECT_URI", etsy_callback),
+        // eBay's challenge_code answer names the endpoint as registered: the API under test.
+        (
+            "STOFLOW_MARKETPLACES__EBAY__NOTIFICATION_ENDPOINT",
+            format!("http://127.0.0.1:{api_port}/webhooks/ebay"),
+        ),
         (
             "STOFLOW_MARKETPLACES__IMAGES__FETCH_REWRITE_TO",
             format!("{}/_admin/photos/", sims.etsy_url),

@@ -149,6 +149,15 @@ impl ConnectionsApi {
             .iter()
             .map(|s| s.to_string())
             .collect();
+        // The eBay user the notifications name (orders, account deletion). Without it the
+        // account still works; only pushes cannot be matched to it (polling still sees sales).
+        let setup = match self.st.market.ebay.user(&t.access_token).await {
+            Ok(u) => serde_json::json!({"ebay_user_id": u.user_id, "ebay_username": u.username}),
+            Err(e) => {
+                tracing::warn!(error = %e, "eBay getUser failed; notifications will not match this account");
+                serde_json::json!({})
+            }
+        };
         let now = Utc::now();
         // eBay gives no user id with the tokens: one eBay account per tenant.
         let id = accounts::save(
@@ -166,7 +175,7 @@ impl ConnectionsApi {
                     now + chrono::Duration::seconds(t.refresh_token_expires_in),
                 ),
                 scopes: &scopes,
-                setup: serde_json::json!({}),
+                setup,
             },
         )
         .await?;

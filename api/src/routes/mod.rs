@@ -8,6 +8,7 @@ pub mod plugin;
 pub mod products;
 pub mod queues;
 pub mod settings;
+pub mod webhooks;
 
 #[derive(poem_openapi::Tags)]
 pub enum Tag {
@@ -29,6 +30,8 @@ pub enum Tag {
     Health,
     /// The ops dashboard's views and bulk actions (ops role).
     Dashboard,
+    /// Notifications the marketplaces push (signed; no login).
+    Webhooks,
 }
 
 /// Parses a keyset cursor given out by a list endpoint (the last id of the previous page).

@@ -4,6 +4,7 @@
 //! registration list). Kinds under `internal` are run by workers but not accepted from clients.
 
 mod dispatch_plugin_task;
+mod handle_webhook;
 mod noop;
 mod poll_etsy;
 mod prune_jobs;
@@ -13,6 +14,7 @@ mod sync_orders;
 mod withdraw_listing;
 
 pub use dispatch_plugin_task::DispatchPluginTask;
+pub use handle_webhook::{EBAY_ORDER_TOPIC, HandleWebhook};
 pub use noop::{Noop, NoopFailure};
 pub use poll_etsy::{PollEtsy, PollWhat};
 pub use prune_jobs::PruneJobs;
@@ -132,6 +134,8 @@ job_kinds! {
         PruneJobs => "prune_jobs",
         // Enqueued with its plugin task, in the same transaction (`plugin::create_or_join`).
         DispatchPluginTask => "dispatch_plugin_task",
+        // Enqueued with its inbox row, in the same transaction (`webhooks::receive`).
+        HandleWebhook => "handle_webhook",
     }
 }
 

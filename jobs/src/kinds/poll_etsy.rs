@@ -1,4 +1,5 @@
-//! `poll_etsy`: Etsy has no webhooks, so every connected Etsy account is polled — new and changed
+//! `poll_etsy`: the safety net beside Etsy's `order.paid` webhooks (and all there is for apps
+//! without them): every connected Etsy account is polled — new and changed
 //! receipts every 5 minutes (imported like `sync_orders`), and every 15 minutes its listings'
 //! states and quantities (recorded on our listing rows) and low stock. The scheduler enqueues one
 //! job per account per tick, keyed `cron:poll_etsy:<account>:<what>:<tick>`, so any number of

@@ -133,7 +133,7 @@ async fn ebay_orders(
     Ok(out)
 }
 
-fn from_ebay(o: ebay::Order) -> RemoteOrder {
+pub(crate) fn from_ebay(o: ebay::Order) -> RemoteOrder {
     let total = o.pricing_summary.as_ref().and_then(|p| p.get("total"));
     let total_cents = total
         .and_then(|t| t["value"].as_str())
@@ -195,7 +195,7 @@ async fn etsy_orders(
     Ok(receipts.into_iter().map(from_etsy).collect())
 }
 
-fn from_etsy(r: etsy::Receipt) -> RemoteOrder {
+pub(crate) fn from_etsy(r: etsy::Receipt) -> RemoteOrder {
     let at = |s: i64| DateTime::from_timestamp(s, 0);
     RemoteOrder {
         remote_order_id: r.receipt_id.to_string(),

@@ -20,6 +20,7 @@ pub const SCOPES: &[&str] = &[
     "https://api.ebay.com/oauth/api_scope/sell.inventory",
     "https://api.ebay.com/oauth/api_scope/sell.fulfillment",
     "https://api.ebay.com/oauth/api_scope/sell.account",
+    "https://api.ebay.com/oauth/api_scope/commerce.identity.readonly",
 ];
 
 /// Tokens from the authorization-code grant.
@@ -478,6 +479,75 @@ impl EbayClient {
             .bearer_auth(token);
         json(M, send(M, req).await?).await
     }
+}
+
+impl EbayClient {
+    /// An application token (client-credentials grant, base scope): for calls made for the app,
+    /// not a seller (the Notification API's public keys).
+    pub async fn app_token(&self) -> Result<String, MarketplaceError> {
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("scope", "https://api.ebay.com/oauth/api_scope"),
+        ];
+        let req = self
+            .http
+            .post(self.api("/identity/v1/oauth2/token"))
+            .header(AUTHORIZATION, self.basic())
+            .form(&form);
+        Ok(json::<AccessToken>(M, send(M, req).await?)
+            .await?
+            .access_token)
+    }
+
+    /// getPublicKey: the key that signs notifications under `kid` (PEM, possibly on one line).
+    pub async fn public_key(
+        &self,
+        app_token: &str,
+        kid: &str,
+    ) -> Result<PublicKey, MarketplaceError> {
+        let req = self
+            .http
+            .get(self.api(&format!(
+                "/commerce/notification/v1/public_key/{}",
+                enc(kid)
+            )))
+            .bearer_auth(app_token);
+        json(M, send(M, req).await?).await
+    }
+
+    /// getOrder: one order by id.
+    pub async fn order(&self, token: &str, order_id: &str) -> Result<Order, MarketplaceError> {
+        let req = self
+            .http
+            .get(self.api(&format!("/sell/fulfillment/v1/order/{}", enc(order_id))))
+            .bearer_auth(token);
+        json(M, send(M, req).await?).await
+    }
+
+    /// Identity getUser: the seller's eBay user id and username (which notifications name).
+    pub async fn user(&self, token: &str) -> Result<User, MarketplaceError> {
+        let req = self
+            .http
+            .get(self.api("/commerce/identity/v1/user/"))
+            .bearer_auth(token);
+        json(M, send(M, req).await?).await
+    }
+}
+
+/// getPublicKey's answer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PublicKey {
+    pub algorithm: String,
+    pub digest: String,
+    pub key: String,
+}
+
+/// Identity getUser's answer (the fields we keep).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub user_id: String,
+    pub username: String,
 }
 
 /// eBay answers an unknown SKU with 400 + 25702 (or 25710) rather than 404.

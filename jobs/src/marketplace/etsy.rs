@@ -448,6 +448,17 @@ impl EtsyClient {
         self.call_json(req).await
     }
 
+    /// getShopReceipt: one receipt (scope `transactions_r`).
+    pub async fn receipt(
+        &self,
+        token: &str,
+        shop_id: u64,
+        receipt_id: u64,
+    ) -> Result<Receipt, MarketplaceError> {
+        self.call_json(self.get(token, &format!("/shops/{shop_id}/receipts/{receipt_id}")))
+            .await
+    }
+
     /// Every receipt modified at or after `since` (epoch seconds), oldest change first, each
     /// once. Pages ascend by `updated`, so a receipt modified while we page moves to the end
     /// and may be seen twice: the later copy wins. Etsy does not bump `updated_timestamp` on
