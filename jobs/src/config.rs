@@ -402,6 +402,14 @@ impl Settings {
         )
     }
 
+    /// A secret's published development value, by its key in the embedded defaults.
+    fn published(key: &str) -> Option<Secret> {
+        Figment::new()
+            .merge(Toml::string(DEFAULTS))
+            .extract_inner(key)
+            .ok()
+    }
+
     fn from_figment(fig: Figment) -> Result<Self, ConfigError> {
         let s: Settings = fig.extract().map_err(Box::new)?;
         s.validate()?;
@@ -595,6 +603,24 @@ impl Settings {
         {
             return bad("auth.signing_keys");
         }
+        // Whoever knows a published webhook secret could forge sales and account deletions.
+        for (key, value) in [
+            (
+                "marketplaces.etsy.webhook_secret",
+                &self.marketplaces.etsy.webhook_secret,
+            ),
+            (
+                "marketplaces.ebay.notification_verification_token",
+                &self.marketplaces.ebay.notification_verification_token,
+            ),
+        ] {
+            if Self::published(key).as_ref() == Some(value) {
+                return Err(ConfigError::Invalid {
+                    key: key.into(),
+                    message: "the published development value is refused outside development: set STOFLOW_MARKETPLACES__ETSY__WEBHOOK_SECRET (Etsy's signing secret) and STOFLOW_MARKETPLACES__EBAY__NOTIFICATION_VERIFICATION_TOKEN (yours, as registered with eBay)".into(),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -650,6 +676,13 @@ mod tests {
             "jwt1:cHJvZHVjdGlvbi1qd3Qta2V5LTMyLWJ5dGVzLWxvbmcu",
         )];
         s.auth.active_signing_key = "jwt1".into();
+        let e = s.check_keys().unwrap_err().to_string();
+        assert!(e.contains("marketplaces.etsy.webhook_secret"), "{e}");
+        s.marketplaces.etsy.webhook_secret = Secret::new("whsec_cHJvZHVjdGlvbi1zZWNyZXQ=");
+        let e = s.check_keys().unwrap_err().to_string();
+        assert!(e.contains("notification_verification_token"), "{e}");
+        s.marketplaces.ebay.notification_verification_token =
+            Secret::new("production-verification-token-0123456789abcdef");
         s.validate().unwrap();
         s.check_keys().unwrap();
     }
