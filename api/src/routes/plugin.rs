@@ -355,10 +355,58 @@ pub struct ExtTaskView {
 }
 
 /// The leased protocol's lease (device token), or the extension's task list (access token).
-#[derive(Debug, Union)]
+/// Its schema is written by hand: the `Union` derive declared it an object, which the list is not.
+#[derive(Debug)]
 pub enum TasksBody {
     Lease(LeaseView),
     Tasks(Vec<ExtTaskView>),
+}
+
+impl poem_openapi::types::Type for TasksBody {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        "TasksBody".into()
+    }
+
+    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+        poem_openapi::registry::MetaSchemaRef::Reference(Self::name().into_owned())
+    }
+
+    fn register(registry: &mut poem_openapi::registry::Registry) {
+        LeaseView::register(registry);
+        Vec::<ExtTaskView>::register(registry);
+        registry.create_schema::<Self, _>(Self::name().into_owned(), |_| {
+            poem_openapi::registry::MetaSchema {
+                description: Some(
+                    "The leased protocol's lease (device token), or the extension's task list (access token).",
+                ),
+                one_of: vec![LeaseView::schema_ref(), Vec::<ExtTaskView>::schema_ref()],
+                ..poem_openapi::registry::MetaSchema::ANY
+            }
+        });
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl poem_openapi::types::ToJSON for TasksBody {
+    fn to_json(&self) -> Option<Value> {
+        match self {
+            Self::Lease(l) => l.to_json(),
+            Self::Tasks(t) => t.to_json(),
+        }
+    }
 }
 
 /// A result in the extension's vocabulary (seed 002).
@@ -448,7 +496,7 @@ pub struct ExtPlatforms {
 
 #[derive(Debug, Object)]
 pub struct ExtPlatformCookies {
-    #[oai(validator(max_length = 20))]
+    #[oai(validator(min_length = 1, max_length = 20))]
     pub platform: String,
     /// Read only to see whether a session exists: never stored nor logged.
     #[oai(validator(max_properties = 200))]
@@ -468,6 +516,7 @@ pub struct ExtSyncRequest {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ExtPlatformStatus {
     pub platform: String,
     pub connected: bool,
