@@ -174,8 +174,8 @@ async fn postgres_down_past_the_lease_then_back_every_accepted_job_is_done_witho
         "{v}"
     );
     // Far past the workers' lease (1.5 s here): both lose it during the outage. The 90 s
-    // drill: STOFLOW_TEST_OUTAGE_S=90 (the suite keeps it short).
-    let outage_s: u64 = std::env::var("STOFLOW_TEST_OUTAGE_S")
+    // drill: OUTAGE_DRILL_S=90 (the suite keeps it short).
+    let outage_s: u64 = std::env::var("OUTAGE_DRILL_S")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(12);
