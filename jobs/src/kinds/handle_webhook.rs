@@ -118,40 +118,46 @@ async fn etsy_order_paid(
     .fetch_all(&ctx.pool)
     .await?;
     let mut imported = Vec::new();
-    for id in &ids {
-        let account = connected_account(ctx, *id).await?;
-        let got = async {
-            let token = accounts::access_token(&ctx.pool, &ctx.market, account.id).await?;
-            let r = ctx.market.etsy.receipt(&token, shop, receipt_id).await?;
-            orders::import(
-                &ctx.pool,
-                &ctx.settings,
-                Marketplace::Etsy,
-                account.id,
-                &[from_etsy(r)],
-            )
-            .await
-            .map_err(JobError::retry)
-        }
-        .await;
-        match got {
-            Ok(i) => imported.push(json!({ "account_id": id, "imported": i })),
-            Err(e) => {
-                return Err(failed(
-                    ctx,
-                    run,
-                    HandleWebhook::KIND,
-                    Marketplace::Etsy,
-                    &account,
-                    None,
-                    e,
-                )
-                .await);
-            }
-        }
+    for &id in &ids {
+        let Ok(account) = connected_account(ctx, id).await else {
+            continue;
+        };
+        let fetch = |token: String| async move {
+            Ok(from_etsy(
+                ctx.market.etsy.receipt(&token, shop, receipt_id).await?,
+            ))
+        };
+        imported.push(import_one(ctx, run, Marketplace::Etsy, &account, fetch).await?);
     }
     let outcome = json!({ "receipt_id": receipt_id, "shop_id": shop, "accounts": imported });
     Ok((ids, outcome))
+}
+
+/// Fetches one order with the account's token and imports it, as polling would; a failure is
+/// recorded against the account like any marketplace failure.
+async fn import_one<F, Fut>(
+    ctx: &JobContext,
+    run: RunInfo,
+    m: Marketplace,
+    account: &accounts::Account,
+    fetch: F,
+) -> Result<Value, JobError>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Result<orders::RemoteOrder, JobError>>,
+{
+    let got = async {
+        let token = accounts::access_token(&ctx.pool, &ctx.market, account.id).await?;
+        let order = fetch(token).await?;
+        orders::import(&ctx.pool, &ctx.settings, m, account.id, &[order])
+            .await
+            .map_err(JobError::retry)
+    }
+    .await;
+    match got {
+        Ok(i) => Ok(json!({ "account_id": account.id, "imported": i })),
+        Err(e) => Err(failed(ctx, run, HandleWebhook::KIND, m, account, None, e).await),
+    }
 }
 
 /// The eBay accounts of the user a notification names (by the user id recorded at connect).
@@ -177,35 +183,10 @@ async fn ebay_order(ctx: &JobContext, run: RunInfo, body: &Value) -> Result<Hand
         let Ok(account) = connected_account(ctx, id).await else {
             continue;
         };
-        let got = async {
-            let token = accounts::access_token(&ctx.pool, &ctx.market, account.id).await?;
-            let o = ctx.market.ebay.order(&token, order_id).await?;
-            orders::import(
-                &ctx.pool,
-                &ctx.settings,
-                Marketplace::Ebay,
-                account.id,
-                &[from_ebay(o)],
-            )
-            .await
-            .map_err(JobError::retry)
-        }
-        .await;
-        match got {
-            Ok(i) => imported.push(json!({ "account_id": id, "imported": i })),
-            Err(e) => {
-                return Err(failed(
-                    ctx,
-                    run,
-                    HandleWebhook::KIND,
-                    Marketplace::Ebay,
-                    &account,
-                    None,
-                    e,
-                )
-                .await);
-            }
-        }
+        let fetch = |token: String| async move {
+            Ok(from_ebay(ctx.market.ebay.order(&token, order_id).await?))
+        };
+        imported.push(import_one(ctx, run, Marketplace::Ebay, &account, fetch).await?);
     }
     Ok((ids, json!({ "order_id": order_id, "accounts": imported })))
 }
