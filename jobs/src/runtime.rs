@@ -356,6 +356,7 @@ impl Runtime {
             history.push(hist.cloned());
         }
         let started = Instant::now();
+        let mut retried = false;
         // `j.id = ANY($2)` lets the planner find the rows by primary key even when statistics
         // were taken on an empty table (queues often are); a join on `u.id` alone then became a
         // nested loop over a sequential scan, 1,000 acks taking seconds.
@@ -390,6 +391,16 @@ impl Runtime {
             .execute(&self.pool)
             .await;
             match res {
+                Ok(r) if (r.rows_affected() as usize) < n && retried => {
+                    // The failed attempt may have committed before its connection broke (a
+                    // server crash between commit and answer): those rows are already ours.
+                    tracing::info!(
+                        written = r.rows_affected(),
+                        sent = n,
+                        "some acks matched no row on retry: written by the attempt whose answer was lost, or fenced"
+                    );
+                    return;
+                }
                 Ok(r) => {
                     if (r.rows_affected() as usize) < n {
                         tracing::warn!(
@@ -401,6 +412,7 @@ impl Runtime {
                     return;
                 }
                 Err(e) if started.elapsed() < self.settings.worker.lease_timeout() => {
+                    retried = true;
                     tracing::warn!(error = %e, "ack write failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
