@@ -97,6 +97,15 @@ async fn write(pool: &PgPool, batch: Vec<Pending>) {
             let p = batch.into_iter().next().expect("one");
             let _ = p.reply.send(Err(e));
         }
+        // The database is away: every job of the batch gets that answer now (retrying them one
+        // by one would make each request wait out the pool's timeout once per batch mate).
+        Err(QueueError::Database(e)) if crate::db::is_unavailable(&e) => {
+            for p in batch {
+                let _ = p
+                    .reply
+                    .send(Err(QueueError::Database(sqlx::Error::PoolTimedOut)));
+            }
+        }
         Err(_) => {
             for p in batch {
                 let r = insert_rows(pool, std::slice::from_ref(&p))

@@ -434,22 +434,37 @@ impl Runtime {
                 _ = tick.tick() => {}
                 _ = self.stop_all.cancelled() => return,
             }
-            // Bounded by the heartbeat period: a beat stuck on an unreachable database (the pool
-            // waits 10 s for a connection) must not stretch the time until the lease is judged.
-            match tokio::time::timeout(w.heartbeat(), self.beat()).await {
-                Ok(Ok(true)) => last_ok = Instant::now(),
+            // Bounded by what is left of the lease: a beat stuck on an unreachable database (the
+            // pool waits 10 s for a connection) must not stretch the time until the lease is
+            // judged, while a slow beat on a loaded machine still counts if it lands in time.
+            let left = w
+                .lease_timeout()
+                .saturating_sub(last_ok.elapsed())
+                .max(Duration::from_millis(50));
+            let beat = match tokio::time::timeout(left, self.beat()).await {
+                Ok(Ok(true)) => {
+                    last_ok = Instant::now();
+                    true
+                }
                 Ok(Ok(false)) => self.lease_lost("another process declared this worker dead"),
-                Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat failed"),
-                Err(_) => tracing::warn!("heartbeat timed out"),
-            }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "heartbeat failed");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!("heartbeat timed out");
+                    false
+                }
+            };
             if last_ok.elapsed() >= w.lease_timeout() {
                 self.lease_lost("no heartbeat succeeded for a whole lease");
             }
-            // Housekeeping is bounded too, so the lease is judged every period even while the
-            // database is unreachable (each step would otherwise wait out the pool's timeout).
-            if tokio::time::timeout(w.heartbeat(), self.housekeeping())
-                .await
-                .is_err()
+            // Housekeeping only with the database answering, and bounded, so the next beat is
+            // never held up for long.
+            if beat
+                && tokio::time::timeout(w.lease_timeout() / 2, self.housekeeping())
+                    .await
+                    .is_err()
             {
                 tracing::warn!("housekeeping timed out");
             }
