@@ -125,7 +125,6 @@ impl From<sqlx::Error> for Problem {
         }
         // Postgres down or restarting: say so at once, the client may retry (never a 500).
         if jobs::db::is_unavailable(&e) {
-            jobs::db::note_broken(&e);
             tracing::warn!(error = %e, "database unavailable");
             return Problem::unavailable("the database is unavailable; retry shortly");
         }

@@ -393,17 +393,8 @@ impl Settings {
         .expect("embedded defaults are valid")
     }
 
-    /// The development keys published in the embedded defaults: (token keys, signing keys).
-    fn published_keys() -> (Vec<Secret>, Vec<Secret>) {
-        let fig = Figment::new().merge(Toml::string(DEFAULTS));
-        (
-            fig.extract_inner("security.token_keys").unwrap_or_default(),
-            fig.extract_inner("auth.signing_keys").unwrap_or_default(),
-        )
-    }
-
-    /// A secret's published development value, by its key in the embedded defaults.
-    fn published(key: &str) -> Option<Secret> {
+    /// A setting's published development value, by its key in the embedded defaults.
+    fn published<T: serde::de::DeserializeOwned>(key: &str) -> Option<T> {
         Figment::new()
             .merge(Toml::string(DEFAULTS))
             .extract_inner(key)
@@ -586,7 +577,8 @@ impl Settings {
         if self.security.environment == "development" {
             return Ok(());
         }
-        let (token_keys, signing_keys) = Self::published_keys();
+        let token_keys: Vec<Secret> = Self::published("security.token_keys").unwrap_or_default();
+        let signing_keys: Vec<Secret> = Self::published("auth.signing_keys").unwrap_or_default();
         if self
             .security
             .token_keys
@@ -614,7 +606,7 @@ impl Settings {
                 &self.marketplaces.ebay.notification_verification_token,
             ),
         ] {
-            if Self::published(key).as_ref() == Some(value) {
+            if Self::published::<Secret>(key).as_ref() == Some(value) {
                 return Err(ConfigError::Invalid {
                     key: key.into(),
                     message: "the published development value is refused outside development: set STOFLOW_MARKETPLACES__ETSY__WEBHOOK_SECRET (Etsy's signing secret) and STOFLOW_MARKETPLACES__EBAY__NOTIFICATION_VERIFICATION_TOKEN (yours, as registered with eBay)".into(),

@@ -1,7 +1,6 @@
 //! Pool and migrations of the platform's own tables (`migrations/` at the workspace root).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -56,23 +55,6 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
-/// When a connection of this process was last seen broken (ms since the epoch; 0: never).
-static LAST_BROKEN_MS: AtomicU64 = AtomicU64::new(0);
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Records that a connection broke: pooled connections idle since then are checked before
-/// their next use (a server restart kills them all at once, and each would fail one request).
-pub fn note_broken(e: &sqlx::Error) {
-    if is_unavailable(e) {
-        LAST_BROKEN_MS.store(now_ms(), Ordering::Relaxed);
-    }
-}
-
 /// A pooled connection idle this long is checked before use: after a quiet spell the server
 /// may have restarted without this process noticing.
 const CHECK_IDLE_AFTER: Duration = Duration::from_secs(2);
@@ -100,8 +82,8 @@ pub async fn connect_with(
         .max_connections(max_connections)
         .acquire_timeout(spec.acquire_timeout)
         // No ping before each use: it is a round trip on every acquire (a quarter of an enqueue's
-        // cost). Only a connection idle for a while, or idle since a connection of this process
-        // was seen broken, is pinged first (a dead one is then replaced, not handed out).
+        // cost). Only a connection idle for a while is pinged first (a dead one is then replaced,
+        // not handed out); the API's pool checks every connection with its role/tenant statement.
         .test_before_acquire(false)
         .before_acquire(move |conn, meta| {
             Box::pin(async move {
@@ -116,10 +98,7 @@ pub async fn connect_with(
                     .await;
                     return Ok(set.is_ok());
                 }
-                let idle_since = now_ms().saturating_sub(meta.idle_for.as_millis() as u64);
-                if meta.idle_for >= CHECK_IDLE_AFTER
-                    || idle_since <= LAST_BROKEN_MS.load(Ordering::Relaxed)
-                {
+                if meta.idle_for >= CHECK_IDLE_AFTER {
                     use sqlx::Connection as _;
                     return Ok(conn.ping().await.is_ok());
                 }
