@@ -1,5 +1,5 @@
 //! Live job status: one LISTEN connection per API process fans job-change notifications out to
-//! every open event stream (no polling loop per client).
+//! every open event stream (no polling loop per client); another wakes long-polling extensions.
 
 use std::time::Duration;
 
@@ -7,16 +7,16 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::broadcast;
 
-use jobs::queue::EVENTS_CHANNEL;
-
-/// Starts the listener; subscribe to the returned sender for the ids of changed jobs.
-pub fn spawn_listener(pool: PgPool) -> broadcast::Sender<i64> {
+/// Starts the listener of `channel` (payloads: comma-separated ids); subscribe to the returned
+/// sender for the ids: changed jobs on [`jobs::queue::EVENTS_CHANNEL`], accounts with a new plugin task on
+/// [`jobs::plugin::WAKEUP_CHANNEL`].
+pub fn spawn_listener(pool: PgPool, channel: &'static str) -> broadcast::Sender<i64> {
     let (tx, _) = broadcast::channel(8192);
     let out = tx.clone();
     tokio::spawn(async move {
         loop {
-            if let Err(e) = listen(&pool, &tx).await {
-                tracing::warn!(error = %e, "job events listener lost; reconnecting");
+            if let Err(e) = listen(&pool, channel, &tx).await {
+                tracing::warn!(error = %e, channel, "listener lost; reconnecting");
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -24,9 +24,13 @@ pub fn spawn_listener(pool: PgPool) -> broadcast::Sender<i64> {
     out
 }
 
-async fn listen(pool: &PgPool, tx: &broadcast::Sender<i64>) -> Result<(), sqlx::Error> {
+async fn listen(
+    pool: &PgPool,
+    channel: &str,
+    tx: &broadcast::Sender<i64>,
+) -> Result<(), sqlx::Error> {
     let mut l = PgListener::connect_with(pool).await?;
-    l.listen(EVENTS_CHANNEL).await?;
+    l.listen(channel).await?;
     loop {
         let n = l.recv().await?;
         for id in n.payload().split(',').filter_map(|s| s.parse::<i64>().ok()) {

@@ -29,6 +29,8 @@ pub struct AppState {
     pub metrics: jobs::metrics::Metrics,
     /// Ids of jobs whose state changed (from every worker process, via LISTEN).
     pub job_changes: tokio::sync::broadcast::Sender<i64>,
+    /// Vinted accounts that have a new pending plugin task (wakes long-polling extensions).
+    pub plugin_wakeups: tokio::sync::broadcast::Sender<i64>,
     /// Announces changes this process makes (retry, cancel).
     pub job_events: Notifier,
     /// Changed jobs resolved to their new state, for `GET /v1/events` and the dashboard.
@@ -431,11 +433,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         pool = jobs::db::connect_migrated_waiting(&settings, &spec).await?;
     }
     let bind = settings.api.bind.clone();
-    let job_changes = events::spawn_listener(pool.clone());
+    let job_changes = events::spawn_listener(pool.clone(), jobs::queue::EVENTS_CHANNEL);
+    let plugin_wakeups = events::spawn_listener(pool.clone(), jobs::plugin::WAKEUP_CHANNEL);
     let st = Arc::new(AppState {
         metrics: Default::default(),
         job_feed: events::spawn_feed(pool.clone(), &job_changes),
         job_changes,
+        plugin_wakeups,
         job_events: Notifier::job_events(pool.clone()),
         market: jobs::marketplace::Marketplaces::new(&settings)?,
         notifier: Notifier::spawn(pool.clone()),

@@ -34,6 +34,10 @@ use crate::kinds::DispatchPluginTask;
 use crate::marketplace::vinted;
 use crate::queue::{self, NewJob};
 
+/// LISTEN/NOTIFY channel of tasks that became pending; the payload is the account id (a trigger,
+/// migration `plugin_task_wakeups`, sends it).
+pub const WAKEUP_CHANNEL: &str = "stoflow_plugin_tasks";
+
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
     #[error("database: {0}")]

@@ -27,6 +27,9 @@ pub struct Config {
     pub session: String,
     pub csrf: String,
     pub poll: Duration,
+    /// How long the platform may hold an idle lease request open (long polling: a task made
+    /// meanwhile is answered at once). Zero: plain polling every `poll`.
+    pub wait: Duration,
     /// Upload a generated JPEG for each photo instead of downloading its URL (no network).
     pub placeholder_photos: bool,
 }
@@ -41,6 +44,7 @@ impl Config {
             session: "vinted-sim-access-token".into(),
             csrf: "75f6c9fa-dc8e-4e52-a000-e09dd4084b3e".into(),
             poll: Duration::from_secs(5),
+            wait: Duration::from_secs(20),
             placeholder_photos: true,
         }
     }
@@ -491,12 +495,29 @@ impl Runner {
 
     /// One poll: lease a task, run it, post the result.
     pub async fn step(&self) -> Result<Step, RunnerError> {
-        let (status, lease) = self.api_json(self.api("/api/plugin/tasks")).await?;
+        let lease = self.lease().await?;
+        self.handle(lease).await
+    }
+
+    /// Asks for a task (held by the platform up to `wait` while there is none).
+    async fn lease(&self) -> Result<Value, RunnerError> {
+        let req = self
+            .http
+            .get(format!("{}/api/plugin/tasks", self.cfg.api))
+            .query(&[("wait", self.cfg.wait.as_secs())])
+            .timeout(self.cfg.wait + Duration::from_secs(30))
+            .bearer_auth(&self.cfg.token);
+        let (status, lease) = self.api_json(req).await?;
         if status != 200 {
             return Err(RunnerError::Api(format!(
                 "lease answered {status}: {lease}"
             )));
         }
+        Ok(lease)
+    }
+
+    /// Runs a leased task and posts its result (or handles a pause).
+    async fn handle(&self, lease: Value) -> Result<Step, RunnerError> {
         if let Some(why) = lease["paused"].as_str() {
             if self.session_works().await {
                 let (s, v) = self
@@ -567,7 +588,25 @@ impl Runner {
     ) -> Result<(), RunnerError> {
         tokio::pin!(stop);
         loop {
-            let wait = match self.step().await {
+            let asked = Instant::now();
+            // Stopping while the platform holds an idle lease request open is safe; once a task
+            // is leased it runs to its result.
+            let lease = tokio::select! {
+                _ = &mut stop => return Ok(()),
+                l = self.lease() => l,
+            };
+            let step = match lease {
+                Ok(lease) => self.handle(lease).await,
+                Err(e) => Err(e),
+            };
+            let wait = match step {
+                // Long polling held the request: ask again at once. Answered at once (a platform
+                // that does not hold, or another lease open): wait `poll`.
+                Ok(Step::Idle)
+                    if asked.elapsed() >= self.cfg.wait / 2 && !self.cfg.wait.is_zero() =>
+                {
+                    Duration::ZERO
+                }
                 Ok(Step::Ran { .. }) | Ok(Step::Resumed) => Duration::ZERO,
                 Ok(Step::Idle) => self.cfg.poll,
                 Ok(Step::Paused(why)) => {

@@ -6,12 +6,14 @@ use std::time::Duration;
 use plugin::{Config, Runner, Step};
 
 const USAGE: &str = "usage: stoflow-plugin --token T [--api URL] [--vinted URL] [--session TOKEN] [--csrf TOKEN]
-                      [--poll-ms N] [--once] [--placeholder-photos]
+                      [--poll-ms N] [--wait-s N] [--once] [--placeholder-photos]
   --token     the plugin token from POST /v1/connections/vinted (or STOFLOW_PLUGIN_TOKEN)
   --api       the platform API (default http://127.0.0.1:8080)
   --vinted    Vinted's base URL (default: the simulator, http://127.0.0.1:8483)
   --session   the seller's access_token_web, --csrf their X-CSRF-Token (default: the simulator's seeded session)
   --poll-ms   poll interval when idle (default 5000)
+  --wait-s    how long the platform may hold an idle poll open, answering as soon as a task
+              is pending (long polling, default 20, at most 25; 0: plain polling)
   --once      run one poll (lease, execute, post) and exit
   --placeholder-photos  upload a generated JPEG instead of downloading each photo URL";
 
@@ -38,6 +40,13 @@ fn config() -> Result<(Config, bool), String> {
                     .parse()
                     .map_err(|_| format!("--poll-ms: {v:?} is not a number of milliseconds"))?;
                 cfg.poll = Duration::from_millis(ms.max(1));
+            }
+            "--wait-s" => {
+                let v = value()?;
+                let s: u64 = v.parse().ok().filter(|s| *s <= 25).ok_or_else(|| {
+                    format!("--wait-s: {v:?} is not a number of seconds up to 25")
+                })?;
+                cfg.wait = Duration::from_secs(s);
             }
             "--once" => once = true,
             "--placeholder-photos" => cfg.placeholder_photos = true,

@@ -48,6 +48,8 @@ impl Setup {
     fn runner(&self, token: &str) -> Runner {
         let mut cfg = Config::for_simulator(&self.api.base, token, &self.sims.vinted_url);
         cfg.poll = Duration::from_millis(50);
+        // Plain polling: these tests step the protocol by hand (long polling has its own test).
+        cfg.wait = Duration::ZERO;
         Runner::new(cfg)
     }
 
@@ -158,6 +160,66 @@ async fn run_one(r: &Runner) -> Step {
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+#[tokio::test]
+async fn an_idle_long_poll_is_answered_as_soon_as_a_task_is_pending() {
+    let s = setup(&[]).await;
+    let token = s.connect("4242", "seller").await;
+    // Nothing to do: the request is held for the wait asked, then answered idle.
+    let asked = Instant::now();
+    let (st, v, _) = s
+        .plugin_call(
+            reqwest::Method::GET,
+            "/api/plugin/tasks?wait=1",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!((st, &v["task_id"]), (200, &Value::Null), "{v}");
+    assert!(
+        asked.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+    // A task made while the request is held answers it at once.
+    let held = {
+        let (http, url, token) = (
+            s.api.anon.clone(),
+            s.api.url("/api/plugin/tasks?wait=20"),
+            token.clone(),
+        );
+        tokio::spawn(async move {
+            let r = http.get(url).bearer_auth(token).send().await.unwrap();
+            (Instant::now(), Api::read(r).await)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!held.is_finished(), "the idle request is held open");
+    let product = s.product("Merino scarf").await;
+    let made = Instant::now();
+    let job = s.publish(product).await;
+    let (answered, (st, lease)) = held.await.unwrap();
+    assert_eq!(st, 200, "{lease}");
+    assert_eq!(lease["action"], "create_listing", "{lease}");
+    let task = s.task_of(job).await;
+    assert_eq!(lease["task_id"], task["id"]);
+    let latency = answered - made;
+    assert!(
+        latency < Duration::from_secs(5),
+        "answered {latency:?} after the publish"
+    );
+    // Longer than the server holds a request: refused, naming the parameter.
+    let (st, v, ct) = s
+        .plugin_call(
+            reqwest::Method::GET,
+            "/api/plugin/tasks?wait=26",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!((st, ct.as_str()), (400, "application/problem+json"), "{v}");
+    assert!(v.to_string().contains("wait"), "{v}");
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@
 //! results — plus `/api/plugin/health`, `/api/plugin/platforms` and `/api/plugin/sync`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use poem::http::header;
@@ -609,6 +610,41 @@ impl PluginApi {
             .ok_or_else(PluginProblem::unauthorized)
     }
 
+    /// Leases a task for `account`; with nothing to do, holds on up to `wait` for one to become
+    /// pending (woken by LISTEN, and rechecked every few seconds for a missed notification or a
+    /// retried task whose backoff ends).
+    async fn lease_waiting(
+        &self,
+        account: i64,
+        wait: Duration,
+    ) -> Result<LeaseOutcome, PluginError> {
+        const RECHECK: Duration = Duration::from_secs(5);
+        let deadline = tokio::time::Instant::now() + wait;
+        // Subscribed before the first lease, so a task made in between still wakes us.
+        let mut wakeups = self.st.plugin_wakeups.subscribe();
+        loop {
+            let (out, woken) =
+                plugin::lease(&self.st.pool, &self.st.settings.plugin, account).await?;
+            self.wake(woken);
+            let now = tokio::time::Instant::now();
+            if !matches!(out, LeaseOutcome::Idle) || now >= deadline {
+                return Ok(out);
+            }
+            let recheck = tokio::time::sleep_until((now + RECHECK).min(deadline));
+            tokio::pin!(recheck);
+            loop {
+                tokio::select! {
+                    r = wakeups.recv() => match r {
+                        Ok(a) if a != account => continue,
+                        // Ours, or lagged (it may have been ours).
+                        _ => break,
+                    },
+                    _ = &mut recheck => break,
+                }
+            }
+        }
+    }
+
     /// Wakes the jobs following a task (in the background: it may wait for a running one).
     fn wake(&self, jobs: Vec<i64>) {
         if !jobs.is_empty() {
@@ -683,6 +719,11 @@ impl PluginApi {
         /// The extension's page size (default 10).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u32>>,
+        /// Device token: with nothing to do, hold the request up to this many seconds and answer
+        /// as soon as a task is pending (long polling; default 0: answer at once). At most 25,
+        /// under the server's 30 s limit on a request's handling.
+        #[oai(validator(minimum(value = "0"), maximum(value = "25")))]
+        wait: Query<Option<u32>>,
     ) -> Result<Json<TasksBody>, PluginProblem> {
         let account = match auth {
             PluginCaller::Device(account) => account,
@@ -708,8 +749,9 @@ impl PluginApi {
                 )));
             }
         };
-        let (out, woken) = plugin::lease(&self.st.pool, &self.st.settings.plugin, account).await?;
-        self.wake(woken);
+        let out = self
+            .lease_waiting(account, Duration::from_secs(wait.0.unwrap_or(0).into()))
+            .await?;
         Ok(Json(TasksBody::Lease(match out {
             LeaseOutcome::Task(t) => LeaseView {
                 task_id: Some(t.task_id),
