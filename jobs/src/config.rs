@@ -158,6 +158,10 @@ pub struct SchedulerSettings {
     pub ebay_orders_cron: String,
     /// Vinted sales read by the extension (a `sync_sales` plugin task), per connected Vinted account.
     pub vinted_sales_cron: String,
+    /// Share (0–1] of the Etsy app's daily calls (`limits.etsy.per_day`) polling may spend.
+    pub etsy_poll_share: f64,
+    /// Etsy shops with nothing live are polled for receipts at most this often.
+    pub etsy_idle_poll_minutes: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -530,6 +534,10 @@ impl Settings {
         }
         if l.etsy.per_second < 0.0 || l.etsy.seller_per_second < 0.0 || l.ebay.per_second < 0.0 {
             return bad("limits.*.per_second", "must be >= 0");
+        }
+        let share = self.scheduler.etsy_poll_share;
+        if !(share > 0.0 && share <= 1.0) {
+            return bad("scheduler.etsy_poll_share", "must be in (0, 1]");
         }
         if !["text", "json"].contains(&self.log.format.as_str()) {
             return bad("log.format", "must be \"text\" or \"json\"");

@@ -266,3 +266,101 @@ async fn selling_the_last_unit_on_ebay_deletes_the_vinted_item_through_the_plugi
     let _ = stop.send(());
     extension.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn each_etsy_poll_tick_spends_its_budget_where_a_sale_is_likeliest_and_no_shop_starves() {
+    // A receipts tick every second, and an app budget that pays for two polls a tick:
+    // 432,000 calls a day × 0.5 for polling × 4/5 for receipts / 86,400 ticks = 2.
+    let p = Platform::start(
+        0,
+        &[
+            ("STOFLOW_SCHEDULER__ETSY_RECEIPTS_CRON", "* * * * * *"),
+            ("STOFLOW_LIMITS__ETSY__PER_DAY", "432000"),
+        ],
+    )
+    .await;
+    let db = &p.db.pool;
+    // Shops: selling (live listing, a sale this week), live, pushed (live, Etsy pushes its sales),
+    // idle (nothing live), new (nothing live, never polled). All but `new` polled 10 min ago.
+    let [selling, live, pushed, idle, new] = [901, 902, 903, 904, 905];
+    for id in [selling, live, pushed, idle, new] {
+        p.api.seed_account(&p.db, id).await;
+    }
+    for id in [selling, live, pushed] {
+        // One listing per (product, marketplace): a product each.
+        let product = p.product(json!({"title": "Linen shirt"})).await;
+        sqlx::query(
+            "INSERT INTO listings (product_id, marketplace, account_id, sku, status)
+             VALUES ($1, 'etsy', $2, 'SKU-' || $2, 'published')",
+        )
+        .bind(product)
+        .bind(id)
+        .execute(db)
+        .await
+        .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO orders (account_id, marketplace, remote_order_id, status, raw)
+         VALUES ($1, 'etsy', 'r-1', 'paid', '{}')",
+    )
+    .bind(selling)
+    .execute(db)
+    .await
+    .unwrap();
+    let ago = |minutes: i64, ids: Vec<i64>| async move {
+        sqlx::query(
+            "UPDATE marketplace_accounts SET last_poll_at = now() - make_interval(mins => $1::int)
+              WHERE id = ANY($2)",
+        )
+        .bind(minutes)
+        .bind(ids)
+        .execute(db)
+        .await
+        .unwrap();
+    };
+    ago(10, vec![selling, live, pushed, idle]).await;
+    sqlx::query("UPDATE marketplace_accounts SET last_push_at = now() WHERE id = $1")
+        .bind(pushed)
+        .execute(db)
+        .await
+        .unwrap();
+
+    // The accounts of the newest tick (one INSERT each, so complete; no worker runs: the jobs stay
+    // pending).
+    let newest_tick = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT (args->>'account_id')::bigint FROM jobs
+              WHERE kind = 'poll_etsy' AND idempotency_key LIKE '%:' || (
+                    SELECT max(regexp_replace(idempotency_key, '^.*:', '')::bigint)
+                      FROM jobs WHERE kind = 'poll_etsy')
+              ORDER BY 1",
+        )
+        .fetch_all(db)
+        .await
+        .unwrap()
+    };
+    let since = |n: i64| async move {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM jobs WHERE kind = 'poll_etsy'")
+            .fetch_one(db)
+            .await
+            .unwrap()
+            >= n
+    };
+    let _scheduler = p.spawn_worker_bin(&["scheduler"]);
+    eventually(T, "three ticks", || since(6)).await;
+    // Never polled first, then the shop that sells (10 min × 4 beats 10 min × 2).
+    assert_eq!(newest_tick().await, vec![selling, new]);
+    // Once both are polled, the budget goes to the next: live (×2), then pushed (×1); the idle
+    // shop is not due (polled 10 min ago, idle shops hourly).
+    ago(0, vec![selling, new]).await;
+    let n = p.db.count("kind = 'poll_etsy'").await;
+    eventually(T, "two more ticks", || since(n + 4)).await;
+    assert_eq!(newest_tick().await, vec![live, pushed]);
+    // A shop passed over waits longer and outweighs the others: the idle shop, due after an
+    // hour (2 h × ¼ = 30 min), comes before the live shop polled 10 min ago (× 2 = 20 min).
+    ago(120, vec![idle]).await;
+    ago(0, vec![pushed]).await;
+    let n = p.db.count("kind = 'poll_etsy'").await;
+    eventually(T, "two more ticks", || since(n + 4)).await;
+    assert_eq!(newest_tick().await, vec![live, idle]);
+}

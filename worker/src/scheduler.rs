@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use apalis_cron::CronScheduler;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use jobs::kinds::{PollEtsy, PollWhat, PruneJobs, SyncOrders};
+use jobs::kinds::{PollBudget, PollEtsy, PollWhat, PruneJobs, SyncOrders, due_accounts};
 use jobs::queue::{self, NewJob, Notifier};
 use jobs::{Kind, Settings};
 use sqlx::PgPool;
@@ -55,8 +55,15 @@ impl Schedule {
         }
     }
 
-    /// The jobs of one tick (`ts`: the scheduled time, epoch seconds).
-    async fn jobs(self, pool: &PgPool, s: &Settings, ts: u64) -> sqlx::Result<Vec<NewJob>> {
+    /// The jobs of one tick (`ts`: the scheduled time, epoch seconds; the schedule ticks
+    /// `ticks_per_day` times a day).
+    async fn jobs(
+        self,
+        pool: &PgPool,
+        s: &Settings,
+        ts: u64,
+        ticks_per_day: u32,
+    ) -> sqlx::Result<Vec<NewJob>> {
         let at = chrono::DateTime::from_timestamp(ts as i64, 0)
             .unwrap_or_default()
             .to_rfc3339();
@@ -79,8 +86,10 @@ impl Schedule {
                     Self::EtsyReceipts => &[PollWhat::Receipts],
                     _ => &[PollWhat::Listings, PollWhat::LowStock],
                 };
+                // The shops this tick's share of the app's daily Etsy budget pays for.
+                let budget = PollBudget::for_tick(s, whats[0], ticks_per_day);
                 let mut out = Vec::new();
-                for account in accounts("etsy").await? {
+                for account in due_accounts(pool, whats[0], budget).await? {
                     for what in whats {
                         let key =
                             format!("cron:{}:{account}:{}:{ts}", PollEtsy::KIND, what.as_str());
@@ -115,6 +124,13 @@ impl Schedule {
     }
 }
 
+/// How often `schedule` fires in the coming day (at least once: a yearly schedule still polls).
+fn ticks_per_day(schedule: &cron::Schedule) -> u32 {
+    let now = chrono::Utc::now();
+    let day = now + chrono::Duration::days(1);
+    (schedule.after(&now).take_while(|t| *t <= day).count() as u32).max(1)
+}
+
 /// How long a tick that could not be enqueued is retried.
 const TICK_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(600);
 
@@ -123,15 +139,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let pool = crate::connect(&settings).await?;
     let settings = Arc::new(settings);
     let notifier = Notifier::spawn(pool.clone());
-    let mut streams: Vec<BoxStream<'static, (Schedule, Option<u64>)>> = Vec::new();
+    let mut streams: Vec<BoxStream<'static, (Schedule, Option<(u64, u32)>)>> = Vec::new();
     for sched in Schedule::ALL {
         let expr = sched.cron(&settings);
         let schedule = cron::Schedule::from_str(expr)
             .with_context(|| format!("{} {expr:?} is not a cron expression", sched.setting()))?;
+        let per_day = ticks_per_day(&schedule);
         let ticks = CronScheduler::new(schedule)
             .into_stream()
             .map(move |t| match t {
-                Ok(t) => (sched, Some(t.get_timestamp())),
+                Ok(t) => (sched, Some((t.get_timestamp(), per_day))),
                 Err(e) => {
                     tracing::warn!(error = %e, schedule = ?sched, "cron tick error");
                     (sched, None)
@@ -146,13 +163,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             t = ticks.next() => t,
             _ = &mut signal => break,
         };
-        let Some((sched, Some(ts))) = tick else {
+        let Some((sched, Some((ts, per_day)))) = tick else {
             if tick.is_none() {
                 break;
             }
             continue;
         };
-        if let Err(e) = enqueue(&pool, &settings, &notifier, sched, ts).await {
+        if let Err(e) = enqueue(&pool, &settings, &notifier, sched, ts, per_day).await {
             // The database is away (or refused): the tick is keyed, so retrying it is harmless
             // and a tick that falls in an outage still runs once the database is back.
             tracing::warn!(error = %e, schedule = ?sched, "cannot enqueue cron tick; retrying");
@@ -161,7 +178,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 let deadline = std::time::Instant::now() + TICK_RETRY_FOR;
                 while std::time::Instant::now() < deadline {
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    if enqueue(&pool, &settings, &notifier, sched, ts)
+                    if enqueue(&pool, &settings, &notifier, sched, ts, per_day)
                         .await
                         .is_ok()
                     {
@@ -182,8 +199,9 @@ async fn enqueue(
     notifier: &Notifier,
     sched: Schedule,
     ts: u64,
+    ticks_per_day: u32,
 ) -> anyhow::Result<()> {
-    let jobs = sched.jobs(pool, settings, ts).await?;
+    let jobs = sched.jobs(pool, settings, ts, ticks_per_day).await?;
     if jobs.is_empty() {
         return Ok(());
     }

@@ -16,7 +16,7 @@ mod withdraw_listing;
 pub use dispatch_plugin_task::DispatchPluginTask;
 pub use handle_webhook::{EBAY_ORDER_TOPIC, HandleWebhook};
 pub use noop::{Noop, NoopFailure};
-pub use poll_etsy::{PollEtsy, PollWhat};
+pub use poll_etsy::{PollBudget, PollEtsy, PollWhat, due_accounts};
 pub use prune_jobs::PruneJobs;
 pub use publish_listing::PublishListing;
 pub(crate) use publish_listing::product;

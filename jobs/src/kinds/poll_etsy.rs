@@ -1,9 +1,13 @@
 //! `poll_etsy`: the safety net beside Etsy's `order.paid` webhooks (and all there is for apps
-//! without them): every connected Etsy account is polled — new and changed
-//! receipts every 5 minutes (imported like `sync_orders`), and every 15 minutes its listings'
-//! states and quantities (recorded on our listing rows) and low stock. The scheduler enqueues one
-//! job per account per tick, keyed `cron:poll_etsy:<account>:<what>:<tick>`, so any number of
-//! schedulers and workers give one poll per tick.
+//! without them): connected Etsy accounts are polled — new and changed receipts (imported like
+//! `sync_orders`) at each receipts tick, their listings' states and quantities (recorded on our
+//! listing rows) and low stock at each listings tick. The scheduler enqueues one job per polled
+//! account per tick, keyed `cron:poll_etsy:<account>:<what>:<tick>`, so any number of schedulers
+//! and workers give one poll per tick.
+//!
+//! Every Etsy call of the app counts against one daily budget shared by all its shops (10,000 for
+//! a new app), so a tick polls only the shops its share of that budget pays for
+//! ([`due_accounts`]): those where a sale is likeliest and that waited longest.
 
 use std::collections::HashMap;
 
@@ -76,6 +80,79 @@ impl Job for PollEtsy {
     }
 }
 
+/// Etsy calls one poll costs, as the scheduler budgets them: receipts are one page (more only
+/// after a burst of sales), listings one page per state.
+pub const RECEIPTS_CALLS: f64 = 1.0;
+pub const LISTINGS_CALLS: f64 = 5.0;
+
+/// How the Etsy polling budget is spent ([`due_accounts`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PollBudget {
+    /// Polls this tick may make.
+    pub polls: i64,
+    /// Shops with nothing live are polled at most this often.
+    pub idle_every: std::time::Duration,
+}
+
+impl PollBudget {
+    /// The polls one tick of `what` may make: its part of the app's daily calls that polling may
+    /// spend (`scheduler.etsy_poll_share` of `limits.etsy.per_day`; receipts 4/5 of it, listings
+    /// 1/5), over the schedule's `ticks_per_day`. At least one, so every shop is polled some day.
+    pub fn for_tick(s: &crate::Settings, what: PollWhat, ticks_per_day: u32) -> Self {
+        let (part, calls) = match what {
+            PollWhat::Receipts => (0.8, RECEIPTS_CALLS),
+            PollWhat::Listings | PollWhat::LowStock => (0.2, LISTINGS_CALLS),
+        };
+        let day = f64::from(s.limits.etsy.per_day) * s.scheduler.etsy_poll_share * part;
+        let polls = (day / f64::from(ticks_per_day.max(1)) / calls).floor() as i64;
+        Self {
+            polls: polls.max(1),
+            idle_every: std::time::Duration::from_secs(
+                u64::from(s.scheduler.etsy_idle_poll_minutes) * 60,
+            ),
+        }
+    }
+}
+
+/// The connected Etsy accounts one tick of `what` polls, most deserving first, at most
+/// `budget.polls`. A shop's claim is the time since its last poll of that kind, weighted by how
+/// likely a sale is there: ×4 with live listings and a sale in the last week, ×2 with live
+/// listings, ×1 with live listings when Etsy pushed to it in the last day (webhooks see its
+/// sales; polling is only the safety net), ×¼ with nothing live. Shops with nothing live are only
+/// polled for receipts (a cancellation still gives stock back), at most every `idle_every`. Never-polled shops come
+/// first. Weighting waiting time (not ranking tiers) means no shop starves: a shop passed over
+/// waits longer and so outweighs the shops polled meanwhile.
+pub async fn due_accounts(
+    pool: &sqlx::PgPool,
+    what: PollWhat,
+    budget: PollBudget,
+) -> sqlx::Result<Vec<i64>> {
+    let last = match what {
+        PollWhat::Receipts => "a.last_poll_at",
+        PollWhat::Listings | PollWhat::LowStock => "a.last_listings_poll_at",
+    };
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "WITH s AS (
+           SELECT a.id,
+                  coalesce(extract(epoch FROM now() - {last}), 1e12) AS waited,
+                  EXISTS (SELECT 1 FROM listings l WHERE l.account_id = a.id AND l.status = 'published') AS live,
+                  EXISTS (SELECT 1 FROM orders o WHERE o.account_id = a.id
+                           AND o.created_at > now() - interval '7 days') AS selling,
+                  coalesce(a.last_push_at > now() - interval '1 day', false) AS pushed
+             FROM marketplace_accounts a
+            WHERE a.marketplace = 'etsy' AND a.status = 'connected')
+         SELECT id FROM s
+          WHERE live OR ($1 AND waited >= $2)
+          ORDER BY waited * CASE WHEN NOT live THEN 0.25 WHEN pushed THEN 1 WHEN selling THEN 4 ELSE 2 END DESC, id
+          LIMIT $3"
+    )))
+    .bind(what == PollWhat::Receipts)
+    .bind(budget.idle_every.as_secs_f64())
+    .bind(budget.polls)
+    .fetch_all(pool)
+    .await
+}
+
 /// Reads every listing of the shop (all states, 100 a page) and records on our listing rows what
 /// Etsy says of them; a listing we published that Etsy no longer shows as active is reported.
 async fn listings(ctx: &JobContext, account: &accounts::Account) -> Result<Value, JobError> {
@@ -131,6 +208,10 @@ async fn listings(ctx: &JobContext, account: &accounts::Account) -> Result<Value
     .bind(&quantities)
     .fetch_all(&ctx.pool)
     .await?;
+    sqlx::query("UPDATE marketplace_accounts SET last_listings_poll_at = now() WHERE id = $1")
+        .bind(account.id)
+        .execute(&ctx.pool)
+        .await?;
     Ok(json!({
         "listings_on_etsy": remote.len(),
         "changed": changed.iter().map(|(id, s)| json!({"listing": id, "remote_state": s})).collect::<Vec<_>>(),
