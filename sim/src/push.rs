@@ -3,7 +3,7 @@
 //! (replay), hold them and release them in reverse order (reorder), sign with a skewed clock.
 //! A delivery not answered 2xx is retried with a growing delay, as the marketplaces do.
 //!
-//! Admin: `PUT /_admin/webhooks` `{"url", "drop_next", "replay", "hold", "timestamp_offset_s",
+//! Admin: `PUT /_admin/webhooks` `{"url" ("": push nowhere), "drop_next", "replay", "hold", "timestamp_offset_s",
 //! "verification_token"}` (each optional; with `verification_token`, eBay's `challenge_code`
 //! handshake is done against `url` first and the call fails when the answer is wrong),
 //! `POST /_admin/webhooks/flush` `{"reverse": true}` sends what is held, `GET /_admin/webhooks`
@@ -177,8 +177,9 @@ async fn configure(body: Vec<u8>, Data(p): Data<&Arc<Pusher>>) -> Response {
         return json(StatusCode::CONFLICT, json!({"error": e}));
     }
     let mut c = lock(&p.cfg);
-    if u.url.is_some() {
-        c.url = u.url;
+    if let Some(url) = u.url {
+        // An empty url stops pushing (sales are then seen by polling alone).
+        c.url = (!url.is_empty()).then_some(url);
     }
     c.drop_next = u.drop_next.unwrap_or(c.drop_next);
     c.replay = u.replay.unwrap_or(c.replay);
