@@ -10,6 +10,7 @@ mod ebay_client;
 mod etsy_client;
 mod events;
 mod extension;
+mod kubernetes;
 mod lifecycle;
 mod limits;
 mod metrics;
