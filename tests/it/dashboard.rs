@@ -349,7 +349,8 @@ async fn the_event_stream_carries_job_state_changes_of_the_asked_kind() {
 async fn the_enqueue_trace_id_is_stored_and_on_every_log_line_of_the_run() {
     let db = TestDb::new().await;
     let api = Api::spawn(&db, &[]).await;
-    let w = worker(&db, &[("STOFLOW_LOG__FORMAT", "json")]);
+    // The documented shorthand (the Kubernetes manifests use `STOFLOW_LOG__FORMAT`).
+    let w = worker(&db, &[("STOFLOW_LOG_FORMAT", "json")]);
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let r = api
         .http
