@@ -376,7 +376,13 @@ impl Settings {
                     .split("__")
                     // Not settings: read by the tools themselves (worker create-user, stoflow-dev)
                     // or before settings load (LOG_FORMAT: the documented shorthand for log.format).
-                    .ignore(&["CONFIG", "ENV", "NEW_USER_PASSWORD", "DEV_NO_SIM", "LOG_FORMAT"]),
+                    .ignore(&[
+                        "CONFIG",
+                        "ENV",
+                        "NEW_USER_PASSWORD",
+                        "DEV_NO_SIM",
+                        "LOG_FORMAT",
+                    ]),
             );
         if let Ok(env) = std::env::var("STOFLOW_ENV") {
             fig = fig.merge(("security.environment", env));

@@ -124,6 +124,9 @@ impl Schedule {
     }
 }
 
+/// A schedule's tick: its time (epoch seconds) and how often it fires a day; None: a cron error.
+type Tick = (Schedule, Option<(u64, u32)>);
+
 /// How often `schedule` fires in the coming day (at least once: a yearly schedule still polls).
 fn ticks_per_day(schedule: &cron::Schedule) -> u32 {
     let now = chrono::Utc::now();
@@ -139,7 +142,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let pool = crate::connect(&settings).await?;
     let settings = Arc::new(settings);
     let notifier = Notifier::spawn(pool.clone());
-    let mut streams: Vec<BoxStream<'static, (Schedule, Option<(u64, u32)>)>> = Vec::new();
+    let mut streams: Vec<BoxStream<'static, Tick>> = Vec::new();
     for sched in Schedule::ALL {
         let expr = sched.cron(&settings);
         let schedule = cron::Schedule::from_str(expr)

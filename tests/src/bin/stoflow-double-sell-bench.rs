@@ -8,11 +8,11 @@
 //! Vinted via the extension (a sales sync task each `--cadence-s`). Then the fleet run:
 //! `--fleet-sales` products sold on random marketplaces (pushes on), one worker process killed
 //! with SIGKILL half way. A second buyer comes for each sold product at the path's target window
-//! (push: 5 s; polling and Vinted: cadence + 10 s) and at the end: a listing still live on its
-//! simulator then is a double sale.
+//! (push: 5 s; polling and Vinted: cadence + 10 s; up to 0.5 s later) and at the end: a listing
+//! still live on its simulator then is a double sale.
 //!
 //! `cargo run -p integration --bin stoflow-double-sell-bench -- [--per-path N] [--fleet-sales N]
-//!  [--cadence-s S] [--rate R]`
+//!  [--cadence-s S] [--path-rate R] [--rate R]` (defaults 40, 1000, 20, 1 and 8 sales a second)
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -100,6 +100,8 @@ struct Args {
     per_path: usize,
     fleet: usize,
     cadence: Duration,
+    /// Sales a second in the per-path phases (spread over several polling ticks) and the fleet run.
+    path_rate: f64,
     rate: f64,
 }
 
@@ -108,6 +110,7 @@ fn args() -> Args {
         per_path: 40,
         fleet: 1000,
         cadence: Duration::from_secs(20),
+        path_rate: 1.0,
         rate: 8.0,
     };
     let mut it = std::env::args().skip(1);
@@ -120,6 +123,7 @@ fn args() -> Args {
             "--per-path" => a.per_path = n as usize,
             "--fleet-sales" => a.fleet = n as usize,
             "--cadence-s" => a.cadence = Duration::from_secs(n as u64),
+            "--path-rate" => a.path_rate = n,
             "--rate" => a.rate = n,
             other => panic!("unknown flag {other}"),
         }
@@ -199,7 +203,7 @@ async fn main() {
             .into_iter()
             .map(|product| (product, path))
             .collect::<Vec<_>>();
-        let (done, second) = sell(&p, sales, a.rate, a.cadence, None).await;
+        let (done, second) = sell(&p, sales, a.path_rate, a.cadence, None).await;
         let calls = calls(&p).await;
         let windows: Vec<Duration> = done.iter().filter_map(|s| s.window).collect();
         report.push(format!(
@@ -245,7 +249,11 @@ async fn main() {
     let _ = extension.await;
 
     println!();
-    println!("## Per path ({} s polling cadence)", a.cadence.as_secs());
+    println!(
+        "## Per path ({} s polling cadence, {} sales a second)",
+        a.cadence.as_secs(),
+        a.path_rate
+    );
     for line in &report {
         println!("{line}");
     }
@@ -430,6 +438,7 @@ async fn sell(
     let settle = cadence + Duration::from_secs(60);
     let mut last_sale = Instant::now();
     let mut last_check = Instant::now();
+    let mut last_probe = Instant::now();
     loop {
         let now = Instant::now();
         if now >= next_sale {
@@ -462,12 +471,15 @@ async fn sell(
         if last_check.elapsed() >= Duration::from_millis(100) {
             last_check = Instant::now();
             resolve(p, &mut done, &mut open).await;
+            // Second buyers are served in batches every 0.5 s (each batch reads the simulators'
+            // whole state), so one may come up to 0.5 s after its target.
             let due: Vec<usize> = probes
                 .iter()
                 .filter(|(t, _)| *t <= Instant::now())
                 .map(|(_, i)| *i)
                 .collect();
-            if !due.is_empty() {
+            if !due.is_empty() && last_probe.elapsed() >= Duration::from_millis(500) {
+                last_probe = Instant::now();
                 probes.retain(|(t, _)| *t > Instant::now());
                 let live = live_by_product(p).await;
                 for i in due {
