@@ -26,7 +26,7 @@ pub struct AppState {
     pub notifier: Notifier,
     /// Batches concurrent single-job enqueues into one INSERT and commit.
     pub enqueuer: jobs::coalesce::Coalescer,
-    pub metrics: jobs::metrics::Metrics,
+    pub metrics: &'static jobs::metrics::Metrics,
     /// Ids of jobs whose state changed (from every worker process, via LISTEN).
     pub job_changes: tokio::sync::broadcast::Sender<i64>,
     /// Vinted accounts that have a new pending plugin task (wakes long-polling extensions).
@@ -114,8 +114,8 @@ fn cors(origins: &[String]) -> Option<poem::middleware::Cors> {
 /// (the same numbers as `GET /v1/queues`).
 async fn metrics(st: &AppState) -> poem::Result<poem::Response> {
     use jobs::metrics::{label_text, render_gauge};
+    // One registry per process: the API's own counters and the marketplace clients' share it.
     let mut out = st.metrics.render();
-    out.push_str(&jobs::metrics::global().render());
     jobs::metrics::render_process(&mut out);
     let stats = jobs::queue::stats(&st.pool, jobs::kinds::ALL_KINDS)
         .await
@@ -169,12 +169,12 @@ async fn metrics(st: &AppState) -> poem::Result<poem::Response> {
         &mut out,
         "stoflow_worker_processes",
         "Worker processes holding a live lease.",
-        &[(String::new(), alive as f64)],
+        &[(Vec::new(), alive as f64)],
     );
     limit_gauges(st, &mut out).await?;
     Ok(poem::Response::builder()
-        .content_type("text/plain; version=0.0.4")
-        .body(out))
+        .content_type(jobs::metrics::CONTENT_TYPE)
+        .body(jobs::metrics::finish(out)))
 }
 
 /// A database error outside an operation, as the same problem an operation would answer.
@@ -436,7 +436,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let job_changes = events::spawn_listener(pool.clone(), jobs::queue::EVENTS_CHANNEL);
     let plugin_wakeups = events::spawn_listener(pool.clone(), jobs::plugin::WAKEUP_CHANNEL);
     let st = Arc::new(AppState {
-        metrics: Default::default(),
+        metrics: jobs::metrics::global(),
         job_feed: events::spawn_feed(pool.clone(), &job_changes),
         job_changes,
         plugin_wakeups,

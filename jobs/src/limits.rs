@@ -136,7 +136,7 @@ pub struct Limits {
     local: Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>,
     /// Announced limits already written, so headers are written once per change.
     announced: Mutex<HashMap<String, (u64, u64)>>,
-    pub metrics: Metrics,
+    pub metrics: &'static Metrics,
 }
 
 impl Limits {
@@ -148,7 +148,7 @@ impl Limits {
             ebay_app: s.marketplaces.ebay.client_id.clone(),
             local: Mutex::default(),
             announced: Mutex::default(),
-            metrics: Metrics::default(),
+            metrics: crate::metrics::global(),
         }
     }
 

@@ -1,41 +1,34 @@
-//! Process metrics in the Prometheus text exposition format (version 0.0.4): counters and
-//! histograms per kind, kept in memory and rendered on scrape. Queue-wide gauges (depth per
-//! state, oldest waiting age) are read from the database by the API's `/metrics`.
+//! Process metrics on the official `prometheus-client` crate, exposed as OpenMetrics text:
+//! counters and histograms per kind, kept in memory and encoded on scrape. Queue-wide gauges
+//! (depth per state, oldest waiting age) are read from the database by the API's `/metrics`.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
+
+use prometheus_client::encoding::text::encode_registry;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 /// Histogram bucket bounds in seconds.
 const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0, 120.0,
 ];
 
-#[derive(Default, Clone)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
-}
+/// A sample's labels, in order.
+pub type Labels = Vec<(String, String)>;
 
-impl Histogram {
-    fn observe(&mut self, secs: f64) {
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                self.counts[i] += 1;
-            }
-        }
-        self.count += 1;
-        self.sum += secs;
-    }
-}
+/// The exposition's media type: OpenMetrics text, which Prometheus negotiates and scrapes.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-#[derive(Default)]
-struct Inner {
-    /// (name, labels) → value. Labels are rendered `k="v",…`.
-    counters: BTreeMap<(&'static str, String), u64>,
-    histograms: BTreeMap<(&'static str, String), Histogram>,
+/// Ends an exposition assembled from [`Metrics::render`] and gauge families (OpenMetrics wants one
+/// `# EOF`, at the very end).
+pub fn finish(mut out: String) -> String {
+    out.push_str("# EOF\n");
+    out
 }
 
 /// Metric descriptions, rendered as `# HELP` / `# TYPE` lines.
@@ -102,7 +95,7 @@ pub fn render_process(out: &mut String) {
         out,
         "process_start_time_seconds",
         "Start time of the process since the Unix epoch (first scrape or first use).",
-        &[(String::new(), start)],
+        &[(Vec::new(), start)],
     );
     let rss_pages = std::fs::read_to_string("/proc/self/statm")
         .ok()
@@ -112,7 +105,7 @@ pub fn render_process(out: &mut String) {
             out,
             "process_resident_memory_bytes",
             "Resident memory size in bytes.",
-            &[(String::new(), pages * 4096.0)],
+            &[(Vec::new(), pages * 4096.0)],
         );
     }
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
@@ -120,85 +113,92 @@ pub fn render_process(out: &mut String) {
             out,
             "process_open_fds",
             "Open file descriptors.",
-            &[(String::new(), fds.count() as f64)],
+            &[(Vec::new(), fds.count() as f64)],
         );
     }
 }
 
-#[derive(Default)]
+/// A histogram family on [`BUCKETS`].
+type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// This process's counters and histograms, declared in [`HELP`], on a `prometheus-client`
+/// registry. One per process ([`global`]), so no family is declared twice in an exposition.
 pub struct Metrics {
-    inner: Mutex<Inner>,
+    registry: Registry,
+    counters: BTreeMap<&'static str, Family<Labels, Counter>>,
+    histograms: BTreeMap<&'static str, Histograms>,
 }
 
-fn labels(pairs: &[(&str, &str)]) -> String {
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut m = Self {
+            registry: Registry::default(),
+            counters: BTreeMap::new(),
+            histograms: BTreeMap::new(),
+        };
+        for (name, kind, help) in HELP {
+            if *kind == "counter" {
+                let family = Family::<Labels, Counter>::default();
+                // The OpenMetrics encoder adds the `_total` suffix of counter samples itself.
+                let base = name.strip_suffix("_total").unwrap_or(name);
+                m.registry
+                    .register(base, help.trim_end_matches('.'), family.clone());
+                m.counters.insert(name, family);
+            } else {
+                let family: Histograms = Family::new_with_constructor(|| Histogram::new(BUCKETS));
+                m.registry
+                    .register(*name, help.trim_end_matches('.'), family.clone());
+                m.histograms.insert(name, family);
+            }
+        }
+        m
+    }
+}
+
+fn owned(pairs: &[(&str, &str)]) -> Labels {
     pairs
         .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
-        .collect::<Vec<_>>()
-        .join(",")
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 impl Metrics {
+    /// Adds `by` to counter `name` (one of [`HELP`]; an unknown name is a bug, ignored).
     pub fn inc(&self, name: &'static str, pairs: &[(&str, &str)], by: u64) {
-        *self
-            .inner
-            .lock()
-            .expect("metrics")
-            .counters
-            .entry((name, labels(pairs)))
-            .or_default() += by;
+        if let Some(f) = self.counters.get(name) {
+            f.get_or_create(&owned(pairs)).inc_by(by);
+        }
     }
 
     pub fn observe(&self, name: &'static str, pairs: &[(&str, &str)], d: Duration) {
-        self.inner
-            .lock()
-            .expect("metrics")
-            .histograms
-            .entry((name, labels(pairs)))
-            .or_default()
-            .observe(d.as_secs_f64());
+        if let Some(f) = self.histograms.get(name) {
+            f.get_or_create(&owned(pairs)).observe(d.as_secs_f64());
+        }
     }
 
-    /// Renders every metric recorded so far (families with no sample are left out, so two
-    /// registries rendered one after the other never declare a family twice).
+    /// Every family (OpenMetrics text, without the closing `# EOF`: see [`finish`]).
     pub fn render(&self) -> String {
-        let inner = self.inner.lock().expect("metrics");
         let mut out = String::new();
-        for (name, kind, help) in HELP {
-            let used = inner.counters.keys().any(|(n, _)| n == name)
-                || inner.histograms.keys().any(|(n, _)| n == name);
-            if !used {
-                continue;
-            }
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for ((n, l), v) in inner.counters.iter().filter(|((n, _), _)| n == name) {
-                let _ = writeln!(out, "{n}{{{l}}} {v}");
-            }
-            for ((n, l), h) in inner.histograms.iter().filter(|((n, _), _)| n == name) {
-                let sep = if l.is_empty() { "" } else { "," };
-                for (i, b) in BUCKETS.iter().enumerate() {
-                    let _ = writeln!(out, "{n}_bucket{{{l}{sep}le=\"{b}\"}} {}", h.counts[i]);
-                }
-                let _ = writeln!(out, "{n}_bucket{{{l}{sep}le=\"+Inf\"}} {}", h.count);
-                let _ = writeln!(out, "{n}_sum{{{l}}} {}", h.sum);
-                let _ = writeln!(out, "{n}_count{{{l}}} {}", h.count);
-            }
-        }
+        let _ = encode_registry(&mut out, &self.registry);
         out
     }
 }
 
 /// One gauge family, for values read at scrape time.
-pub fn render_gauge(out: &mut String, name: &str, help: &str, samples: &[(String, f64)]) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-    for (l, v) in samples {
-        let _ = writeln!(out, "{name}{{{l}}} {v}");
+pub fn render_gauge(out: &mut String, name: &str, help: &str, samples: &[(Labels, f64)]) {
+    let mut registry = Registry::default();
+    let family = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    for (labels, v) in samples {
+        family.get_or_create(labels).set(*v);
     }
+    // The encoder ends each help text with a period of its own.
+    registry.register(name, help.trim_end_matches('.'), family);
+    let _ = encode_registry(out, &registry);
 }
 
-/// Label text for gauges rendered with [`render_gauge`].
-pub fn label_text(pairs: &[(&str, &str)]) -> String {
-    labels(pairs)
+/// The labels of one gauge sample, for [`render_gauge`].
+pub fn label_text(pairs: &[(&str, &str)]) -> Labels {
+    owned(pairs)
 }
 
 #[cfg(test)]
@@ -221,20 +221,25 @@ mod tests {
             Duration::from_secs(2),
         );
         let text = m.render();
+        // One period ends each help text (the encoder adds it).
+        assert!(
+            text.contains("# HELP stoflow_jobs_started Runs started by this process.\n"),
+            "{text}"
+        );
         assert!(
             text.contains("stoflow_jobs_started_total{kind=\"noop\"} 3\n"),
             "{text}"
         );
         assert!(
-            text.contains("stoflow_job_run_seconds_bucket{kind=\"noop\",le=\"0.005\"} 1\n"),
+            text.contains("stoflow_job_run_seconds_bucket{le=\"0.005\",kind=\"noop\"} 1\n"),
             "{text}"
         );
         assert!(
-            text.contains("stoflow_job_run_seconds_bucket{kind=\"noop\",le=\"5\"} 2\n"),
+            text.contains("stoflow_job_run_seconds_bucket{le=\"5.0\",kind=\"noop\"} 2\n"),
             "{text}"
         );
         assert!(
-            text.contains("stoflow_job_run_seconds_bucket{kind=\"noop\",le=\"+Inf\"} 2\n"),
+            text.contains("stoflow_job_run_seconds_bucket{le=\"+Inf\",kind=\"noop\"} 2\n"),
             "{text}"
         );
         assert!(

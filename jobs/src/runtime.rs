@@ -73,7 +73,7 @@ pub fn error_entry(attempt: i32, class: &str, message: &str) -> Value {
 
 pub struct Runtime {
     pub worker_id: String,
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: &'static crate::metrics::Metrics,
     /// Announces claimed and finished jobs to live-status listeners.
     pub events: crate::queue::Notifier,
     pub pool: PgPool,
@@ -123,7 +123,7 @@ impl Runtime {
         let (tx, rx) = mpsc::unbounded_channel();
         let rt = Arc::new(Self {
             worker_id,
-            metrics: Default::default(),
+            metrics: crate::metrics::global(),
             events: crate::queue::Notifier::job_events(pool.clone()),
             pool,
             settings,

@@ -9,12 +9,16 @@ use serde_json::json;
 
 const T: Duration = Duration::from_secs(30);
 
-/// Parses the text exposition format strictly enough to catch malformed output: every sample
-/// belongs to a declared family, values are numbers, +Inf buckets equal counts.
+/// Parses the OpenMetrics text exposition strictly enough to catch malformed output: every sample
+/// belongs to a declared family (counters' samples end in `_total`), values are numbers, +Inf
+/// buckets equal counts, one `# EOF` ends it. Series without labels are keyed `name{}`.
 fn parse(text: &str) -> HashMap<String, f64> {
     let mut families: HashMap<String, String> = HashMap::new();
     let mut samples = HashMap::new();
-    for line in text.lines().filter(|l| !l.is_empty()) {
+    // OpenMetrics: one `# EOF`, last.
+    assert_eq!(text.lines().last(), Some("# EOF"), "{text}");
+    assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+    for line in text.lines().filter(|l| !l.is_empty() && *l != "# EOF") {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').expect("TYPE line");
             assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
@@ -31,25 +35,44 @@ fn parse(text: &str) -> HashMap<String, f64> {
             .parse()
             .unwrap_or_else(|_| panic!("bad value in {line:?}"));
         let name = series.split('{').next().unwrap();
-        let family = ["_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|s| name.strip_suffix(s))
-            .filter(|f| families.get(*f).is_some_and(|k| k == "histogram"))
-            .unwrap_or(name);
+        // A histogram's _bucket/_sum/_count and a counter's _total belong to its family.
+        let family = [
+            ("_bucket", "histogram"),
+            ("_sum", "histogram"),
+            ("_count", "histogram"),
+            ("_total", "counter"),
+        ]
+        .iter()
+        .find_map(|(s, kind)| {
+            name.strip_suffix(s)
+                .filter(|f| families.get(*f).is_some_and(|k| k == kind))
+        })
+        .unwrap_or(name);
+        assert!(
+            families.get(name).is_none_or(|k| k != "counter"),
+            "a counter sample without _total: {line}"
+        );
         assert!(
             families.contains_key(family),
             "sample of undeclared family: {line}"
         );
-        if series.contains('{') {
+        let series = if series.contains('{') {
             assert!(series.ends_with('}'), "{line}");
-        }
-        samples.insert(series.to_string(), value);
+            series.to_string()
+        } else {
+            format!("{series}{{}}")
+        };
+        samples.insert(series, value);
     }
     // The +Inf bucket of every histogram holds all its observations.
     for (series, v) in &samples {
-        if let Some((base, _)) = series.split_once(",le=\"+Inf\"") {
-            let count = samples[&format!("{}}}", base.replace("_bucket{", "_count{"))];
-            assert_eq!(*v, count, "+Inf bucket equals count for {series}");
+        if series.contains("le=\"+Inf\"") {
+            let count = series
+                .replace("le=\"+Inf\",", "")
+                .replace(",le=\"+Inf\"", "")
+                .replace("le=\"+Inf\"", "")
+                .replace("_bucket{", "_count{");
+            assert_eq!(*v, samples[&count], "+Inf bucket equals count for {series}");
         }
     }
     samples
@@ -71,15 +94,12 @@ async fn metrics_parse_and_match_the_api_after_a_known_workload() {
     api.wait_state(ok2, "done", T).await;
     api.wait_state(bad, "dead", T).await;
 
-    let text = api
-        .http
-        .get(api.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let r = api.http.get(api.url("/metrics")).send().await.unwrap();
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let text = r.text().await.unwrap();
     let m = parse(&text);
     let (_, q) = api.get_as(&api.ops, "/v1/queues").await;
     let noop = q["queues"]

@@ -47,8 +47,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let rt = Runtime::start(pool.clone(), settings.clone(), &kinds).await?;
     // Every marketplace request of this process takes its budget from the fleet-wide limiter.
     let limits = Arc::new(jobs::limits::Limits::new(pool.clone(), &settings));
-    jobs::limits::install(limits.clone());
-    let metrics_server = serve_metrics(&rt, limits).await?;
+    jobs::limits::install(limits);
+    let metrics_server = serve_metrics(&rt).await?;
     let market = Arc::new(jobs::marketplace::Marketplaces::new(&settings)?);
     let ctx = JobContext {
         pool,
@@ -101,10 +101,7 @@ pub use jobs::shutdown_signal;
 
 /// Serves this process's Prometheus metrics at `worker.metrics_bind` and records the URL in its
 /// workers row, so scrapers and the dashboard can find every worker process.
-async fn serve_metrics(
-    rt: &Arc<Runtime>,
-    limits: Arc<jobs::limits::Limits>,
-) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+async fn serve_metrics(rt: &Arc<Runtime>) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     use poem::listener::{Acceptor, Listener, TcpListener};
     let bind = rt.settings.worker.metrics_bind.clone();
     if bind.is_empty() {
@@ -126,13 +123,12 @@ async fn serve_metrics(
     let app = poem::Route::new().at(
         "/metrics",
         poem::get(poem::endpoint::make_sync(move |_| {
+            // One registry per process: the runtime's, the limiter's and the clients' counters.
             let mut text = rt2.metrics.render();
-            text.push_str(&jobs::metrics::global().render());
             jobs::metrics::render_process(&mut text);
-            text.push_str(&limits.metrics.render());
             poem::Response::builder()
-                .content_type("text/plain; version=0.0.4")
-                .body(text)
+                .content_type(jobs::metrics::CONTENT_TYPE)
+                .body(jobs::metrics::finish(text))
         })),
     );
     Ok(Some(tokio::spawn(async move {
