@@ -1,7 +1,7 @@
 //! The TypeScript client (`clients/typescript/`): its committed document and generated types
 //! match what the API serves (no drift), it type-checks, and its example logs in, enqueues a
 //! `noop` job and follows it over `GET /v1/events` to `done` against a real API and worker.
-//! `STOFLOW_UPDATE_CLIENT=1` rewrites the committed files from the running API instead.
+//! `UPDATE_TS_CLIENT=1` rewrites the committed files from the running API instead.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -70,12 +70,12 @@ async fn typescript_client_matches_the_document_and_follows_a_job_over_sse() {
         "openapi-typescript warned on the document:\n{stderr}"
     );
     let fresh = std::fs::read_to_string(&fresh).unwrap();
-    if std::env::var_os("STOFLOW_UPDATE_CLIENT").is_some() {
+    if std::env::var_os("UPDATE_TS_CLIENT").is_some() {
         std::fs::write(dir.join("openapi.json"), &served).unwrap();
         std::fs::write(dir.join("src/schema.ts"), &fresh).unwrap();
     }
     let stale = "clients/typescript is stale: regenerate it with \
-                 STOFLOW_UPDATE_CLIENT=1 cargo test -p integration --test it -- ts_client";
+                 UPDATE_TS_CLIENT=1 cargo test -p integration --test it -- ts_client";
     assert!(
         committed(&dir.join("openapi.json")) == served,
         "{stale} (openapi.json differs from the served /openapi.json)"

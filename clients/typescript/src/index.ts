@@ -7,6 +7,7 @@ import type { components, paths } from "./schema.js";
 export type { components, paths };
 export type Schemas = components["schemas"];
 export type JobChange = Schemas["JobChange"];
+export type KindName = Schemas["KindName"];
 
 export type StoflowClient = Client<paths>;
 
@@ -29,7 +30,7 @@ export function stoflowClient(baseUrl: string, token?: () => string | undefined)
  */
 export async function jobEvents(
   client: StoflowClient,
-  opts: { kind?: string; signal?: AbortSignal } = {},
+  opts: { kind?: KindName; signal?: AbortSignal } = {},
 ): Promise<AsyncGenerator<JobChange>> {
   const { data, error, response } = await client.GET("/v1/events", {
     params: { query: { kind: opts.kind } },

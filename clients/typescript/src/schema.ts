@@ -327,9 +327,11 @@ export interface paths {
                 query?: {
                     /** @description Ops only: the jobs of this tenant. */
                     tenant_id?: number;
-                    kind?: string;
+                    kind?: components["schemas"]["KindName"];
                     state?: components["schemas"]["JobState"];
+                    /** @description At most 500, or `api.list_max` when that is lower. */
                     limit?: number;
+                    /** @description `next_cursor` of the previous page (a positive id). */
                     cursor?: string;
                 };
                 header?: never;
@@ -1269,6 +1271,7 @@ export interface paths {
                 query?: {
                     status?: components["schemas"]["ProductStatus"];
                     limit?: number;
+                    /** @description `next_cursor` of the previous page (a positive id). */
                     cursor?: string;
                 };
                 header?: never;
@@ -1393,7 +1396,7 @@ export interface paths {
             };
             requestBody: {
                 content: {
-                    "application/json; charset=utf-8": components["schemas"]["ProductInput"];
+                    "application/json; charset=utf-8": components["schemas"]["NewProduct"];
                 };
             };
             responses: {
@@ -3354,6 +3357,7 @@ export interface paths {
                 query?: {
                     marketplace?: components["schemas"]["Marketplace"];
                     limit?: number;
+                    /** @description `next_cursor` of the previous page (a positive id). */
                     cursor?: string;
                 };
                 header?: never;
@@ -5273,8 +5277,8 @@ export interface paths {
         /** eBay Notification API endpoint validation: answers `challenge_code` */
         get: {
             parameters: {
-                query?: {
-                    challenge_code?: string;
+                query: {
+                    challenge_code: string;
                 };
                 header?: never;
                 path?: never;
@@ -5787,10 +5791,11 @@ export interface paths {
         get: {
             parameters: {
                 query?: {
-                    kind?: string;
+                    kind?: components["schemas"]["KindName"];
                     state?: components["schemas"]["JobState"];
                     q?: string;
                     limit?: number;
+                    /** @description `next_cursor` of the previous page (a positive id). */
                     cursor?: string;
                 };
                 header?: never;
@@ -6324,6 +6329,7 @@ export interface paths {
             parameters: {
                 query?: {
                     limit?: number;
+                    /** @description `next_cursor` of the previous page (a positive id). */
                     cursor?: string;
                 };
                 header?: never;
@@ -6595,7 +6601,7 @@ export interface paths {
         get: {
             parameters: {
                 query?: {
-                    kind?: string;
+                    kind?: components["schemas"]["KindName"];
                 };
                 header?: never;
                 path?: never;
@@ -6731,7 +6737,31 @@ export interface components {
              * @enum {string}
              */
             kind: "noop";
-        } & components["schemas"]["Noop"];
+            /**
+             * Format: uint64
+             * @description Sleep this long before finishing.
+             */
+            sleep_ms?: number;
+            /** @description How to fail, if at all. */
+            fail?: components["schemas"]["NoopFailure"] & unknown;
+            /**
+             * Format: int32
+             * @description Fail only on attempts 1..=fail_attempts (snooze: on the first fail_attempts runs), then
+             *     succeed. Unset: fail every time.
+             */
+            fail_attempts?: number;
+            /**
+             * Format: uint32
+             * @description Calls Etsy's `openapi-ping` this many times (through the fleet-wide limiter) before
+             *     finishing: load for rate-limit tests and benchmarks.
+             */
+            etsy_pings?: number;
+            /**
+             * Format: uint64
+             * @description With `fail = snooze`: how long.
+             */
+            snooze_ms?: number;
+        };
         /** @description The kinds clients may enqueue, tagged by `kind`. */
         AnyJob_PollEtsy: {
             /**
@@ -6739,7 +6769,10 @@ export interface components {
              * @enum {string}
              */
             kind: "poll_etsy";
-        } & components["schemas"]["PollEtsy"];
+            /** Format: int64 */
+            account_id: number;
+            what: components["schemas"]["PollWhat"];
+        };
         /** @description The kinds clients may enqueue, tagged by `kind`. */
         AnyJob_PublishListing: {
             /**
@@ -6747,7 +6780,10 @@ export interface components {
              * @enum {string}
              */
             kind: "publish_listing";
-        } & components["schemas"]["PublishListing"];
+            /** Format: int64 */
+            product_id: number;
+            marketplace: components["schemas"]["Marketplace"];
+        };
         /** @description The kinds clients may enqueue, tagged by `kind`. */
         AnyJob_RefreshToken: {
             /**
@@ -6755,7 +6791,9 @@ export interface components {
              * @enum {string}
              */
             kind: "refresh_token";
-        } & components["schemas"]["RefreshToken"];
+            /** Format: int64 */
+            account_id: number;
+        };
         /** @description The kinds clients may enqueue, tagged by `kind`. */
         AnyJob_SyncOrders: {
             /**
@@ -6763,7 +6801,9 @@ export interface components {
              * @enum {string}
              */
             kind: "sync_orders";
-        } & components["schemas"]["SyncOrders"];
+            /** Format: int64 */
+            account_id: number;
+        };
         /** @description The kinds clients may enqueue, tagged by `kind`. */
         AnyJob_WithdrawListing: {
             /**
@@ -6771,7 +6811,12 @@ export interface components {
              * @enum {string}
              */
             kind: "withdraw_listing";
-        } & components["schemas"]["WithdrawListing"];
+            /** Format: int64 */
+            product_id: number;
+            marketplace: components["schemas"]["Marketplace"];
+            /** @description Why, kept on the listing (e.g. "sold out on etsy"). */
+            reason?: string;
+        };
         /** AuditPage */
         AuditPage: {
             entries: components["schemas"]["Entry"][];
@@ -6798,7 +6843,7 @@ export interface components {
         /** BulkRequest */
         BulkRequest: {
             action: components["schemas"]["BulkKind"];
-            kind?: string;
+            kind?: components["schemas"]["KindName"];
             /** @description Must be a state the action applies to; absent means all of them. */
             state?: components["schemas"]["JobState"] & unknown;
             /** @description Same text filter as the jobs list (id, arguments, idempotency key, trace id, error). */
@@ -7206,6 +7251,11 @@ export interface components {
             kind: string;
             paused: boolean;
         };
+        /**
+         * @description A job kind.
+         * @enum {string}
+         */
+        KindName: "publish_listing" | "withdraw_listing" | "sync_orders" | "refresh_token" | "poll_etsy" | "noop" | "prune_jobs" | "dispatch_plugin_task" | "handle_webhook";
         /** KindStats */
         KindStats: {
             kind: string;
@@ -7786,6 +7836,31 @@ export interface components {
              * @description A process silent this long is dead.
              */
             lease_timeout_ms: number;
+        };
+        /**
+         * NewProduct
+         * @description A product as the seller writes it. On create, `title`, `condition` and `price` are required;
+         *     on update (PATCH) every field is optional and only the ones sent change.
+         */
+        NewProduct: {
+            /** @description The marketplace SKU: letters, digits, `-`, `_`, at most 50. Generated when omitted. */
+            sku?: string;
+            title: string;
+            description?: string;
+            brand?: string;
+            category?: string;
+            condition: components["schemas"]["Condition"];
+            /** @description A decimal amount with at most two decimals, e.g. "12.50". */
+            price: string;
+            /** @description ISO 4217 code, e.g. EUR. */
+            currency?: string;
+            size?: string;
+            color?: string;
+            /** Format: int32 */
+            stock_quantity?: number;
+            /** @description Image URLs (http or https), at most 24. */
+            images?: string[];
+            status?: components["schemas"]["ProductStatus"];
         };
     };
     responses: never;
