@@ -9,6 +9,12 @@
 //!   does not have).
 //! - Unsigned integers (`format: uint64`, …) get `minimum: 0`: generators and fuzzers ignore
 //!   the format, the parser refuses a negative.
+//! - A documented field of a tagged union type is `allOf: [{$ref}, {description}]`, which
+//!   generators read as inheritance and drop the tag from (openapi-typescript: `Omit<AnyJob,
+//!   "kind">`): it becomes a plain `$ref` with its description.
+//! - Checks the handlers make (422) are stated too: `EnqueueRequest` takes `run_at` or
+//!   `delay_ms`, not both; a product's images are http(s) URLs of at most 2048 characters, its
+//!   price is above zero and its texts hold no NUL (`products::fields`).
 //! - `POST /v1/products` takes `ProductInput` with `title`, `condition` and `price` required: the
 //!   document names that `NewProduct`.
 
@@ -90,11 +96,111 @@ pub fn document(spec: &str) -> String {
         let merged = merge_variant(schemas, &schemas[&v]);
         schemas.insert(v, merged);
     }
+    handler_checks(schemas);
     new_product(&mut doc);
     unsigned_minimum(&mut doc);
+    let unions: Vec<String> = schemas_of(&doc)
+        .iter()
+        .filter(|(_, s)| s.get("discriminator").is_some())
+        .map(|(n, _)| format!("#/components/schemas/{n}"))
+        .collect();
+    plain_union_refs(&mut doc, &unions);
     let mut out = serde_json::to_string_pretty(&doc).expect("serialize");
     out.push('\n');
     out
+}
+
+fn schemas_of(doc: &J) -> &IndexMap<String, J> {
+    doc.get("components")
+        .and_then(|c| c.get("schemas"))
+        .and_then(J::obj)
+        .expect("schemas")
+}
+
+fn set(schema: &mut J, path: &[&str], key: &str, value: J) {
+    let mut at = schema;
+    for p in path {
+        at = at
+            .obj_mut()
+            .and_then(|m| m.get_mut(*p))
+            .unwrap_or_else(|| panic!("no {p} in the document"));
+    }
+    at.obj_mut().expect("an object").insert(key.into(), value);
+}
+
+/// What the handlers check beyond poem-openapi's validators (they answer 422).
+fn handler_checks(schemas: &mut IndexMap<String, J>) {
+    let s = |v: &str| J::Scalar(v.into());
+    let enqueue = schemas.get_mut("EnqueueRequest").expect("EnqueueRequest");
+    let both = J::Arr(vec![s("run_at"), s("delay_ms")]);
+    set(
+        enqueue,
+        &[],
+        "not",
+        J::Obj([("required".to_string(), both)].into()),
+    );
+    let product = schemas
+        .get_mut(&products::ProductInput::name().into_owned())
+        .expect("ProductInput");
+    set(
+        product,
+        &["properties", "images", "items"],
+        "pattern",
+        s("^https?://"),
+    );
+    set(
+        product,
+        &["properties", "images", "items"],
+        "maxLength",
+        J::Scalar(2048.into()),
+    );
+    // The validator's `^[0-9]{1,9}(\.[0-9]{1,2})?$` with a digit other than 0 (without a
+    // lookahead, which not every pattern engine has): the first one at each place, or cents.
+    let whole = (0..9)
+        .map(|zeros| format!("0{{{zeros}}}[1-9][0-9]{{0,{}}}", 8 - zeros))
+        .collect::<Vec<_>>()
+        .join("|");
+    let price = format!(r"^((?:{whole})(\.[0-9]{{1,2}})?|0{{1,9}}\.(0[1-9]|[1-9][0-9]?))$");
+    set(product, &["properties", "price"], "pattern", s(&price));
+    for field in ["title", "description", "brand", "category", "size", "color"] {
+        set(
+            product,
+            &["properties", field],
+            "pattern",
+            s(r"^[^\u0000]*$"),
+        );
+    }
+}
+
+/// `allOf: [{$ref: union}, {description}]` → `{$ref: union, description}`.
+fn plain_union_refs(j: &mut J, unions: &[String]) {
+    match j {
+        J::Obj(m) => {
+            let plain = match m.get("allOf") {
+                Some(J::Arr(parts)) if parts.len() == 2 => match (&parts[0], &parts[1]) {
+                    (J::Obj(r), J::Obj(d))
+                        if r.len() == 1
+                            && matches!(r.get("$ref"), Some(J::Scalar(serde_json::Value::String(t))) if unions.contains(t))
+                            && d.keys().all(|k| k == "description") =>
+                    {
+                        Some((r["$ref"].clone(), d.get("description").cloned()))
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some((r, d)) = plain {
+                m.shift_remove("allOf");
+                m.insert("$ref".into(), r);
+                if let Some(d) = d {
+                    m.insert("description".into(), d);
+                }
+            }
+            m.values_mut().for_each(|v| plain_union_refs(v, unions));
+        }
+        J::Arr(a) => a.iter_mut().for_each(|v| plain_union_refs(v, unions)),
+        J::Scalar(_) => {}
+    }
 }
 
 /// `minimum: 0` on every unsigned integer schema that has no minimum.
@@ -190,6 +296,10 @@ fn merge_variant(schemas: &IndexMap<String, J>, variant: &J) -> J {
 
 #[cfg(test)]
 mod tests {
+    fn regex_lite(pattern: &serde_json::Value) -> regex::Regex {
+        regex::Regex::new(pattern.as_str().expect("a pattern")).expect("a valid pattern")
+    }
+
     #[test]
     fn closes_objects_merges_kind_variants_and_names_new_product_in_written_order() {
         let spec = r##"{"openapi": "3.0.0",
@@ -197,8 +307,13 @@ mod tests {
               {"schema": {"$ref": "#/components/schemas/ProductInput"}}}}}}},
           "components": {"schemas": {
             "LoginRequest": {"type": "object", "properties": {"email": {}, "password": {}}},
-            "RefreshRequest": {"type": "object"}, "EnqueueRequest": {"type": "object"},
-            "BatchRequest": {"type": "object"}, "ProductInput": {"type": "object", "properties": {"title": {}}},
+            "RefreshRequest": {"type": "object"}, "EnqueueRequest": {"type": "object", "properties": {"job": {"allOf": [
+                {"$ref": "#/components/schemas/AnyJob"}, {"description": "The job."}]}}},
+            "AnyJob": {"type": "object", "discriminator": {"propertyName": "kind"},
+                       "anyOf": [{"$ref": "#/components/schemas/AnyJob_Noop"}]},
+            "BatchRequest": {"type": "object"}, "ProductInput": {"type": "object", "properties": {"title": {}, "description": {},
+                "brand": {}, "category": {}, "price": {}, "size": {}, "color": {},
+                "images": {"type": "array", "items": {"type": "string"}}}},
             "PublishRequest": {"type": "object"}, "SettingsInput": {"type": "object"},
             "ConnectVinted": {"type": "object"}, "SessionReport": {"type": "object"},
             "BulkRequest": {"type": "object"},
@@ -216,6 +331,39 @@ mod tests {
             serde_json::json!(["title", "condition", "price"])
         );
         assert_eq!(s["NewProduct"]["additionalProperties"], false);
+        let job = &s["EnqueueRequest"]["properties"]["job"];
+        assert_eq!(
+            job,
+            &serde_json::json!({"$ref": "#/components/schemas/AnyJob", "description": "The job."})
+        );
+        assert_eq!(
+            s["EnqueueRequest"]["not"],
+            serde_json::json!({"required": ["run_at", "delay_ms"]})
+        );
+        let price = regex_lite(&s["ProductInput"]["properties"]["price"]["pattern"]);
+        for ok in [
+            "1",
+            "0.01",
+            "0.5",
+            "000000001",
+            "999999999.99",
+            "10",
+            "0010.00",
+        ] {
+            assert!(price.is_match(ok), "{ok}");
+        }
+        for bad in [
+            "0",
+            "0.00",
+            "000000000.0",
+            "0000000001",
+            "1234567890",
+            "1.234",
+            "",
+            "1.",
+        ] {
+            assert!(!price.is_match(bad), "{bad}");
+        }
         assert_eq!(
             doc["paths"]["/v1/products"]["post"]["requestBody"]["content"]["application/json"]["schema"]
                 ["$ref"],

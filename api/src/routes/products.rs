@@ -57,7 +57,7 @@ pub struct ProductInput {
     #[oai(validator(max_length = 200))]
     pub category: Option<String>,
     pub condition: Option<Condition>,
-    /// A decimal amount with at most two decimals, e.g. "12.50".
+    /// A decimal amount above zero with at most two decimals, e.g. "12.50".
     #[oai(validator(pattern = r"^[0-9]{1,9}(\.[0-9]{1,2})?$"))]
     pub price: Option<String>,
     /// ISO 4217 code, e.g. EUR.

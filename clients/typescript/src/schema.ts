@@ -6914,7 +6914,7 @@ export interface components {
          */
         EnqueueRequest: {
             /** @description The job: `kind` selects the arguments' schema. */
-            job: Omit<components["schemas"]["AnyJob"], "kind"> & unknown;
+            job: components["schemas"]["AnyJob"];
             /**
              * Format: int16
              * @description Higher runs first among ready jobs of a kind.
@@ -7618,7 +7618,7 @@ export interface components {
             brand?: string;
             category?: string;
             condition?: components["schemas"]["Condition"];
-            /** @description A decimal amount with at most two decimals, e.g. "12.50". */
+            /** @description A decimal amount above zero with at most two decimals, e.g. "12.50". */
             price?: string;
             /** @description ISO 4217 code, e.g. EUR. */
             currency?: string;
@@ -7850,7 +7850,7 @@ export interface components {
             brand?: string;
             category?: string;
             condition: components["schemas"]["Condition"];
-            /** @description A decimal amount with at most two decimals, e.g. "12.50". */
+            /** @description A decimal amount above zero with at most two decimals, e.g. "12.50". */
             price: string;
             /** @description ISO 4217 code, e.g. EUR. */
             currency?: string;
