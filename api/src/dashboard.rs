@@ -175,7 +175,7 @@ pub enum BulkKind {
 #[oai(deny_unknown_fields)]
 pub struct BulkRequest {
     pub action: BulkKind,
-    pub kind: Option<String>,
+    pub kind: Option<crate::routes::KindName>,
     /// Must be a state the action applies to; absent means all of them.
     pub state: Option<JobState>,
     /// Same text filter as the jobs list (id, arguments, idempotency key, trace id, error).
@@ -231,23 +231,12 @@ pub struct DashboardApi {
     pub st: Arc<AppState>,
 }
 
-fn check_kind(kind: Option<&str>) -> Result<(), Problem> {
-    match kind {
-        Some(k) if !ALL_KINDS.contains(&k) => Err(Problem::bad_request(format!(
-            "unknown kind {k:?}; known kinds: {}",
-            ALL_KINDS.join(", ")
-        ))),
-        _ => Ok(()),
-    }
-}
-
 fn ms(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<i64> {
     Some((b? - a?).num_milliseconds())
 }
 
 impl DashboardApi {
     fn bulk_filter(&self, b: &BulkRequest) -> Result<(BulkAction, JobFilter), Problem> {
-        check_kind(b.kind.as_deref())?;
         let action = match b.action {
             BulkKind::Retry => BulkAction::Retry,
             BulkKind::Cancel => BulkAction::Cancel,
@@ -275,7 +264,7 @@ impl DashboardApi {
         Ok((
             action,
             JobFilter {
-                kind: b.kind.clone(),
+                kind: b.kind.clone().map(|k| k.0),
                 state: b.state,
                 text: b.q.clone(),
             },
@@ -331,17 +320,18 @@ impl DashboardApi {
     #[oai(path = "/v1/dashboard/jobs", method = "get")]
     async fn jobs(
         &self,
-        kind: Query<Option<String>>,
+        kind: Query<Option<crate::routes::KindName>>,
         state: Query<Option<JobState>>,
         #[oai(validator(min_length = 1, max_length = 200))] q: Query<Option<String>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))] limit: Query<Option<u32>>,
+        /// `next_cursor` of the previous page (a positive id).
+        #[oai(validator(pattern = r"^[1-9][0-9]{0,17}$"))]
         cursor: Query<Option<String>>,
     ) -> Result<Json<JobPage>, Problem> {
-        check_kind(kind.0.as_deref())?;
         let before = crate::routes::parse_cursor(cursor.0.as_deref())?;
         let has_text = q.0.is_some();
         let filter = JobFilter {
-            kind: kind.0,
+            kind: kind.0.map(|k| k.0),
             state: state.0,
             text: q.0.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
         };
@@ -444,7 +434,7 @@ impl DashboardApi {
                 },
                 target: None,
                 filter: Some(json!({
-                    "kind": b.kind, "state": b.state.map(JobState::as_str), "q": b.q,
+                    "kind": b.kind.as_ref().map(|k| &k.0), "state": b.state.map(JobState::as_str), "q": b.q,
                 })),
                 count: changed,
                 reason: b.reason.as_deref(),
@@ -459,6 +449,8 @@ impl DashboardApi {
     async fn audit(
         &self,
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))] limit: Query<Option<u32>>,
+        /// `next_cursor` of the previous page (a positive id).
+        #[oai(validator(pattern = r"^[1-9][0-9]{0,17}$"))]
         cursor: Query<Option<String>>,
     ) -> Result<Json<AuditPage>, Problem> {
         let before = crate::routes::parse_cursor(cursor.0.as_deref())?;

@@ -150,23 +150,15 @@ impl EventsApi {
     async fn events(
         &self,
         auth: crate::auth::Seller,
-        kind: poem_openapi::param::Query<Option<String>>,
+        kind: poem_openapi::param::Query<Option<crate::routes::KindName>>,
     ) -> Result<
         poem_openapi::payload::EventStream<futures::stream::BoxStream<'static, JobChange>>,
         crate::problem::Problem,
     > {
         use futures::StreamExt;
-        if let Some(k) = kind.0.as_deref()
-            && !jobs::kinds::ALL_KINDS.contains(&k)
-        {
-            return Err(crate::problem::Problem::bad_request(format!(
-                "unknown kind {k:?}; known kinds: {}",
-                jobs::kinds::ALL_KINDS.join(", ")
-            )));
-        }
         let scope = Scope {
             tenant: auth.job_scope(),
-            kind: kind.0,
+            kind: kind.0.map(|k| k.0),
         };
         let rx = self.st.job_feed.subscribe();
         let stream = futures::stream::unfold(rx, |mut rx| async move {

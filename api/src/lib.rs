@@ -5,6 +5,7 @@ pub mod auth;
 pub mod conn;
 pub mod dashboard;
 pub mod events;
+pub mod openapi;
 pub mod problem;
 pub mod routes;
 pub mod tenancy;
@@ -67,7 +68,12 @@ pub fn app(st: Arc<AppState>) -> impl Endpoint {
     );
     let service = OpenApiService::new(apis, "Stoflow Jobs", env!("CARGO_PKG_VERSION"))
         .description("Typed jobs over HTTP into Postgres, run by separate worker processes.");
-    let spec = service.spec_endpoint();
+    let spec = openapi::document(&service.spec());
+    let spec = poem::endpoint::make_sync(move |_| {
+        poem::Response::builder()
+            .content_type("application/json")
+            .body(spec.clone())
+    });
     let metrics_st = st_for_metrics.clone();
     let docs = service.swagger_ui();
     Route::new()

@@ -444,19 +444,15 @@ impl JobsApi {
         /// Ops only: the jobs of this tenant.
         #[oai(validator(minimum(value = "1")))]
         tenant_id: Query<Option<i64>>,
-        kind: Query<Option<String>>,
+        kind: Query<Option<super::KindName>>,
         state: Query<Option<JobState>>,
-        #[oai(validator(minimum(value = "1")))] limit: Query<Option<u32>>,
+        /// At most 500, or `api.list_max` when that is lower.
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
+        limit: Query<Option<u32>>,
+        /// `next_cursor` of the previous page (a positive id).
+        #[oai(validator(pattern = r"^[1-9][0-9]{0,17}$"))]
         cursor: Query<Option<String>>,
     ) -> Result<Json<JobList>, Problem> {
-        if let Some(k) = kind.0.as_deref()
-            && !ALL_KINDS.contains(&k)
-        {
-            return Err(Problem::bad_request(format!(
-                "unknown kind {k:?}; known kinds: {}",
-                ALL_KINDS.join(", ")
-            )));
-        }
         let max = self.st.settings.api.list_max;
         let limit = limit.0.unwrap_or(50);
         if limit > max {
@@ -474,7 +470,7 @@ impl JobsApi {
         };
         let filter = ListFilter {
             tenant,
-            kind: kind.0,
+            kind: kind.0.map(|k| k.0),
             state: state.0,
             before_id,
             limit,

@@ -72,6 +72,8 @@ impl OrdersApi {
         auth: Seller,
         marketplace: Query<Option<Marketplace>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))] limit: Query<Option<u32>>,
+        /// `next_cursor` of the previous page (a positive id).
+        #[oai(validator(pattern = r"^[1-9][0-9]{0,17}$"))]
         cursor: Query<Option<String>>,
     ) -> Result<Json<OrderList>, Problem> {
         let limit = limit.0.unwrap_or(50);

@@ -57,7 +57,7 @@ pub struct ProductInput {
     #[oai(validator(max_length = 200))]
     pub category: Option<String>,
     pub condition: Option<Condition>,
-    /// A decimal amount with at most two decimals, e.g. "12.50".
+    /// A decimal amount above zero with at most two decimals, e.g. "12.50".
     #[oai(validator(pattern = r"^[0-9]{1,9}(\.[0-9]{1,2})?$"))]
     pub price: Option<String>,
     /// ISO 4217 code, e.g. EUR.
@@ -207,15 +207,15 @@ impl From<CatalogueError> for Problem {
     }
 }
 
+/// The fields `POST /v1/products` requires (the document's `NewProduct` lists them too).
+pub const CREATE_REQUIRED: [&str; 3] = ["title", "condition", "price"];
+
 /// Checks beyond the schema and converts to the catalogue's fields.
 fn fields(p: ProductInput, creating: bool) -> Result<ProductFields, Problem> {
     if creating {
-        for (field, missing) in [
-            ("title", p.title.is_none()),
-            ("condition", p.condition.is_none()),
-            ("price", p.price.is_none()),
-        ] {
-            if missing {
+        let present = [p.title.is_some(), p.condition.is_some(), p.price.is_some()];
+        for (field, present) in CREATE_REQUIRED.into_iter().zip(present) {
+            if !present {
                 return Err(Problem::unprocessable(format!(
                     "{field} is required to create a product"
                 )));
@@ -305,6 +305,8 @@ impl ProductsApi {
         auth: Seller,
         status: Query<Option<ProductStatus>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))] limit: Query<Option<u32>>,
+        /// `next_cursor` of the previous page (a positive id).
+        #[oai(validator(pattern = r"^[1-9][0-9]{0,17}$"))]
         cursor: Query<Option<String>>,
     ) -> Result<Json<ProductList>, Problem> {
         let limit = limit.0.unwrap_or(50);

@@ -79,11 +79,9 @@ impl WebhooksApi {
     #[oai(path = "/webhooks/ebay", method = "get")]
     async fn ebay_challenge(
         &self,
-        challenge_code: Query<Option<String>>,
+        #[oai(validator(min_length = 1))] challenge_code: Query<String>,
     ) -> Result<Json<Challenge>, Problem> {
-        let Some(code) = challenge_code.0.filter(|c| !c.is_empty()) else {
-            return Err(Problem::bad_request("challenge_code is required"));
-        };
+        let code = challenge_code.0;
         let s = &self.st.settings.marketplaces.ebay;
         Ok(Json(Challenge {
             challenge_response: webhooks::ebay_challenge_response(
