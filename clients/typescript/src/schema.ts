@@ -4308,6 +4308,12 @@ export interface paths {
                 query?: {
                     /** @description The extension's page size (default 10). */
                     limit?: number;
+                    /**
+                     * @description Device token: with nothing to do, hold the request up to this many seconds and answer
+                     *     as soon as a task is pending (long polling; default 0: answer at once). At most 25,
+                     *     under the server's 30 s limit on a request's handling.
+                     */
+                    wait?: number;
                 };
                 header?: never;
                 path?: never;
