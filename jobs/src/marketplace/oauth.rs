@@ -3,7 +3,9 @@
 //! through [`super::send`], so it takes its budget from the fleet-wide limiter, feeds the circuit
 //! breaker, and a non-2xx answer is classified by our taxonomy ([`super::classify`]) before
 //! `oauth2` sees it. `oauth2` therefore only ever parses successful answers; the marketplaces'
-//! own error shapes (and `invalid_grant` → reconnect) stay ours.
+//! own error shapes (and `invalid_grant` → reconnect) stay ours: its `BasicErrorResponse` reads
+//! only RFC 6749 bodies (`{"error": …}`), not eBay's `{"errors":[{"errorId": …}]}` or Etsy's
+//! arrays, and drops the status and `retry-after` that tell a 5xx or a 429 from a refusal.
 //!
 //! What the crate does not do, and stays here or in the clients (measured against the
 //! simulators and shared/marketplaces.md):
@@ -14,7 +16,10 @@
 //!   are optional; we require what each marketplace documents (eBay's code exchange and every
 //!   Etsy answer carry a refresh token, every answer an expiry) and call a missing one the
 //!   marketplace misbehaving, as a body that does not parse always was. eBay's extra
-//!   `refresh_token_expires_in` is an extra token field.
+//!   `refresh_token_expires_in` is an extra token field. `token_type` is required by `oauth2`;
+//!   both marketplaces send it ("User Access Token", "Bearer").
+//! - Consent URLs are form-encoded by `oauth2` (spaces as `+`); Etsy documents `%20` between
+//!   scopes, so its client rewrites them.
 
 use std::future::Future;
 use std::pin::Pin;
