@@ -2,7 +2,6 @@
 //! tokens sealed at rest ([`crate::secrets`]), and access tokens handed to jobs (refreshed first
 //! when they are about to expire, under a row lock so concurrent jobs refresh once).
 
-use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -24,7 +23,8 @@ pub async fn new_state(
     m: Marketplace,
     verifier: Option<&str>,
 ) -> Result<String, sqlx::Error> {
-    let state = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 24]>());
+    // 24 random bytes, base64url: `oauth2`'s CSRF token, checked by `take_state`.
+    let state = oauth2::CsrfToken::new_random_len(24).into_secret();
     sqlx::query(
         "INSERT INTO oauth_states (state, marketplace, verifier, tenant_id) VALUES ($1, $2, $3, $4)",
     )

@@ -59,7 +59,7 @@ impl Env {
             .build()
             .unwrap();
         let r = no_redirect
-            .get(self.client.consent_url("st4te"))
+            .get(self.client.consent_url("st4te").unwrap())
             .send()
             .await
             .unwrap();

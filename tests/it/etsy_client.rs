@@ -79,7 +79,7 @@ impl Sim {
     /// callback, which nothing serves here; the code is read from the `Location` header.
     async fn consent(&self, etsy: &EtsyClient, scopes: &[&str]) -> (String, Pkce) {
         let pkce = Pkce::new();
-        let url = etsy.consent_url("st-1", &pkce.challenge, scopes);
+        let url = etsy.consent_url("st-1", &pkce, scopes).unwrap();
         assert!(url.contains("code_challenge_method=S256"), "{url}");
         let no_redirect = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())

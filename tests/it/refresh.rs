@@ -16,9 +16,15 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(&[]).await
+}
+
+/// [`setup`] with `extra` settings for the API and the workers.
+async fn setup_with(extra: &[(&'static str, &str)]) -> Setup {
     let db = TestDb::new().await;
     let port = free_port();
-    let (sims, env) = simulators(port).await;
+    let (sims, mut env) = simulators(port).await;
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
     let env: Vec<(&'static str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let api = Api::spawn_on(port, &db, &env).await;
     let workers = vec![worker(&db, &env), worker(&db, &env)];
@@ -199,6 +205,81 @@ async fn a_revoked_refresh_token_holds_the_accounts_jobs_until_it_reconnects() {
     s.connect("ebay").await;
     let done = s.api.wait_state(job, "done", T).await;
     assert!(done["result"]["listing_id"].is_string(), "{done}");
+}
+
+/// Token requests go out on `oauth2` through the same path as every marketplace call: an eBay
+/// token endpoint answering 503 is retried (not a reason to reconnect), its failures open eBay's
+/// circuit, and once it answers again the refresh completes and the circuit closes.
+#[tokio::test]
+async fn a_failing_token_endpoint_is_retried_and_opens_the_circuit_without_breaking_the_connection()
+{
+    let s = setup_with(&[
+        ("STOFLOW_LIMITS__CIRCUIT__FAILURE_THRESHOLD", "2"),
+        ("STOFLOW_LIMITS__CIRCUIT__OPEN_MS", "1000"),
+        ("STOFLOW_LIMITS__CIRCUIT__MAX_OPEN_MS", "2000"),
+        ("STOFLOW_KINDS__REFRESH_TOKEN__BACKOFF_BASE_MS", "100"),
+        ("STOFLOW_KINDS__REFRESH_TOKEN__BACKOFF_CAP_MS", "300"),
+    ])
+    .await;
+    let account = s.connect("ebay").await;
+    let token_path = "/identity/v1/oauth2/token";
+    crate::limits::admin(
+        &s.sims.ebay_url,
+        reqwest::Method::POST,
+        "/_admin/faults",
+        json!({"fail_next": 100000, "fail_status": 503, "path_prefix": token_path}),
+    )
+    .await;
+    s.expire_access(account).await;
+    let id = s.refresh_jobs(account, 1).await[0];
+    let circuit = || async {
+        let (st, v) = s.api.get_as(&s.api.ops, "/v1/limits").await;
+        assert_eq!(st, 200, "{v}");
+        v["marketplaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["marketplace"] == "ebay")
+            .map(|x| x["circuit"].clone())
+            .unwrap()
+    };
+    integration::eventually(
+        T,
+        "eBay's circuit opens on token endpoint failures",
+        || async { circuit().await != "closed" },
+    )
+    .await;
+    let failing = s
+        .api
+        .wait_job(id, T, |v| v["last_error"]["class"].is_string())
+        .await;
+    assert!(
+        ["unavailable", "circuit_open"].contains(&failing["last_error"]["class"].as_str().unwrap()),
+        "{failing}"
+    );
+    assert_ne!(failing["state"], "dead", "{failing}");
+    assert_eq!(s.status(account).await["status"], "connected");
+    let failed = crate::limits::sim_log(&s.sims.ebay_url, token_path)
+        .await
+        .into_iter()
+        .filter(|l| l.status == Some(503))
+        .count();
+    assert!(
+        failed >= 2,
+        "the refresh reached eBay's token endpoint: {failed}"
+    );
+
+    crate::limits::admin(
+        &s.sims.ebay_url,
+        reqwest::Method::DELETE,
+        "/_admin/faults",
+        json!({}),
+    )
+    .await;
+    let v = s.api.wait_state(id, "done", T).await;
+    assert_eq!(v["result"]["refreshed"], true, "{v}");
+    assert_eq!(circuit().await, "closed");
+    assert_eq!(s.status(account).await["status"], "connected");
 }
 
 /// Every token the platform holds for `account`, decrypted from its row.

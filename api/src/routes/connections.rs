@@ -115,7 +115,12 @@ impl ConnectionsApi {
         let state =
             accounts::new_state(&self.st.pool, auth.tenant(), Marketplace::Ebay, None).await?;
         Ok(Json(ConsentRedirect {
-            consent_url: self.st.market.ebay.consent_url(&state),
+            consent_url: self
+                .st
+                .market
+                .ebay
+                .consent_url(&state)
+                .map_err(refused("eBay"))?,
         }))
     }
 
@@ -199,7 +204,8 @@ impl ConnectionsApi {
                 .st
                 .market
                 .etsy
-                .consent_url(&state, &pkce.challenge, SCOPES),
+                .consent_url(&state, &pkce, SCOPES)
+                .map_err(refused("Etsy"))?,
         }))
     }
 

@@ -1,14 +1,14 @@
-//! eBay REST Sell APIs: OAuth (authorization code with Basic client auth), Inventory (item →
+//! eBay REST Sell APIs: OAuth (authorization code with Basic client auth, on `oauth2`), Inventory (item →
 //! offer → publish / withdraw) and Fulfillment (orders by last-modified date). Paths and bodies
 //! follow shared/marketplaces.md §1; every non-2xx goes through [`super::send`].
 
-use base64::Engine;
 use chrono::{DateTime, SecondsFormat, Utc};
-use reqwest::header::{AUTHORIZATION, CONTENT_LANGUAGE, CONTENT_TYPE};
+use oauth2::TokenResponse as _;
+use reqwest::header::{CONTENT_LANGUAGE, CONTENT_TYPE};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{InvalidField, MarketplaceError, json, send};
+use super::{InvalidField, MarketplaceError, json, oauth, send};
 use crate::catalogue;
 use crate::config::EbaySettings;
 use crate::domain::Marketplace;
@@ -176,13 +176,40 @@ pub struct LineItem {
 
 pub struct EbayClient {
     http: reqwest::Client,
+    /// The OAuth flows, with Basic client authentication (eBay's own clients send the raw
+    /// `id:secret`; `oauth2` form-encodes both first, RFC 6749 §2.3.1, which changes nothing for
+    /// eBay's `[A-Za-z0-9-]` ids and secrets).
+    oauth: Result<oauth::Client<EbayTokenFields>, String>,
     s: EbaySettings,
 }
 
+/// The field eBay adds to the authorization-code grant's answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EbayTokenFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token_expires_in: Option<i64>,
+}
+
+impl oauth2::ExtraTokenFields for EbayTokenFields {}
+
 impl EbayClient {
     pub fn new(s: &EbaySettings) -> Self {
+        let oauth = oauth::client(
+            &s.client_id,
+            format!("{}/oauth2/authorize", s.auth_base.trim_end_matches('/')),
+            format!(
+                "{}/identity/v1/oauth2/token",
+                s.api_base.trim_end_matches('/')
+            ),
+        )
+        .map(|c| {
+            c.set_client_secret(oauth2::ClientSecret::new(
+                s.client_secret.expose().to_string(),
+            ))
+        });
         Self {
             http: super::http_client(s.timeout_ms),
+            oauth,
             s: s.clone(),
         }
     }
@@ -191,60 +218,66 @@ impl EbayClient {
         format!("{}{path}", self.s.api_base.trim_end_matches('/'))
     }
 
-    fn basic(&self) -> String {
-        let raw = format!("{}:{}", self.s.client_id, self.s.client_secret.expose());
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(raw)
-        )
+    fn oauth(&self) -> Result<&oauth::Client<EbayTokenFields>, MarketplaceError> {
+        oauth::built(M, &self.oauth)
     }
 
     /// The consent page to send the seller to; eBay redirects to the RuName's accept URL with
-    /// `code` and `state`.
-    pub fn consent_url(&self, state: &str) -> String {
-        let q = serde_urlencoded::to_string([
-            ("client_id", self.s.client_id.as_str()),
-            ("redirect_uri", self.s.runame.as_str()),
-            ("response_type", "code"),
-            ("scope", &SCOPES.join(" ")),
-            ("state", state),
-        ])
-        .expect("query encodes");
-        format!(
-            "{}/oauth2/authorize?{q}",
-            self.s.auth_base.trim_end_matches('/')
-        )
+    /// `code` and `state`. The RuName is not a URL, so it is an extra parameter (see
+    /// [`oauth`]).
+    pub fn consent_url(&self, state: &str) -> Result<String, MarketplaceError> {
+        let (url, _) = self
+            .oauth()?
+            .authorize_url(|| oauth2::CsrfToken::new(state.to_string()))
+            .add_scopes(oauth::scopes(SCOPES))
+            .add_extra_param("redirect_uri", self.s.runame.as_str())
+            .url();
+        Ok(url.into())
     }
 
     /// Exchanges an authorization code (already URL-decoded once) for tokens.
     pub async fn exchange_code(&self, code: &str) -> Result<UserTokens, MarketplaceError> {
-        let form = [
-            ("grant_type", "authorization_code"),
-            ("code", code),
-            ("redirect_uri", self.s.runame.as_str()),
-        ];
-        let req = self
-            .http
-            .post(self.api("/identity/v1/oauth2/token"))
-            .header(AUTHORIZATION, self.basic())
-            .form(&form);
-        json(M, send(M, req).await?).await
+        let t = self
+            .oauth()?
+            .exchange_code(oauth2::AuthorizationCode::new(code.to_string()))
+            .add_extra_param("redirect_uri", self.s.runame.as_str())
+            .request_async(&oauth::Http {
+                m: M,
+                http: &self.http,
+            })
+            .await
+            .map_err(|e| oauth::error(M, e))?;
+        Ok(UserTokens {
+            access_token: t.access_token().secret().clone(),
+            expires_in: expires_in(&t)?,
+            refresh_token: oauth::required(M, t.refresh_token(), "refresh_token")?
+                .secret()
+                .clone(),
+            refresh_token_expires_in: oauth::required(
+                M,
+                t.extra_fields().refresh_token_expires_in,
+                "refresh_token_expires_in",
+            )?,
+        })
     }
 
     /// A new access token from the refresh token; `invalid_grant` means the seller must reconnect.
     pub async fn refresh(&self, refresh_token: &str) -> Result<AccessToken, MarketplaceError> {
-        let scope = SCOPES.join(" ");
-        let form = [
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token),
-            ("scope", scope.as_str()),
-        ];
-        let req = self
-            .http
-            .post(self.api("/identity/v1/oauth2/token"))
-            .header(AUTHORIZATION, self.basic())
-            .form(&form);
-        json(M, send(M, req).await?).await
+        let rt = oauth2::RefreshToken::new(refresh_token.to_string());
+        let t = self
+            .oauth()?
+            .exchange_refresh_token(&rt)
+            .add_scopes(oauth::scopes(SCOPES))
+            .request_async(&oauth::Http {
+                m: M,
+                http: &self.http,
+            })
+            .await
+            .map_err(|e| oauth::error(M, e))?;
+        Ok(AccessToken {
+            access_token: t.access_token().secret().clone(),
+            expires_in: expires_in(&t)?,
+        })
     }
 
     fn inventory(&self, path: &str) -> String {
@@ -485,18 +518,19 @@ impl EbayClient {
     /// An application token (client-credentials grant, base scope): for calls made for the app,
     /// not a seller (the Notification API's public keys).
     pub async fn app_token(&self) -> Result<String, MarketplaceError> {
-        let form = [
-            ("grant_type", "client_credentials"),
-            ("scope", "https://api.ebay.com/oauth/api_scope"),
-        ];
-        let req = self
-            .http
-            .post(self.api("/identity/v1/oauth2/token"))
-            .header(AUTHORIZATION, self.basic())
-            .form(&form);
-        Ok(json::<AccessToken>(M, send(M, req).await?)
-            .await?
-            .access_token)
+        let t = self
+            .oauth()?
+            .exchange_client_credentials()
+            .add_scope(oauth2::Scope::new(
+                "https://api.ebay.com/oauth/api_scope".into(),
+            ))
+            .request_async(&oauth::Http {
+                m: M,
+                http: &self.http,
+            })
+            .await
+            .map_err(|e| oauth::error(M, e))?;
+        Ok(t.access_token().secret().clone())
     }
 
     /// getPublicKey: the key that signs notifications under `kid` (PEM, possibly on one line).
@@ -548,6 +582,12 @@ pub struct PublicKey {
 pub struct User {
     pub user_id: String,
     pub username: String,
+}
+
+/// Seconds the access token lives (eBay always says; 7200).
+fn expires_in(t: &oauth::TokenResponse<EbayTokenFields>) -> Result<i64, MarketplaceError> {
+    let d = oauth::required(M, t.expires_in(), "expires_in")?;
+    Ok(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// eBay answers an unknown SKU with 400 + 25702 (or 25710) rather than 404.
@@ -774,6 +814,28 @@ mod tests {
             e.to_string(),
             "ebay stock_quantity: nothing to sell (0 in stock)"
         );
+    }
+
+    #[test]
+    fn the_consent_url_names_the_runame_which_oauth2_cannot_hold_as_a_redirect_url() {
+        let s = crate::Settings::defaults().marketplaces.ebay;
+        assert!(oauth2::RedirectUrl::new(s.runame.clone()).is_err());
+        let url = EbayClient::new(&s).consent_url("st4te").unwrap();
+        let url = reqwest::Url::parse(&url).unwrap();
+        assert_eq!(url.path(), "/oauth2/authorize");
+        let q: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
+        assert_eq!(q["redirect_uri"], s.runame);
+        assert_eq!(q["client_id"], s.client_id);
+        assert_eq!(q["state"], "st4te");
+        assert_eq!(q["scope"], SCOPES.join(" "));
+    }
+
+    #[test]
+    fn endpoints_that_are_not_urls_fail_the_call_not_the_process() {
+        let mut s = crate::Settings::defaults().marketplaces.ebay;
+        s.auth_base = "not a url".into();
+        let e = EbayClient::new(&s).consent_url("st4te").unwrap_err();
+        assert_eq!(e.class(), "unavailable", "{e}");
     }
 
     #[test]

@@ -10,14 +10,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
-use base64::Engine as _;
-use rand::Rng as _;
 use regex::Regex;
 use serde::{Deserialize, Serialize, Serializer};
-use sha2::{Digest as _, Sha256};
 
 use super::InvalidField;
-use super::{MarketplaceError, http_client, json, send};
+use super::{MarketplaceError, http_client, json, oauth, send};
 use crate::config::EtsySettings;
 use crate::domain::Marketplace;
 
@@ -49,9 +46,10 @@ pub struct EtsyClient {
     api_base: String,
     auth_base: String,
     keystring: String,
+    /// The OAuth flows: PKCE, the bare keystring as `client_id` in the body, no secret.
+    oauth: Result<oauth::Client<oauth2::EmptyExtraTokenFields>, String>,
     /// `keystring:shared_secret`, the `x-api-key` value required since Feb 2026.
     api_key: String,
-    redirect_uri: String,
     rate: Arc<Mutex<Option<RateInfo>>>,
 }
 
@@ -98,13 +96,25 @@ impl RateInfo {
 
 impl EtsyClient {
     pub fn new(s: &EtsySettings) -> Self {
+        // The token endpoint lives on the API host under `/v3/public` and takes no `x-api-key`.
+        let oauth = oauth::client(
+            &s.keystring,
+            format!("{}/oauth/connect", s.auth_base.trim_end_matches('/')),
+            format!("{}/v3/public/oauth/token", s.api_base.trim_end_matches('/')),
+        )
+        .and_then(|c| {
+            let redirect = oauth2::RedirectUrl::new(s.redirect_uri.clone())
+                .map_err(|e| format!("{}: {e}", s.redirect_uri))?;
+            Ok(c.set_auth_type(oauth2::AuthType::RequestBody)
+                .set_redirect_uri(redirect))
+        });
         Self {
             http: http_client(s.timeout_ms),
+            oauth,
             api_base: s.api_base.trim_end_matches('/').to_string(),
             auth_base: s.auth_base.trim_end_matches('/').to_string(),
             keystring: s.keystring.clone(),
             api_key: format!("{}:{}", s.keystring, s.shared_secret.expose()),
-            redirect_uri: s.redirect_uri.clone(),
             rate: Arc::new(Mutex::new(None)),
         }
     }
@@ -116,61 +126,65 @@ impl EtsyClient {
 
     // ---- OAuth ------------------------------------------------------------------------
 
-    /// The consent page the seller is sent to. `code_challenge` is [`Pkce::challenge`];
-    /// `state` must be non-empty and single use (the caller checks it on the callback).
-    pub fn consent_url(&self, state: &str, code_challenge: &str, scopes: &[&str]) -> String {
-        let scope = scopes.join(" ");
-        let params = [
-            ("response_type", "code"),
-            ("client_id", self.keystring.as_str()),
-            ("redirect_uri", self.redirect_uri.as_str()),
-            ("scope", scope.as_str()),
-            ("state", state),
-            ("code_challenge", code_challenge),
-            ("code_challenge_method", "S256"),
-        ];
-        // Form encoding writes spaces as `+` and a literal `+` as `%2B`, so swapping every `+`
-        // for `%20` is exact; Etsy documents the scope list as `%20`-separated.
-        let query = serde_urlencoded::to_string(params)
-            .unwrap_or_default()
-            .replace('+', "%20");
-        format!("{}/oauth/connect?{query}", self.auth_base)
+    fn oauth(&self) -> Result<&oauth::Client<oauth2::EmptyExtraTokenFields>, MarketplaceError> {
+        oauth::built(M, &self.oauth)
     }
 
-    /// Trades the callback's `code` for tokens; `verifier` is the one whose challenge went into
-    /// [`Self::consent_url`].
+    /// The consent page the seller is sent to, with `pkce`'s S256 challenge; `state` must be
+    /// non-empty and single use (the caller checks it on the callback).
+    pub fn consent_url(
+        &self,
+        state: &str,
+        pkce: &Pkce,
+        scopes: &[&str],
+    ) -> Result<String, MarketplaceError> {
+        let (mut url, _) = self
+            .oauth()?
+            .authorize_url(|| oauth2::CsrfToken::new(state.to_string()))
+            .set_pkce_challenge(pkce.challenge.clone())
+            .add_scopes(oauth::scopes(scopes))
+            .url();
+        // `oauth2` form-encodes the query: spaces as `+`, a literal `+` as `%2B`. Etsy documents
+        // the scope list as `%20`-separated, and swapping every `+` for `%20` is exact.
+        let query = url.query().map(|q| q.replace('+', "%20"));
+        url.set_query(query.as_deref());
+        Ok(url.into())
+    }
+
+    /// Trades the callback's `code` for tokens; `verifier` is that of the [`Pkce`] whose
+    /// challenge went into [`Self::consent_url`].
     pub async fn exchange_code(
         &self,
         code: &str,
         verifier: &str,
     ) -> Result<Tokens, MarketplaceError> {
-        self.token(&[
-            ("grant_type", "authorization_code"),
-            ("client_id", &self.keystring),
-            ("redirect_uri", &self.redirect_uri),
-            ("code", code),
-            ("code_verifier", verifier),
-        ])
-        .await
+        let t = self
+            .oauth()?
+            .exchange_code(oauth2::AuthorizationCode::new(code.to_string()))
+            .set_pkce_verifier(oauth2::PkceCodeVerifier::new(verifier.to_string()))
+            .request_async(&oauth::Http {
+                m: M,
+                http: &self.http,
+            })
+            .await
+            .map_err(|e| oauth::error(M, e))?;
+        Tokens::from_answer(t)
     }
 
     /// Refreshes the access token. Etsy rotates refresh tokens: the returned `refresh_token`
     /// replaces the presented one, which is consumed; persist it before anything else.
     pub async fn refresh(&self, refresh_token: &str) -> Result<Tokens, MarketplaceError> {
-        self.token(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", &self.keystring),
-            ("refresh_token", refresh_token),
-        ])
-        .await
-    }
-
-    /// The token endpoint lives on the API host under `/v3/public`, takes no client secret
-    /// and no `x-api-key` (the client id is the bare keystring).
-    async fn token(&self, form: &[(&str, &str)]) -> Result<Tokens, MarketplaceError> {
-        let url = format!("{}/v3/public/oauth/token", self.api_base);
-        let r = send(M, self.http.post(url).form(form)).await?;
-        json(M, r).await
+        let rt = oauth2::RefreshToken::new(refresh_token.to_string());
+        let t = self
+            .oauth()?
+            .exchange_refresh_token(&rt)
+            .request_async(&oauth::Http {
+                m: M,
+                http: &self.http,
+            })
+            .await
+            .map_err(|e| oauth::error(M, e))?;
+        Tokens::from_answer(t)
     }
 
     // ---- requests ---------------------------------------------------------------------
@@ -550,31 +564,30 @@ fn image_mime(filename: &str) -> &'static str {
 
 // ---- OAuth types ----------------------------------------------------------------------
 
-/// A PKCE pair: keep `verifier` server-side with the `state`; send `challenge` to consent.
+/// A PKCE pair (`oauth2`'s, S256): keep `verifier` server-side with the `state`; the challenge
+/// goes to consent.
 #[derive(Clone)]
 pub struct Pkce {
     pub verifier: String,
-    pub challenge: String,
+    pub challenge: oauth2::PkceCodeChallenge,
 }
 
 impl Pkce {
-    /// A fresh pair: 64 random characters from the verifier alphabet (43–128 allowed).
+    /// A fresh pair: 48 random bytes, a 64-character base64url verifier (43–128 allowed).
     pub fn new() -> Self {
-        let verifier: String = rand::rng()
-            .sample_iter(rand::distr::Alphanumeric)
-            .take(64)
-            .map(char::from)
-            .collect();
-        let challenge = Self::challenge_for(&verifier);
+        let (challenge, verifier) = oauth2::PkceCodeChallenge::new_random_sha256_len(48);
         Self {
-            verifier,
+            verifier: verifier.into_secret(),
             challenge,
         }
     }
 
     /// `BASE64URL(SHA256(verifier))` without padding, the only method Etsy accepts (S256).
     pub fn challenge_for(verifier: &str) -> String {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+        let v = oauth2::PkceCodeVerifier::new(verifier.to_string());
+        oauth2::PkceCodeChallenge::from_code_verifier_sha256(&v)
+            .as_str()
+            .to_string()
     }
 }
 
@@ -587,7 +600,7 @@ impl Default for Pkce {
 impl std::fmt::Debug for Pkce {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pkce")
-            .field("challenge", &self.challenge)
+            .field("challenge", &self.challenge.as_str())
             .finish_non_exhaustive()
     }
 }
@@ -607,6 +620,26 @@ pub struct Tokens {
 }
 
 impl Tokens {
+    /// Etsy's answer as `oauth2` read it; Etsy always sends a (rotated) refresh token and the
+    /// expiry.
+    fn from_answer(
+        t: oauth::TokenResponse<oauth2::EmptyExtraTokenFields>,
+    ) -> Result<Self, MarketplaceError> {
+        use oauth2::TokenResponse as _;
+        let scope = t
+            .scopes()
+            .map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "));
+        Ok(Self {
+            access_token: t.access_token().secret().clone(),
+            refresh_token: oauth::required(M, t.refresh_token(), "refresh_token")?
+                .secret()
+                .clone(),
+            expires_in: oauth::required(M, t.expires_in(), "expires_in")?.as_secs(),
+            token_type: t.token_type().as_ref().to_string(),
+            scope,
+        })
+    }
+
     /// The Etsy user id the access token belongs to.
     pub fn user_id(&self) -> Option<u64> {
         self.access_token.split_once('.')?.0.parse().ok()
@@ -1442,8 +1475,30 @@ mod tests {
         );
         let p = Pkce::new();
         assert_eq!(p.verifier.len(), 64);
-        assert_eq!(p.challenge.len(), 43);
+        assert_eq!(p.challenge.as_str().len(), 43);
+        assert_eq!(p.challenge.as_str(), Pkce::challenge_for(&p.verifier));
         assert_ne!(p.verifier, Pkce::new().verifier);
+    }
+
+    #[test]
+    fn the_consent_url_has_pkce_state_and_percent_20_scopes() {
+        let etsy = EtsyClient::new(&crate::Settings::defaults().marketplaces.etsy);
+        let pkce = Pkce::new();
+        let url = etsy
+            .consent_url("st-1", &pkce, &["listings_r", "shops_r"])
+            .unwrap();
+        assert!(url.contains("scope=listings_r%20shops_r"), "{url}");
+        let url = reqwest::Url::parse(&url).unwrap();
+        assert_eq!(url.path(), "/oauth/connect");
+        let q: HashMap<String, String> = url.query_pairs().into_owned().collect();
+        assert_eq!(q["state"], "st-1");
+        assert_eq!(q["response_type"], "code");
+        assert_eq!(q["code_challenge"], pkce.challenge.as_str());
+        assert_eq!(q["code_challenge_method"], "S256");
+        assert_eq!(
+            q["redirect_uri"],
+            crate::Settings::defaults().marketplaces.etsy.redirect_uri
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod ebay;
 pub mod error;
 pub mod etsy;
+pub mod oauth;
 pub mod vinted;
 
 use std::time::Duration;
