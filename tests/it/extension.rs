@@ -236,14 +236,7 @@ async fn setup(extra: &[(&'static str, &str)]) -> Platform {
     settings.extend_from_slice(extra);
     let p = Platform::start(1, &settings).await;
     // The simulator's seeded Vinted session is this user's.
-    let (s, v) = p
-        .api
-        .post(
-            "/v1/connections/vinted",
-            &json!({"vinted_user_id": "87654321", "login": "stoflow_seller"}),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
+    p.connect_vinted("87654321", "stoflow_seller").await;
     p
 }
 
@@ -460,17 +453,10 @@ async fn the_extension_sees_only_its_sellers_tasks_and_a_late_or_foreign_result_
     p.api.wait_state(job, "done", T).await;
 
     // A task the reference runner leased (device token) cannot be answered with the JWT.
-    let token = {
-        let (s, v) = p
-            .api
-            .post(
-                "/v1/connections/vinted",
-                &json!({"vinted_user_id": "87654321", "login": "stoflow_seller"}),
-            )
-            .await;
-        assert_eq!(s, 201, "{v}");
-        v["plugin_token"].as_str().unwrap().to_string()
-    };
+    let token = p.connect_vinted("87654321", "stoflow_seller").await["plugin_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     p.publish(seed_product(&p).await, &["vinted"]).await;
     let lease = integration::eventually_value(T, "the runner leases a task", || async {
         let r = client_with(&token)

@@ -207,14 +207,7 @@ async fn two_schedulers_enqueue_each_polling_tick_once_per_account() {
 async fn selling_the_last_unit_on_ebay_deletes_the_vinted_item_through_the_plugin() {
     let p = Platform::start(1, &[]).await;
     let ebay = p.connect("ebay").await;
-    let (s, v) = p
-        .api
-        .post(
-            "/v1/connections/vinted",
-            &json!({"vinted_user_id": "4242", "login": "seller"}),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
+    let v = p.connect_vinted("4242", "seller").await;
     let mut cfg = plugin::Config::for_simulator(
         &p.api.base,
         v["plugin_token"].as_str().unwrap(),

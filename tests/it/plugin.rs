@@ -34,14 +34,7 @@ async fn setup(extra: &[(&'static str, &str)]) -> Setup {
 impl Setup {
     /// Connects a Vinted account; returns its plugin token.
     async fn connect(&self, user_id: &str, login: &str) -> String {
-        let (s, v) = self
-            .api
-            .post(
-                "/v1/connections/vinted",
-                &json!({"vinted_user_id": user_id, "login": login}),
-            )
-            .await;
-        assert_eq!(s, 201, "{v}");
+        let v = self.connect_vinted(user_id, login).await;
         v["plugin_token"].as_str().unwrap().to_string()
     }
 

@@ -224,14 +224,7 @@ async fn what_the_image_host_serves_must_be_an_image() {
 async fn the_extension_downloads_photos_from_the_development_image_host() {
     let host = Listener::start(|_| response("200 OK", "content-type: image/jpeg\r\n", JPEG)).await;
     let p = start(&image_host(&host.host())).await;
-    let (s, v) = p
-        .api
-        .post(
-            "/v1/connections/vinted",
-            &json!({"vinted_user_id": "87654321", "login": "stoflow_seller"}),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
+    let v = p.connect_vinted("87654321", "stoflow_seller").await;
     let product = p
         .product(
             json!({"title": "Merino wool scarf", "description": "Soft merino wool, barely worn.",

@@ -673,6 +673,20 @@ impl Platform {
         account["account_id"].as_i64().unwrap()
     }
 
+    /// Connects a Vinted account for the seller (Vinted has no OAuth: the account is named and
+    /// its browser extension gets a plugin token); the answer (`account_id`, `plugin_token`).
+    pub async fn connect_vinted(&self, user_id: &str, login: &str) -> Value {
+        let (s, v) = self
+            .api
+            .post(
+                "/v1/connections/vinted",
+                &json!({"vinted_user_id": user_id, "login": login}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        v
+    }
+
     /// Creates a product from `body` merged over defaults every marketplace accepts.
     pub async fn product(&self, body: Value) -> i64 {
         let mut p = json!({"title": "Wool scarf", "condition": "good", "price": "20",

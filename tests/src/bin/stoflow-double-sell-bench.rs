@@ -160,14 +160,7 @@ async fn main() {
     .await;
     p.connect("ebay").await;
     p.connect("etsy").await;
-    let (s, v) = p
-        .api
-        .post(
-            "/v1/connections/vinted",
-            &json!({"vinted_user_id": "4242", "login": "seller"}),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
+    let v = p.connect_vinted("4242", "seller").await;
     let cfg = plugin::Config::for_simulator(
         &p.api.base,
         v["plugin_token"].as_str().unwrap(),
