@@ -59,6 +59,7 @@ pub struct Settings {
     pub plugin: PluginSettings,
     pub limits: LimitSettings,
     pub log: LogSettings,
+    pub telemetry: TelemetrySettings,
     pub auth: AuthSettings,
     pub currency: CurrencySettings,
     #[serde(default)]
@@ -345,6 +346,14 @@ pub struct LogSettings {
     pub format: String,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// OTLP/HTTP base URL traces are exported to (`/v1/traces` is appended); empty: no export
+    /// unless the standard `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+    pub otlp_endpoint: String,
+}
+
 /// Per-kind override of a kind's declared [`crate::Policy`]; unset fields keep the declaration.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -376,7 +385,13 @@ impl Settings {
                     .split("__")
                     // Not settings: read by the tools themselves (worker create-user, stoflow-dev)
                     // or before settings load (LOG_FORMAT: the documented shorthand for log.format).
-                    .ignore(&["CONFIG", "ENV", "NEW_USER_PASSWORD", "DEV_NO_SIM", "LOG_FORMAT"]),
+                    .ignore(&[
+                        "CONFIG",
+                        "ENV",
+                        "NEW_USER_PASSWORD",
+                        "DEV_NO_SIM",
+                        "LOG_FORMAT",
+                    ]),
             );
         if let Ok(env) = std::env::var("STOFLOW_ENV") {
             fig = fig.merge(("security.environment", env));
@@ -542,6 +557,13 @@ impl Settings {
         }
         if !["text", "json"].contains(&self.log.format.as_str()) {
             return bad("log.format", "must be \"text\" or \"json\"");
+        }
+        let otlp = &self.telemetry.otlp_endpoint;
+        if !otlp.is_empty() && !otlp.starts_with("http://") && !otlp.starts_with("https://") {
+            return bad(
+                "telemetry.otlp_endpoint",
+                "must be an http:// or https:// URL",
+            );
         }
         if let Err(e) = crate::auth::Signer::new(&self.auth) {
             return bad("auth.signing_keys", &e);

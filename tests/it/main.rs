@@ -25,5 +25,6 @@ mod ssrf;
 mod stock;
 mod stock_back;
 mod tenancy;
+mod tracing;
 mod walls;
 mod webhooks;
