@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use integration::{Platform, eventually};
+use integration::{Platform, eventually, worker};
 use poem::{EndpointExt, Route, handler, listener::TcpAcceptor, post, web::Json};
 use serde_json::{Value, json};
 
@@ -58,16 +58,19 @@ fn attr(of: &Value, key: &str) -> Option<String> {
 async fn a_jobs_trace_links_the_api_request_the_worker_run_and_its_marketplace_calls() {
     let got: Received = Arc::default();
     let endpoint = receiver(got.clone()).await;
-    let mut p = Platform::start(
-        1,
-        &[
-            ("STOFLOW_TELEMETRY__OTLP_ENDPOINT", &endpoint),
-            // Nothing is sent on a schedule within the test: every span arrives through the
-            // flush at shutdown.
-            ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
-        ],
-    )
-    .await;
+    // Nothing is sent on a schedule within the test: every span arrives through the flush at
+    // shutdown.
+    let batch = ("OTEL_BSP_SCHEDULE_DELAY", "600000");
+    // The API is pointed at the receiver by our setting, the worker by the standard variable.
+    let mut p = Platform::start(0, &[("STOFLOW_TELEMETRY__OTLP_ENDPOINT", &endpoint), batch]).await;
+    let mut env: Vec<(&'static str, &str)> = p
+        .env
+        .iter()
+        .filter(|(k, _)| *k != "STOFLOW_TELEMETRY__OTLP_ENDPOINT")
+        .map(|(k, v)| (*k, v.as_str()))
+        .collect();
+    env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint));
+    let mut w = worker(&p.db, &env);
 
     // Without a traceparent the API starts the trace; with one it continues the caller's.
     let r = p
@@ -98,9 +101,9 @@ async fn a_jobs_trace_links_the_api_request_the_worker_run_and_its_marketplace_c
     assert!(got.lock().unwrap().is_empty(), "sent before shutdown");
 
     // SIGTERM: both processes flush what they hold before exiting.
-    p.workers[0].sigterm();
+    w.sigterm();
     p.api.proc.sigterm();
-    assert!(p.workers[0].wait_exit(T).is_some_and(|s| s.success()));
+    assert!(w.wait_exit(T).is_some_and(|s| s.success()));
     assert!(p.api.proc.wait_exit(T).is_some_and(|s| s.success()));
     eventually(T, "the worker's and the API's spans", || {
         let got = got.lock().unwrap();
