@@ -716,4 +716,14 @@ mod tests {
         s.kinds.insert("nope".into(), PolicyOverride::default());
         assert!(s.validate().unwrap_err().to_string().contains("kinds.nope"));
     }
+
+    #[test]
+    fn an_otlp_endpoint_without_a_scheme_is_rejected() {
+        let mut s = Settings::defaults();
+        s.telemetry.otlp_endpoint = "localhost:4318".into();
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("telemetry.otlp_endpoint"), "{e}");
+        s.telemetry.otlp_endpoint = "http://localhost:4318".into();
+        s.validate().unwrap();
+    }
 }
