@@ -264,6 +264,7 @@ async fn request_log<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Result<poem
         http.request.method = %req.method(),
         url.path = req.uri().path(),
         http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
     );
     let traceparent = req
         .headers()
@@ -285,7 +286,11 @@ async fn request_log<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Result<poem
             Err(e) => problem::render(e).await,
         };
         let status = resp.status();
-        tracing::Span::current().record("http.response.status_code", status.as_u16());
+        let span = tracing::Span::current();
+        span.record("http.response.status_code", status.as_u16());
+        if status.is_server_error() {
+            span.record("otel.status_code", "ERROR");
+        }
         tracing::info!(status = %status, duration = ?started.elapsed(), "response");
         if let Ok(v) = poem::http::HeaderValue::from_str(&id) {
             resp.headers_mut().insert("x-trace-id", v);

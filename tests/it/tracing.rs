@@ -90,14 +90,14 @@ async fn a_jobs_trace_links_the_api_request_the_worker_run_and_its_marketplace_c
         .http
         .post(p.api.url("/v1/jobs"))
         .header("traceparent", format!("00-{caller_trace}-{caller_span}-01"))
-        .json(&json!({"job": {"kind": "noop"}}))
+        .json(&json!({"job": {"kind": "noop", "fail": "permanent"}}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.headers()["x-trace-id"], caller_trace);
     let id2 = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
     p.api.wait_state(id, "done", T).await;
-    p.api.wait_state(id2, "done", T).await;
+    p.api.wait_state(id2, "dead", T).await;
     assert!(got.lock().unwrap().is_empty(), "sent before shutdown");
 
     // SIGTERM: both processes flush what they hold before exiting.
@@ -132,6 +132,10 @@ async fn a_jobs_trace_links_the_api_request_the_worker_run_and_its_marketplace_c
     assert_eq!(run.len(), 1, "{got:#?}");
     assert_eq!(attr(&run[0], "job.id"), Some(id.to_string()));
     assert_ne!(run[0]["parentSpanId"].as_str().unwrap_or(""), "");
+    assert_ne!(
+        run[0]["status"]["code"], 2,
+        "a run that succeeded is no error"
+    );
     // The marketplace calls, inside the run.
     let calls = spans("stoflow-worker", &trace, "GET etsy");
     assert_eq!(calls.len(), 2, "{got:#?}");
@@ -146,11 +150,14 @@ async fn a_jobs_trace_links_the_api_request_the_worker_run_and_its_marketplace_c
         assert_eq!(attr(c, "http.response.status_code").as_deref(), Some("200"));
     }
 
-    // The caller's trace: the request span hangs under the caller's span, the run in that trace.
+    // The caller's trace: the request span hangs under the caller's span, the (failing) run in
+    // that trace.
     let api2 = spans("stoflow-api", caller_trace, "POST");
     assert_eq!(api2.len(), 1, "{got:#?}");
     assert_eq!(api2[0]["parentSpanId"], caller_span);
     let run2 = spans("stoflow-worker", caller_trace, "job noop");
     assert_eq!(run2.len(), 1, "{got:#?}");
     assert_eq!(attr(&run2[0], "job.id"), Some(id2.to_string()));
+    // A failed run is an error span (status code 2, ERROR), so backends highlight it.
+    assert_eq!(run2[0]["status"]["code"], 2, "{}", run2[0]);
 }
