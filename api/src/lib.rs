@@ -90,7 +90,6 @@ pub fn app(st: Arc<AppState>) -> impl Endpoint {
         .nest("/dashboard", dashboard::pages())
         .around(dashboard::guard)
         .around(tenancy::scope)
-        .around(with_trace_id)
         .around(move |ep, req| limit_body(ep, req, limit))
         .data(st)
         .catch_all_error(problem::render)
@@ -252,53 +251,60 @@ async fn limit_gauges(st: &AppState, out: &mut String) -> poem::Result<()> {
     Ok(())
 }
 
-/// Serves the request with a trace id (the caller's W3C `traceparent` one, else a new one): jobs it
-/// enqueues store it and their runs log it; the response names it in `x-trace-id`.
-async fn with_trace_id<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Result<poem::Response> {
-    let id = req
-        .headers()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(jobs::telemetry::trace_id_of_traceparent)
-        .unwrap_or_else(jobs::telemetry::new_trace_id);
-    let span = tracing::info_span!("request", trace_id = %id);
-    let resp = tracing::Instrument::instrument(
-        jobs::telemetry::with_trace_id(id.clone(), ep.call(req)),
-        span,
-    )
-    .await;
-    let mut resp = match resp {
-        Ok(r) => poem::IntoResponse::into_response(r),
-        Err(e) => problem::render(e).await,
-    };
-    if let Ok(v) = poem::http::HeaderValue::from_str(&id) {
-        resp.headers_mut().insert("x-trace-id", v);
-    }
-    Ok(resp)
-}
-
-/// The request log (poem's `Tracing` logged whole URIs: OAuth callbacks carry the authorization
-/// code and state in the query). Query values whose name could hold a secret are redacted.
+/// The request log and trace (poem's `Tracing` logged whole URIs: OAuth callbacks carry the
+/// authorization code and state in the query; query values whose name could hold a secret are
+/// redacted). The request runs with a trace id (the caller's W3C `traceparent` one, else a new
+/// one): jobs it enqueues store it, their runs log it, and the response names it in `x-trace-id`.
+/// With OTLP export on, this span is the request's span in that trace.
 async fn request_log<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Result<poem::Response> {
     let span = tracing::info_span!(
         "request",
         remote_addr = %req.remote_addr(),
         method = %req.method(),
         uri = %redacted_uri(req.uri()),
+        trace_id = tracing::field::Empty,
+        // The OpenTelemetry names (HTTP semantic conventions): no route template at this layer,
+        // so the span is named by the method alone.
+        otel.name = %req.method(),
+        otel.kind = "server",
+        http.request.method = %req.method(),
+        url.path = req.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
     );
-    tracing::Instrument::instrument(
-        async move {
-            let started = std::time::Instant::now();
-            let resp = match ep.call(req).await {
-                Ok(r) => poem::IntoResponse::into_response(r),
-                Err(e) => problem::render(e).await,
-            };
-            tracing::info!(status = %resp.status(), duration = ?started.elapsed(), "response");
-            Ok(resp)
-        },
-        span,
-    )
-    .await
+    let traceparent = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok());
+    let id = match traceparent.and_then(jobs::telemetry::trace_id_of_traceparent) {
+        Some(id) => {
+            let parent = traceparent.and_then(jobs::telemetry::span_id_of_traceparent);
+            jobs::telemetry::adopt_trace(&span, &id, parent.as_deref());
+            id
+        }
+        None => jobs::telemetry::otel_trace_id(&span).unwrap_or_else(jobs::telemetry::new_trace_id),
+    };
+    span.record("trace_id", id.as_str());
+    let served = async {
+        let started = std::time::Instant::now();
+        let mut resp = match ep.call(req).await {
+            Ok(r) => poem::IntoResponse::into_response(r),
+            Err(e) => problem::render(e).await,
+        };
+        let status = resp.status();
+        let span = tracing::Span::current();
+        span.record("http.response.status_code", status.as_u16());
+        if status.is_server_error() {
+            span.record("otel.status_code", "ERROR");
+        }
+        tracing::info!(status = %status, duration = ?started.elapsed(), "response");
+        if let Ok(v) = poem::http::HeaderValue::from_str(&id) {
+            resp.headers_mut().insert("x-trace-id", v);
+        }
+        Ok(resp)
+    };
+    let served = jobs::telemetry::with_trace_id(id.clone(), served);
+    tracing::Instrument::instrument(served, span).await
 }
 
 /// Query parameters whose values are never logged.

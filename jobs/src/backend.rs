@@ -430,7 +430,13 @@ where
             marketplace = slot.as_ref().and_then(|s| s.marketplace.as_deref()),
             trace_id = slot.as_ref().and_then(|s| s.trace_id.as_deref()),
             tenant = tracing::field::Empty,
+            otel.name = %format_args!("job {kind}"),
+            otel.status_code = tracing::field::Empty,
         );
+        // With OTLP export on, the run joins the trace of the request that enqueued the job.
+        if let Some(t) = slot.as_ref().and_then(|s| s.trace_id.as_deref()) {
+            crate::telemetry::adopt_trace(&span, t, None);
+        }
         let run = async move {
             let started = std::time::Instant::now();
             if let Some(s) = &slot {
@@ -491,6 +497,7 @@ where
                 Outcome::Retry { error, .. }
                 | Outcome::Snooze { error, .. }
                 | Outcome::Dead { error } => {
+                    tracing::Span::current().record("otel.status_code", "ERROR");
                     tracing::info!(outcome = label, error = %error, "job run failed")
                 }
                 Outcome::Release => {}

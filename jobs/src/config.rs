@@ -59,6 +59,7 @@ pub struct Settings {
     pub plugin: PluginSettings,
     pub limits: LimitSettings,
     pub log: LogSettings,
+    pub telemetry: TelemetrySettings,
     pub auth: AuthSettings,
     pub currency: CurrencySettings,
     #[serde(default)]
@@ -345,6 +346,14 @@ pub struct LogSettings {
     pub format: String,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// OTLP/HTTP base URL traces are exported to (`/v1/traces` is appended); empty: no export
+    /// unless the standard `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+    pub otlp_endpoint: String,
+}
+
 /// Per-kind override of a kind's declared [`crate::Policy`]; unset fields keep the declaration.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -549,6 +558,13 @@ impl Settings {
         if !["text", "json"].contains(&self.log.format.as_str()) {
             return bad("log.format", "must be \"text\" or \"json\"");
         }
+        let otlp = &self.telemetry.otlp_endpoint;
+        if !otlp.is_empty() && !otlp.starts_with("http://") && !otlp.starts_with("https://") {
+            return bad(
+                "telemetry.otlp_endpoint",
+                "must be an http:// or https:// URL",
+            );
+        }
         if let Err(e) = crate::auth::Signer::new(&self.auth) {
             return bad("auth.signing_keys", &e);
         }
@@ -699,5 +715,15 @@ mod tests {
         let mut s = Settings::defaults();
         s.kinds.insert("nope".into(), PolicyOverride::default());
         assert!(s.validate().unwrap_err().to_string().contains("kinds.nope"));
+    }
+
+    #[test]
+    fn an_otlp_endpoint_without_a_scheme_is_rejected() {
+        let mut s = Settings::defaults();
+        s.telemetry.otlp_endpoint = "localhost:4318".into();
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("telemetry.otlp_endpoint"), "{e}");
+        s.telemetry.otlp_endpoint = "http://localhost:4318".into();
+        s.validate().unwrap();
     }
 }

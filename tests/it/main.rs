@@ -25,6 +25,7 @@ mod ssrf;
 mod stock;
 mod stock_back;
 mod tenancy;
+mod tracing;
 mod ts_client;
 mod walls;
 mod webhooks;

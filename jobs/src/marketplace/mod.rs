@@ -91,12 +91,40 @@ pub async fn send(
     }
 }
 
+/// One marketplace call, in its own span (a client span of the job's trace when traces are
+/// exported).
 async fn send_unlimited(
     m: Marketplace,
     client: &reqwest::Client,
     req: reqwest::Request,
 ) -> Result<reqwest::Response, MarketplaceError> {
+    let span = tracing::info_span!(
+        "marketplace_call",
+        marketplace = m.as_str(),
+        otel.name = %format_args!("{} {}", req.method(), m.as_str()),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %req.method(),
+        url.path = req.url().path(),
+        server.address = req.url().host_str().unwrap_or_default(),
+        http.response.status_code = tracing::field::Empty,
+    );
+    let res = tracing::Instrument::instrument(call(m, client, req), span.clone()).await;
+    if res.is_err() {
+        span.record("otel.status_code", "ERROR");
+    }
+    res
+}
+
+async fn call(
+    m: Marketplace,
+    client: &reqwest::Client,
+    req: reqwest::Request,
+) -> Result<reqwest::Response, MarketplaceError> {
     let r = client.execute(req).await;
+    if let Ok(r) = &r {
+        tracing::Span::current().record("http.response.status_code", r.status().as_u16());
+    }
     let status_label = match &r {
         Ok(r) => r.status().as_str().to_string(),
         Err(_) => "error".to_string(),
