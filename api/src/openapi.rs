@@ -17,6 +17,9 @@
 //!   price is above zero and its texts hold no NUL (`products::fields`).
 //! - `POST /v1/products` takes `ProductInput` with `title`, `condition` and `price` required: the
 //!   document names that `NewProduct`.
+//! - `POST /api/plugin/tasks/{id}/result` reads its body by the caller's token (the reference
+//!   runner's `ResultRequest`, the extension's `ExtResultRequest`), so poem-openapi sees a free
+//!   JSON value: the document names the two shapes.
 
 use indexmap::IndexMap;
 use poem_openapi::types::Type;
@@ -36,6 +39,8 @@ fn closed_objects() -> Vec<String> {
         settings::SettingsInput::name(),
         plugin::ConnectVinted::name(),
         plugin::SessionReport::name(),
+        plugin::ResultRequest::name(),
+        plugin::ExtResultRequest::name(),
         crate::dashboard::BulkRequest::name(),
     ]
     .into_iter()
@@ -73,6 +78,7 @@ impl J {
 /// poem-openapi's document (`spec`, JSON) with the additions above.
 pub fn document(spec: &str) -> String {
     let mut doc: J = serde_json::from_str(spec).expect("poem-openapi writes valid JSON");
+    plugin_result_body(&mut doc);
     let schemas = doc
         .obj_mut()
         .and_then(|d| d.get_mut("components"))
@@ -108,6 +114,58 @@ pub fn document(spec: &str) -> String {
     let mut out = serde_json::to_string_pretty(&doc).expect("serialize");
     out.push('\n');
     out
+}
+
+/// The plugin result body: one of its two shapes, their schemas (and those they name) added.
+fn plugin_result_body(doc: &mut J) {
+    let mut reg = poem_openapi::registry::Registry::new();
+    plugin::ResultRequest::register(&mut reg);
+    plugin::ExtResultRequest::register(&mut reg);
+    let schemas = doc
+        .obj_mut()
+        .and_then(|d| d.get_mut("components"))
+        .and_then(J::obj_mut)
+        .and_then(|c| c.get_mut("schemas"))
+        .and_then(J::obj_mut)
+        .expect("the document has component schemas");
+    for (name, schema) in reg.schemas {
+        if !schemas.contains_key(name.as_str()) {
+            let json = serde_json::to_value(&schema).expect("a schema serializes");
+            schemas.insert(name, serde_json::from_value(json).expect("JSON"));
+        }
+    }
+    let one_of = |names: &[std::borrow::Cow<'static, str>]| {
+        let refs = names
+            .iter()
+            .map(|n| {
+                let mut m = IndexMap::new();
+                m.insert(
+                    "$ref".to_string(),
+                    J::Scalar(format!("#/components/schemas/{n}").into()),
+                );
+                J::Obj(m)
+            })
+            .collect();
+        let mut m = IndexMap::new();
+        m.insert("oneOf".to_string(), J::Arr(refs));
+        J::Obj(m)
+    };
+    set(
+        doc,
+        &[
+            "paths",
+            "/api/plugin/tasks/{id}/result",
+            "post",
+            "requestBody",
+            "content",
+            "application/json; charset=utf-8",
+        ],
+        "schema",
+        one_of(&[
+            plugin::ResultRequest::name(),
+            plugin::ExtResultRequest::name(),
+        ]),
+    );
 }
 
 fn schemas_of(doc: &J) -> &IndexMap<String, J> {
@@ -304,7 +362,9 @@ mod tests {
     fn closes_objects_merges_kind_variants_and_names_new_product_in_written_order() {
         let spec = r##"{"openapi": "3.0.0",
           "paths": {"/v1/products": {"post": {"requestBody": {"content": {"application/json":
-              {"schema": {"$ref": "#/components/schemas/ProductInput"}}}}}}},
+              {"schema": {"$ref": "#/components/schemas/ProductInput"}}}}}},
+            "/api/plugin/tasks/{id}/result": {"post": {"requestBody": {"content":
+              {"application/json; charset=utf-8": {"schema": {}}}}}}},
           "components": {"schemas": {
             "LoginRequest": {"type": "object", "properties": {"email": {}, "password": {}}},
             "RefreshRequest": {"type": "object"}, "EnqueueRequest": {"type": "object", "properties": {"job": {"allOf": [
@@ -368,6 +428,20 @@ mod tests {
             doc["paths"]["/v1/products"]["post"]["requestBody"]["content"]["application/json"]["schema"]
                 ["$ref"],
             "#/components/schemas/NewProduct"
+        );
+        // The plugin result is one of its two closed shapes, both in the document.
+        assert_eq!(
+            doc["paths"]["/api/plugin/tasks/{id}/result"]["post"]["requestBody"]["content"]["application/json; charset=utf-8"]
+                ["schema"],
+            serde_json::json!({"oneOf": [
+                {"$ref": "#/components/schemas/ResultRequest"},
+                {"$ref": "#/components/schemas/ExtResultRequest"}]})
+        );
+        assert_eq!(s["ResultRequest"]["additionalProperties"], false);
+        assert_eq!(s["ExtResultRequest"]["additionalProperties"], false);
+        assert_eq!(
+            s["ResultRequest"]["required"],
+            serde_json::json!(["lease_id", "success"])
         );
         let v = &s["AnyJob_Noop"];
         assert_eq!(v["additionalProperties"], false);

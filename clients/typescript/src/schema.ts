@@ -4441,7 +4441,7 @@ export interface paths {
              */
             requestBody: {
                 content: {
-                    "application/json; charset=utf-8": unknown;
+                    "application/json; charset=utf-8": components["schemas"]["ResultRequest"] | components["schemas"]["ExtResultRequest"];
                 };
             };
             responses: {
@@ -7842,6 +7842,99 @@ export interface components {
              * @description A process silent this long is dead.
              */
             lease_timeout_ms: number;
+        };
+        /**
+         * ClosedItem
+         * @description A closed wardrobe item (`is_closed: true`).
+         */
+        ClosedItem: {
+            /** Format: int64 */
+            id: number;
+            /** @description `sold` or `deleted`. */
+            item_closing_action?: string;
+        };
+        /**
+         * @description What went wrong on the extension's side, as it classifies it.
+         * @enum {string}
+         */
+        ErrorType: "transient" | "validation" | "blocked";
+        /** ExtErrorDetails */
+        ExtErrorDetails: {
+            error_details?: unknown;
+            error_type?: string;
+        };
+        /**
+         * ExtResultRequest
+         * @description A result in the extension's vocabulary (seed 002).
+         */
+        ExtResultRequest: {
+            /** @description `{error_type: mapping_error | api_error | image_error | blocked, error_details}`. */
+            error_details?: components["schemas"]["ExtErrorDetails"] & unknown;
+            error_message?: string;
+            /**
+             * @description Listing tasks: `{vinted_id, url, image_ids}` (vinted_id required for publish and update).
+             *     vinted_sync_sales: `{orders, closed_items}` as in the leased protocol.
+             */
+            result?: unknown;
+            success: boolean;
+        };
+        /** ResultData */
+        ResultData: {
+            /** @description `sync_sales`: the closed items of the wardrobe. */
+            closed_items?: components["schemas"]["ClosedItem"][];
+            /** @description `sync_sales`: the sold orders read from `my_orders?type=sold` (required, may be empty). */
+            orders?: components["schemas"]["SoldOrder"][];
+            /** @description Vinted's item id (listing tasks). */
+            remote_id?: string;
+            url?: string;
+        };
+        /** ResultError */
+        ResultError: {
+            message: string;
+            /**
+             * @description transient (retried while attempts remain), validation (fails at once), blocked
+             *     (DataDome / expired session: the account pauses; the attempt is given back).
+             */
+            type: components["schemas"]["ErrorType"] & unknown;
+        };
+        /** ResultRequest */
+        ResultRequest: {
+            /** @description Required when `success` is true (remote_id; url when Vinted gave one). */
+            data?: components["schemas"]["ResultData"] & unknown;
+            /** @description Required when `success` is false. */
+            error?: components["schemas"]["ResultError"] & unknown;
+            /** Format: date-time */
+            executed_at?: string;
+            /** Format: uint64 */
+            execution_time_ms?: number;
+            lease_id: string;
+            success: boolean;
+        };
+        /**
+         * SoldOrder
+         * @description One sold order, as the extension maps an entry of `my_orders`.
+         */
+        SoldOrder: {
+            /** @description The price paid, e.g. "27.90". */
+            amount?: string;
+            currency_code?: string;
+            /**
+             * Format: date-time
+             * @description When the order was placed.
+             */
+            date?: string;
+            /**
+             * Format: int64
+             * @description The item sold (a Vinted transaction sells one item).
+             */
+            item_id: number;
+            /** @description Vinted's `transaction_user_status`: in_progress, completed, canceled. */
+            status: string;
+            /**
+             * Format: int64
+             * @description Vinted's transaction id.
+             */
+            transaction_id: number;
         };
         /**
          * NewProduct
