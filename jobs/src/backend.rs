@@ -497,7 +497,10 @@ where
                 Outcome::Retry { error, .. }
                 | Outcome::Snooze { error, .. }
                 | Outcome::Dead { error } => {
-                    tracing::Span::current().record("otel.status_code", "ERROR");
+                    // A snooze is "not now" (a rate limit, a lock), not a failed run.
+                    if !matches!(outcome, Outcome::Snooze { .. }) {
+                        tracing::Span::current().record("otel.status_code", "ERROR");
+                    }
                     tracing::info!(outcome = label, error = %error, "job run failed")
                 }
                 Outcome::Release => {}
