@@ -118,7 +118,7 @@ fn cors(origins: &[String]) -> Option<poem::middleware::Cors> {
 /// Prometheus metrics: this process's counters plus queue gauges read from the database
 /// (the same numbers as `GET /v1/queues`).
 async fn metrics(st: &AppState) -> poem::Result<poem::Response> {
-    use jobs::metrics::{label_text, render_gauge};
+    use jobs::metrics::{labels, render_gauge};
     // One registry per process: the API's own counters and the marketplace clients' share it.
     let mut out = st.metrics.render();
     jobs::metrics::render_process(&mut out);
@@ -137,14 +137,14 @@ async fn metrics(st: &AppState) -> poem::Result<poem::Response> {
             ("dead", k.dead),
             ("cancelled", k.cancelled),
         ] {
-            depth.push((label_text(&[("kind", &k.kind), ("state", state)]), n as f64));
+            depth.push((labels(&[("kind", &k.kind), ("state", state)]), n as f64));
         }
         oldest.push((
-            label_text(&[("kind", &k.kind)]),
+            labels(&[("kind", &k.kind)]),
             k.oldest_pending_age_s.unwrap_or(0.0),
         ));
         paused.push((
-            label_text(&[("kind", &k.kind)]),
+            labels(&[("kind", &k.kind)]),
             if k.paused { 1.0 } else { 0.0 },
         ));
     }
@@ -189,11 +189,11 @@ fn db_error(e: impl Into<problem::Problem>) -> poem::Error {
 
 /// Budget and circuit gauges from the fleet-wide limiter's rows.
 async fn limit_gauges(st: &AppState, out: &mut String) -> poem::Result<()> {
-    use jobs::metrics::{label_text, render_gauge};
+    use jobs::metrics::{labels, render_gauge};
     let v = jobs::limits::view(&st.pool).await.map_err(db_error)?;
     let (mut used, mut remaining, mut blocked) = (vec![], vec![], vec![]);
     for k in &v.keys {
-        let l = label_text(&[("key", &k.key), ("marketplace", &k.marketplace)]);
+        let l = labels(&[("key", &k.key), ("marketplace", &k.marketplace)]);
         used.push((l.clone(), k.used as f64));
         if let Some(r) = k.remaining {
             remaining.push((l.clone(), r as f64));
@@ -207,13 +207,13 @@ async fn limit_gauges(st: &AppState, out: &mut String) -> poem::Result<()> {
             "half_open" => 0.5,
             _ => 1.0,
         };
-        open.push((label_text(&[("marketplace", &m.marketplace)]), state));
+        open.push((labels(&[("marketplace", &m.marketplace)]), state));
         for (on, n) in [
             ("limit", m.jobs_waiting_on_limit),
             ("circuit", m.jobs_waiting_on_circuit),
         ] {
             waiting.push((
-                label_text(&[("marketplace", &m.marketplace), ("on", on)]),
+                labels(&[("marketplace", &m.marketplace), ("on", on)]),
                 n as f64,
             ));
         }

@@ -79,13 +79,7 @@ impl J {
 pub fn document(spec: &str) -> String {
     let mut doc: J = serde_json::from_str(spec).expect("poem-openapi writes valid JSON");
     plugin_result_body(&mut doc);
-    let schemas = doc
-        .obj_mut()
-        .and_then(|d| d.get_mut("components"))
-        .and_then(J::obj_mut)
-        .and_then(|c| c.get_mut("schemas"))
-        .and_then(J::obj_mut)
-        .expect("the document has component schemas");
+    let schemas = schemas_mut(&mut doc);
     for name in closed_objects() {
         schemas
             .get_mut(&name)
@@ -121,13 +115,7 @@ fn plugin_result_body(doc: &mut J) {
     let mut reg = poem_openapi::registry::Registry::new();
     plugin::ResultRequest::register(&mut reg);
     plugin::ExtResultRequest::register(&mut reg);
-    let schemas = doc
-        .obj_mut()
-        .and_then(|d| d.get_mut("components"))
-        .and_then(J::obj_mut)
-        .and_then(|c| c.get_mut("schemas"))
-        .and_then(J::obj_mut)
-        .expect("the document has component schemas");
+    let schemas = schemas_mut(doc);
     for (name, schema) in reg.schemas {
         if !schemas.contains_key(name.as_str()) {
             let json = serde_json::to_value(&schema).expect("a schema serializes");
@@ -166,6 +154,15 @@ fn plugin_result_body(doc: &mut J) {
             plugin::ExtResultRequest::name(),
         ]),
     );
+}
+
+fn schemas_mut(doc: &mut J) -> &mut IndexMap<String, J> {
+    doc.obj_mut()
+        .and_then(|d| d.get_mut("components"))
+        .and_then(J::obj_mut)
+        .and_then(|c| c.get_mut("schemas"))
+        .and_then(J::obj_mut)
+        .expect("the document has component schemas")
 }
 
 fn schemas_of(doc: &J) -> &IndexMap<String, J> {

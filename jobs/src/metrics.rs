@@ -155,7 +155,8 @@ impl Default for Metrics {
     }
 }
 
-fn owned(pairs: &[(&str, &str)]) -> Labels {
+/// The labels of a sample, for [`Metrics::inc`], [`Metrics::observe`] and [`render_gauge`].
+pub fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -166,13 +167,13 @@ impl Metrics {
     /// Adds `by` to counter `name` (one of [`HELP`]; an unknown name is a bug, ignored).
     pub fn inc(&self, name: &'static str, pairs: &[(&str, &str)], by: u64) {
         if let Some(f) = self.counters.get(name) {
-            f.get_or_create(&owned(pairs)).inc_by(by);
+            f.get_or_create(&labels(pairs)).inc_by(by);
         }
     }
 
     pub fn observe(&self, name: &'static str, pairs: &[(&str, &str)], d: Duration) {
         if let Some(f) = self.histograms.get(name) {
-            f.get_or_create(&owned(pairs)).observe(d.as_secs_f64());
+            f.get_or_create(&labels(pairs)).observe(d.as_secs_f64());
         }
     }
 
@@ -194,11 +195,6 @@ pub fn render_gauge(out: &mut String, name: &str, help: &str, samples: &[(Labels
     // The encoder ends each help text with a period of its own.
     registry.register(name, help.trim_end_matches('.'), family);
     let _ = encode_registry(out, &registry);
-}
-
-/// The labels of one gauge sample, for [`render_gauge`].
-pub fn label_text(pairs: &[(&str, &str)]) -> Labels {
-    owned(pairs)
 }
 
 #[cfg(test)]

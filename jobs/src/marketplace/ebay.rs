@@ -235,16 +235,21 @@ impl EbayClient {
         Ok(url.into())
     }
 
+    /// The HTTP client `oauth2`'s token requests go out on: ours, through `marketplace::send`.
+    fn token_http(&self) -> oauth::Http<'_> {
+        oauth::Http {
+            m: M,
+            http: &self.http,
+        }
+    }
+
     /// Exchanges an authorization code (already URL-decoded once) for tokens.
     pub async fn exchange_code(&self, code: &str) -> Result<UserTokens, MarketplaceError> {
         let t = self
             .oauth()?
             .exchange_code(oauth2::AuthorizationCode::new(code.to_string()))
             .add_extra_param("redirect_uri", self.s.runame.as_str())
-            .request_async(&oauth::Http {
-                m: M,
-                http: &self.http,
-            })
+            .request_async(&self.token_http())
             .await
             .map_err(|e| oauth::error(M, e))?;
         Ok(UserTokens {
@@ -268,10 +273,7 @@ impl EbayClient {
             .oauth()?
             .exchange_refresh_token(&rt)
             .add_scopes(oauth::scopes(SCOPES))
-            .request_async(&oauth::Http {
-                m: M,
-                http: &self.http,
-            })
+            .request_async(&self.token_http())
             .await
             .map_err(|e| oauth::error(M, e))?;
         Ok(AccessToken {
@@ -524,10 +526,7 @@ impl EbayClient {
             .add_scope(oauth2::Scope::new(
                 "https://api.ebay.com/oauth/api_scope".into(),
             ))
-            .request_async(&oauth::Http {
-                m: M,
-                http: &self.http,
-            })
+            .request_async(&self.token_http())
             .await
             .map_err(|e| oauth::error(M, e))?;
         Ok(t.access_token().secret().clone())

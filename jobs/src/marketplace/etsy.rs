@@ -151,6 +151,14 @@ impl EtsyClient {
         Ok(url.into())
     }
 
+    /// The HTTP client `oauth2`'s token requests go out on: ours, through `marketplace::send`.
+    fn token_http(&self) -> oauth::Http<'_> {
+        oauth::Http {
+            m: M,
+            http: &self.http,
+        }
+    }
+
     /// Trades the callback's `code` for tokens; `verifier` is that of the [`Pkce`] whose
     /// challenge went into [`Self::consent_url`].
     pub async fn exchange_code(
@@ -162,10 +170,7 @@ impl EtsyClient {
             .oauth()?
             .exchange_code(oauth2::AuthorizationCode::new(code.to_string()))
             .set_pkce_verifier(oauth2::PkceCodeVerifier::new(verifier.to_string()))
-            .request_async(&oauth::Http {
-                m: M,
-                http: &self.http,
-            })
+            .request_async(&self.token_http())
             .await
             .map_err(|e| oauth::error(M, e))?;
         Tokens::from_answer(t)
@@ -178,10 +183,7 @@ impl EtsyClient {
         let t = self
             .oauth()?
             .exchange_refresh_token(&rt)
-            .request_async(&oauth::Http {
-                m: M,
-                http: &self.http,
-            })
+            .request_async(&self.token_http())
             .await
             .map_err(|e| oauth::error(M, e))?;
         Tokens::from_answer(t)
