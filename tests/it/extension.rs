@@ -176,7 +176,11 @@ impl<'a> Ext<'a> {
 
     /// Polls until a task comes; returns it.
     async fn next_task(&self) -> Value {
-        let deadline = Instant::now() + T;
+        self.next_task_within(T).await
+    }
+
+    async fn next_task_within(&self, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
         loop {
             let (s, v) = self.tasks().await;
             assert_eq!(s, 200, "{v}");
@@ -385,6 +389,32 @@ async fn the_seed_examples_publish_update_and_delete_a_vinted_item() {
     );
     let dead = p.api.wait_state(job, "dead", T).await;
     assert_eq!(dead["errors"].as_array().unwrap().len(), 1, "{dead}");
+}
+
+#[tokio::test]
+async fn a_withdrawal_asked_during_a_vinted_publish_runs_as_soon_as_the_publish_ends() {
+    let p = setup(&[]).await;
+    let ext = Ext::new(&p, &p.api.seller_login.access_token);
+    let product = seed_product(&p).await;
+    let publish = p.publish(product, &["vinted"]).await[0];
+    let task = ext.next_task().await;
+    // The publish now sleeps until the task's lease ends (120 s); the withdrawal waits for it.
+    let withdraw = p.product_action(product, "withdraw", &["vinted"]).await[0];
+    eventually(T, "the withdrawal waits behind the publish", || async {
+        let j = p.api.job(withdraw).await;
+        j["state"] == "scheduled" && j["snoozes"].as_i64() >= Some(1)
+    })
+    .await;
+    let item = ext.execute(&task).await;
+    let mut ok = seed(SEED_SUCCESS);
+    ok["result"]["vinted_id"] = json!(item);
+    let (s, v) = ext.result(task["id"].as_i64().unwrap(), &ok).await;
+    assert_eq!((s, v["status"].clone()), (200, json!("completed")), "{v}");
+    p.api.wait_state(publish, "done", T).await;
+    // Woken by the publish's end, not at the deadline it read (the lease's 120 s).
+    let delete = ext.next_task_within(Duration::from_secs(15)).await;
+    assert_eq!(delete["task_type"], "vinted_delete", "{delete}");
+    assert_eq!(delete["payload"]["vinted_id"], json!(item));
 }
 
 #[tokio::test]

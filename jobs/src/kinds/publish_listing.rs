@@ -33,6 +33,18 @@ impl Job for PublishListing {
     const IDS: &'static [(&'static str, Owned)] = &[("product_id", Owned::Product)];
 
     async fn run(self, ctx: JobContext, run: RunInfo) -> Result<Value, JobError> {
+        let (product_id, m, pool) = (self.product_id, self.marketplace, ctx.pool.clone());
+        let out = self.publish(ctx, run).await;
+        if !matches!(out, Err(JobError::Snooze { .. })) {
+            // A withdrawal of this listing may be asleep until this job's old deadline.
+            super::withdraw_listing::wake_waiting(&pool, product_id, m).await;
+        }
+        out
+    }
+}
+
+impl PublishListing {
+    async fn publish(self, ctx: JobContext, run: RunInfo) -> Result<Value, JobError> {
         let m = self.marketplace;
         if m == Marketplace::Vinted {
             // A task for the seller's browser extension, followed (snoozing) until it is on

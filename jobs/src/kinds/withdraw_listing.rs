@@ -98,3 +98,27 @@ async fn publish_in_flight(
     .await?;
     Ok(ms.map(|ms| std::time::Duration::from_millis(ms.clamp(0.0, 300_000.0) as u64 + 1_000)))
 }
+
+/// Wakes the withdrawals of (product, marketplace) that sleep behind a publish: called when that
+/// publish ends, so they need not wait for the deadline they read before it ended. Best effort:
+/// a withdrawal not woken still runs at its own deadline.
+pub(crate) async fn wake_waiting(pool: &sqlx::PgPool, product_id: i64, m: Marketplace) {
+    let woken = sqlx::query(
+        "UPDATE jobs SET run_at = now()
+          WHERE kind = 'withdraw_listing' AND state = 'available' AND run_at > now()
+            AND (args->>'product_id')::bigint = $1 AND args->>'marketplace' = $2",
+    )
+    .bind(product_id)
+    .bind(m.as_str())
+    .execute(pool)
+    .await;
+    match woken {
+        Ok(r) if r.rows_affected() > 0 => {
+            if let Err(e) = crate::queue::wake(pool, &[WithdrawListing::KIND]).await {
+                tracing::warn!(error = %e, "waking withdrawals failed");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "waking withdrawals failed"),
+    }
+}
