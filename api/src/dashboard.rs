@@ -15,9 +15,9 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi};
 use serde_json::{Value, json};
 
+use engine::queue::{self, JobState, KindStats};
 use jobs::dashboard::{self as dash, BulkAction, JobFilter, MinutePoint, Percentiles, WorkerInfo};
 use jobs::kinds::ALL_KINDS;
-use jobs::queue::{self, JobState, KindStats};
 
 use crate::AppState;
 use crate::problem::Problem;

@@ -8,7 +8,7 @@ use sqlx::postgres::PgListener;
 use tokio::sync::broadcast;
 
 /// Starts the listener of `channel` (payloads: comma-separated ids); subscribe to the returned
-/// sender for the ids: changed jobs on [`jobs::queue::EVENTS_CHANNEL`], accounts with a new plugin task on
+/// sender for the ids: changed jobs on [`engine::queue::EVENTS_CHANNEL`], accounts with a new plugin task on
 /// [`jobs::plugin::WAKEUP_CHANNEL`].
 pub fn spawn_listener(pool: PgPool, channel: &'static str) -> broadcast::Sender<i64> {
     let (tx, _) = broadcast::channel(8192);
@@ -46,7 +46,7 @@ async fn listen(
 pub struct JobChange {
     pub id: i64,
     pub kind: String,
-    pub state: jobs::queue::JobState,
+    pub state: engine::queue::JobState,
     pub attempt: i32,
     /// The owning tenant (None: system jobs, seen by ops only); streams are filtered on it.
     #[oai(skip)]
@@ -100,7 +100,7 @@ pub fn spawn_feed(
             #[derive(sqlx::FromRow)]
             struct Changed {
                 #[sqlx(flatten)]
-                row: jobs::queue::JobRow,
+                row: engine::queue::JobRow,
                 tenant_id: Option<i64>,
             }
             let rows: Result<Vec<Changed>, _> = sqlx::query_as(

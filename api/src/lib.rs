@@ -18,16 +18,16 @@ use poem::listener::TcpListener;
 use poem::{Endpoint, EndpointExt, Request, Route, Server};
 use poem_openapi::OpenApiService;
 
+use engine::queue::Notifier;
 use jobs::Settings;
-use jobs::queue::Notifier;
 
 pub struct AppState {
     pub pool: sqlx::PgPool,
     pub settings: Arc<Settings>,
     pub notifier: Notifier,
     /// Batches concurrent single-job enqueues into one INSERT and commit.
-    pub enqueuer: jobs::coalesce::Coalescer,
-    pub metrics: &'static jobs::metrics::Metrics,
+    pub enqueuer: engine::coalesce::Coalescer,
+    pub metrics: &'static engine::metrics::Metrics,
     /// Ids of jobs whose state changed (from every worker process, via LISTEN).
     pub job_changes: tokio::sync::broadcast::Sender<i64>,
     /// Vinted accounts that have a new pending plugin task (wakes long-polling extensions).
@@ -118,11 +118,12 @@ fn cors(origins: &[String]) -> Option<poem::middleware::Cors> {
 /// Prometheus metrics: this process's counters plus queue gauges read from the database
 /// (the same numbers as `GET /v1/queues`).
 async fn metrics(st: &AppState) -> poem::Result<poem::Response> {
-    use jobs::metrics::{labels, render_gauge};
-    // One registry per process: the API's own counters and the marketplace clients' share it.
+    use engine::metrics::{labels, render_gauge};
+    // The engine's families, then the marketplace clients' (each declared once per process).
     let mut out = st.metrics.render();
-    jobs::metrics::render_process(&mut out);
-    let stats = jobs::queue::stats(&st.pool, jobs::kinds::ALL_KINDS)
+    out.push_str(&jobs::limits::metrics().render());
+    engine::metrics::render_process(&mut out);
+    let stats = engine::queue::stats(&st.pool, jobs::kinds::ALL_KINDS)
         .await
         .map_err(db_error)?;
     let mut depth = vec![];
@@ -178,8 +179,8 @@ async fn metrics(st: &AppState) -> poem::Result<poem::Response> {
     );
     limit_gauges(st, &mut out).await?;
     Ok(poem::Response::builder()
-        .content_type(jobs::metrics::CONTENT_TYPE)
-        .body(jobs::metrics::finish(out)))
+        .content_type(engine::metrics::CONTENT_TYPE)
+        .body(engine::metrics::finish(out)))
 }
 
 /// A database error outside an operation, as the same problem an operation would answer.
@@ -189,7 +190,7 @@ fn db_error(e: impl Into<problem::Problem>) -> poem::Error {
 
 /// Budget and circuit gauges from the fleet-wide limiter's rows.
 async fn limit_gauges(st: &AppState, out: &mut String) -> poem::Result<()> {
-    use jobs::metrics::{labels, render_gauge};
+    use engine::metrics::{labels, render_gauge};
     let v = jobs::limits::view(&st.pool).await.map_err(db_error)?;
     let (mut used, mut remaining, mut blocked) = (vec![], vec![], vec![]);
     for k in &v.keys {
@@ -276,13 +277,15 @@ async fn request_log<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Result<poem
         .headers()
         .get("traceparent")
         .and_then(|v| v.to_str().ok());
-    let id = match traceparent.and_then(jobs::telemetry::trace_id_of_traceparent) {
+    let id = match traceparent.and_then(engine::telemetry::trace_id_of_traceparent) {
         Some(id) => {
-            let parent = traceparent.and_then(jobs::telemetry::span_id_of_traceparent);
-            jobs::telemetry::adopt_trace(&span, &id, parent.as_deref());
+            let parent = traceparent.and_then(engine::telemetry::span_id_of_traceparent);
+            engine::telemetry::adopt_trace(&span, &id, parent.as_deref());
             id
         }
-        None => jobs::telemetry::otel_trace_id(&span).unwrap_or_else(jobs::telemetry::new_trace_id),
+        None => {
+            engine::telemetry::otel_trace_id(&span).unwrap_or_else(engine::telemetry::new_trace_id)
+        }
     };
     span.record("trace_id", id.as_str());
     let served = async {
@@ -303,7 +306,7 @@ async fn request_log<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Result<poem
         }
         Ok(resp)
     };
-    let served = jobs::telemetry::with_trace_id(id.clone(), served);
+    let served = engine::telemetry::with_trace_id(id.clone(), served);
     tracing::Instrument::instrument(served, span).await
 }
 
@@ -428,11 +431,12 @@ fn unknown_job_fields(body: &[u8]) -> Option<String> {
 }
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let signal = jobs::shutdown_signal();
-    let mut spec = jobs::db::PoolSpec {
+    let signal = engine::shutdown_signal();
+    let mut spec = engine::db::PoolSpec {
+        application_name: "stoflow-api",
         custom_plans: false,
         acquire_timeout: std::time::Duration::from_millis(settings.api.db_acquire_timeout_ms),
-        tenant_of_task: Some(tenancy::current),
+        session: Some(tenancy::session),
     };
     let mut pool = jobs::db::connect_migrated_waiting(&settings, &spec).await?;
     if !tenancy::seller_role_usable(&pool).await {
@@ -441,21 +445,21 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             "this database user cannot use the seller role: row-level security is off (the code's tenant filters still apply); grant it to enable the second wall"
         );
         pool.close().await;
-        spec.tenant_of_task = None;
+        spec.session = None;
         pool = jobs::db::connect_migrated_waiting(&settings, &spec).await?;
     }
     let bind = settings.api.bind.clone();
-    let job_changes = events::spawn_listener(pool.clone(), jobs::queue::EVENTS_CHANNEL);
+    let job_changes = events::spawn_listener(pool.clone(), engine::queue::EVENTS_CHANNEL);
     let plugin_wakeups = events::spawn_listener(pool.clone(), jobs::plugin::WAKEUP_CHANNEL);
     let st = Arc::new(AppState {
-        metrics: jobs::metrics::global(),
+        metrics: engine::metrics::global(),
         job_feed: events::spawn_feed(pool.clone(), &job_changes),
         job_changes,
         plugin_wakeups,
         job_events: Notifier::job_events(pool.clone()),
         market: jobs::marketplace::Marketplaces::new(&settings)?,
         notifier: Notifier::spawn(pool.clone()),
-        enqueuer: jobs::coalesce::Coalescer::spawn(pool.clone(), 500, 4),
+        enqueuer: engine::coalesce::Coalescer::spawn(pool.clone(), 500, 4),
         signer: jobs::auth::Signer::new(&settings.auth).map_err(anyhow::Error::msg)?,
         limiters: auth::Limiters::new(
             settings.api.user_rate_per_s,

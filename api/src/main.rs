@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let _telemetry = jobs::telemetry::init("stoflow-api");
+    let _telemetry = jobs::init_telemetry("stoflow-api");
     let settings = match jobs::Settings::load().and_then(|s| s.check_keys().map(|()| s)) {
         Ok(s) => s,
         Err(e) => {

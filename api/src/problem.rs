@@ -7,7 +7,7 @@ use poem::{IntoResponse, Response};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
 
-use jobs::queue::QueueError;
+use engine::queue::QueueError;
 
 /// A problem detail (RFC 9457).
 #[derive(Debug, Clone, Object, serde::Serialize)]

@@ -2,7 +2,7 @@
 //! with the seller's tenant set (row-level security, migration 20261206000900), so a query that
 //! forgets its tenant filter still sees only that tenant's rows. The tenant travels in a
 //! task-local set around the request; the pool reads it at every acquire
-//! ([`jobs::db::PoolSpec::tenant_of_task`]). Ops users, anonymous routes and background tasks
+//! ([`engine::db::PoolSpec::session`], [`jobs::db::tenant_session`]). Ops users, anonymous routes and background tasks
 //! (the enqueue coalescer, event feeds) run as the owner: their cross-tenant path is explicit.
 
 use std::sync::Arc;
@@ -19,6 +19,11 @@ tokio::task_local! {
 /// The tenant of the seller request this task serves, if any.
 pub fn current() -> Option<i64> {
     TENANT.try_with(|t| *t).ok()
+}
+
+/// The connection parameters for this task's queries (the pool's per-acquire hook).
+pub fn session() -> engine::db::SessionParams {
+    jobs::db::tenant_session(current())
 }
 
 /// Runs the request in its seller's tenant scope (when it carries a valid seller token; anything

@@ -7,10 +7,10 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::domain::Marketplace;
-use crate::job::JobError;
 use crate::marketplace::MarketplaceError;
 use crate::marketplace::Marketplaces;
 use crate::secrets::TokenCipher;
+use engine::JobError;
 
 /// How long a consent may take before its `state` expires.
 const STATE_TTL_MINUTES: i32 = 10;
@@ -116,7 +116,7 @@ pub async fn save(
     schedule_refresh(&mut tx, Some(c.tenant_id), id, c.access_expires_at)
         .await
         .map_err(|e| match e {
-            crate::queue::QueueError::Database(e) => e,
+            engine::queue::QueueError::Database(e) => e,
             other => sqlx::Error::Protocol(other.to_string()),
         })?;
     tx.commit().await?;
@@ -138,11 +138,11 @@ pub struct Account {
 impl Account {
     /// The Etsy shop id every shop-scoped Etsy call needs; an account without one cannot
     /// publish or sell until the seller opens a shop and reconnects (permanent).
-    pub fn etsy_shop(&self) -> Result<u64, crate::job::JobError> {
+    pub fn etsy_shop(&self) -> Result<u64, engine::JobError> {
         self.shop_id
             .as_deref()
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| crate::job::JobError::Permanent {
+            .ok_or_else(|| engine::JobError::Permanent {
                 class: "not_connected".into(),
                 message: format!(
                     "Etsy account {} has no shop: open a shop on Etsy, then reconnect",
@@ -337,10 +337,10 @@ pub async fn schedule_refresh(
     tenant: Option<i64>,
     account: i64,
     expires_at: DateTime<Utc>,
-) -> Result<(), crate::queue::QueueError> {
-    use crate::job::{Job, Kind};
+) -> Result<(), engine::queue::QueueError> {
     use crate::kinds::RefreshToken;
-    let job = crate::queue::NewJob {
+    use engine::{Job, Kind};
+    let job = engine::queue::NewJob {
         kind: RefreshToken::KIND,
         args: serde_json::json!({ "account_id": account }),
         priority: 0,
@@ -351,7 +351,7 @@ pub async fn schedule_refresh(
             expires_at.timestamp()
         )),
     };
-    crate::queue::insert_for(conn, tenant, &[job]).await?;
+    engine::queue::insert_for(conn, tenant, &[job]).await?;
     Ok(())
 }
 

@@ -9,8 +9,8 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 use crate::Settings;
 use crate::domain::Marketplace;
 use crate::kinds::{PublishListing, WithdrawListing};
-use crate::queue::{self, Inserted, NewJob};
 use crate::seller_settings;
+use engine::queue::{self, Inserted, NewJob};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogueError {
@@ -320,7 +320,7 @@ async fn withdraw_live(
     Ok(tagged::<WithdrawListing>(live, inserted))
 }
 
-fn tagged<J: crate::Kind>(ms: &[Marketplace], inserted: Vec<Inserted>) -> Enqueued {
+fn tagged<J: engine::Kind>(ms: &[Marketplace], inserted: Vec<Inserted>) -> Enqueued {
     ms.iter()
         .zip(inserted)
         .map(|(m, i)| (J::KIND, *m, i))
@@ -401,7 +401,7 @@ pub async fn withdraw(
 
 /// One job per marketplace for a live product, keyed by the product's version, in one
 /// transaction; publishing also marks the product published.
-async fn per_marketplace<J: crate::Job>(
+async fn per_marketplace<J: engine::Job>(
     pool: &PgPool,
     settings: &Settings,
     tenant: i64,
@@ -428,7 +428,13 @@ async fn per_marketplace<J: crate::Job>(
     }
     let jobs: Vec<NewJob> = marketplaces
         .iter()
-        .map(|m| NewJob::of(&job(*m), settings, Some(job_key(action, id, *m, version))))
+        .map(|m| {
+            NewJob::of(
+                &job(*m),
+                &settings.kinds,
+                Some(job_key(action, id, *m, version)),
+            )
+        })
         .collect();
     let inserted = queue::insert_for(&mut tx, Some(tenant), &jobs).await?;
     if publishing {
@@ -442,7 +448,7 @@ async fn per_marketplace<J: crate::Job>(
 }
 
 /// One job per marketplace for product `p` at its current version.
-async fn enqueue_each<J: crate::Job>(
+async fn enqueue_each<J: engine::Job>(
     tx: &mut sqlx::PgConnection,
     settings: &Settings,
     p: &Product,
@@ -454,7 +460,7 @@ async fn enqueue_each<J: crate::Job>(
         .iter()
         .map(|m| {
             let key = job_key(action, p.id, *m, p.updated_at);
-            NewJob::of(&job(*m), settings, Some(key))
+            NewJob::of(&job(*m), &settings.kinds, Some(key))
         })
         .collect();
     Ok(queue::insert_for(tx, Some(p.tenant_id), &jobs).await?)

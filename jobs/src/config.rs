@@ -6,12 +6,16 @@
 //! boot with a message naming the key.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
+
+pub use engine::settings::{
+    DatabaseSettings, LogSettings, PolicyOverride, RetentionSettings, Secret, TelemetrySettings,
+    WorkerSettings,
+};
 
 const DEFAULTS: &str = include_str!("../config.default.toml");
 
@@ -23,26 +27,12 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
-/// A string that never prints (database URLs carry passwords).
-#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+impl From<engine::settings::Invalid> for ConfigError {
+    fn from(e: engine::settings::Invalid) -> Self {
+        Self::Invalid {
+            key: e.key,
+            message: e.message,
+        }
     }
 }
 
@@ -79,13 +69,6 @@ pub struct CurrencySettings {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DatabaseSettings {
-    pub url: Secret,
-    pub max_connections: u32,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ApiSettings {
     pub bind: String,
     pub body_limit_bytes: usize,
@@ -108,43 +91,6 @@ pub struct ApiSettings {
     pub max_connections_per_client: usize,
     /// Login attempts one client address may make per minute (any e-mail).
     pub login_per_client_per_min: u32,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WorkerSettings {
-    pub kinds: Vec<String>,
-    pub heartbeat_ms: u64,
-    pub lease_timeout_ms: u64,
-    pub poll_interval_ms: u64,
-    pub claim_batch: usize,
-    pub ack_batch: usize,
-    pub shutdown_timeout_ms: u64,
-    pub metrics_bind: String,
-}
-
-impl WorkerSettings {
-    pub fn heartbeat(&self) -> Duration {
-        Duration::from_millis(self.heartbeat_ms)
-    }
-    pub fn lease_timeout(&self) -> Duration {
-        Duration::from_millis(self.lease_timeout_ms)
-    }
-    pub fn poll_interval(&self) -> Duration {
-        Duration::from_millis(self.poll_interval_ms)
-    }
-    pub fn shutdown_timeout(&self) -> Duration {
-        Duration::from_millis(self.shutdown_timeout_ms)
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetentionSettings {
-    pub done_hours: u32,
-    pub dead_hours: u32,
-    pub cancelled_hours: u32,
-    pub prune_batch: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -339,34 +285,6 @@ pub struct VintedLimits {
     pub seller_writes_per_hour: u32,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogSettings {
-    /// "text" or "json" (one JSON object per line).
-    pub format: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TelemetrySettings {
-    /// OTLP/HTTP base URL traces are exported to (`/v1/traces` is appended); empty: no export
-    /// unless the standard `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
-    pub otlp_endpoint: String,
-}
-
-/// Per-kind override of a kind's declared [`crate::Policy`]; unset fields keep the declaration.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicyOverride {
-    pub concurrency: Option<usize>,
-    pub max_attempts: Option<i32>,
-    pub timeout_ms: Option<u64>,
-    pub backoff_base_ms: Option<u64>,
-    /// Growth per attempt of the backoff ceiling (2 = doubling).
-    pub backoff_factor: Option<f64>,
-    pub backoff_cap_ms: Option<u64>,
-}
-
 /// Why a start without real keys is refused, and what to set.
 const DEV_KEYS_REFUSED: &str = "the published development keys are refused outside development: \
 set STOFLOW_SECURITY__TOKEN_KEYS and STOFLOW_SECURITY__ACTIVE_TOKEN_KEY (token encryption) and \
@@ -434,53 +352,7 @@ impl Settings {
                 message: message.into(),
             })
         }
-        let w = &self.worker;
-        if w.heartbeat_ms == 0 {
-            return bad("worker.heartbeat_ms", "must be > 0");
-        }
-        if w.lease_timeout_ms < 2 * w.heartbeat_ms {
-            return bad(
-                "worker.lease_timeout_ms",
-                "must be at least twice worker.heartbeat_ms, or live workers would be declared dead",
-            );
-        }
-        if w.poll_interval_ms == 0 {
-            return bad("worker.poll_interval_ms", "must be > 0");
-        }
-        if w.claim_batch == 0 || w.ack_batch == 0 {
-            return bad("worker.claim_batch/ack_batch", "must be > 0");
-        }
-        for k in &w.kinds {
-            if !crate::kinds::ALL_KINDS.contains(&k.as_str()) {
-                return bad(
-                    "worker.kinds",
-                    &format!("unknown kind {k:?}; known: {:?}", crate::kinds::ALL_KINDS),
-                );
-            }
-        }
-        for (k, o) in &self.kinds {
-            if !crate::kinds::ALL_KINDS.contains(&k.as_str()) {
-                return bad(
-                    &format!("kinds.{k}"),
-                    &format!("unknown kind; known: {:?}", crate::kinds::ALL_KINDS),
-                );
-            }
-            if o.concurrency == Some(0) {
-                return bad(&format!("kinds.{k}.concurrency"), "must be > 0");
-            }
-            if o.max_attempts.is_some_and(|m| m < 1) {
-                return bad(&format!("kinds.{k}.max_attempts"), "must be >= 1");
-            }
-            if o.timeout_ms == Some(0) {
-                return bad(&format!("kinds.{k}.timeout_ms"), "must be > 0");
-            }
-            if o.backoff_factor.is_some_and(|f| !(1.0..=10.0).contains(&f)) {
-                return bad(
-                    &format!("kinds.{k}.backoff_factor"),
-                    "must be within 1..=10",
-                );
-            }
-        }
+        self.engine().validate(crate::kinds::ALL_KINDS)?;
         for (pair, rate) in &self.currency.rates {
             let ok = pair.len() == 7
                 && pair.as_bytes()[3] == b'_'
@@ -555,16 +427,6 @@ impl Settings {
         if !(share > 0.0 && share <= 1.0) {
             return bad("scheduler.etsy_poll_share", "must be in (0, 1]");
         }
-        if !["text", "json"].contains(&self.log.format.as_str()) {
-            return bad("log.format", "must be \"text\" or \"json\"");
-        }
-        let otlp = &self.telemetry.otlp_endpoint;
-        if !otlp.is_empty() && !otlp.starts_with("http://") && !otlp.starts_with("https://") {
-            return bad(
-                "telemetry.otlp_endpoint",
-                "must be an http:// or https:// URL",
-            );
-        }
         if let Err(e) = crate::auth::Signer::new(&self.auth) {
             return bad("auth.signing_keys", &e);
         }
@@ -588,9 +450,6 @@ impl Settings {
                     self.security.environment
                 ),
             );
-        }
-        if self.database.max_connections < 2 {
-            return bad("database.max_connections", "must be >= 2");
         }
         Ok(())
     }
@@ -661,6 +520,18 @@ impl Settings {
     /// Whether this process consumes `kind`.
     pub fn consumes(&self, kind: &str) -> bool {
         self.worker.kinds.is_empty() || self.worker.kinds.iter().any(|k| k == kind)
+    }
+
+    /// The engine's sections, for the queue runtime and the pools.
+    pub fn engine(&self) -> engine::Settings {
+        engine::Settings {
+            database: self.database.clone(),
+            worker: self.worker.clone(),
+            retention: self.retention.clone(),
+            log: self.log.clone(),
+            telemetry: self.telemetry.clone(),
+            kinds: self.kinds.clone(),
+        }
     }
 }
 

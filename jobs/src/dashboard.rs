@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, PgPool};
 
-use crate::queue::{JobRow, JobState, QueueError};
+use engine::queue::{JobRow, JobState, QueueError};
 
 /// Ids a text search examines per request; a page with fewer matches says where it stopped.
 pub const TEXT_WINDOW: i64 = 50_000;

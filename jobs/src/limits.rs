@@ -44,7 +44,7 @@ use sqlx::PgPool;
 use crate::config::{LimitSettings, Settings};
 use crate::domain::Marketplace;
 use crate::marketplace::MarketplaceError;
-use crate::metrics::Metrics;
+use engine::metrics::Metrics;
 
 /// The limiter of this process, when installed (worker processes install one at start).
 static INSTALLED: OnceLock<Arc<Limits>> = OnceLock::new();
@@ -67,6 +67,32 @@ tokio::task_local! {
 struct RunScope {
     spent: AtomicU32,
     seller: Mutex<Option<(Marketplace, i64)>>,
+}
+
+/// The marketplace families: rate-limit waits and marketplace answers. Kept apart from the
+/// engine's ([`engine::metrics::global`]); both binaries render both at `/metrics`.
+pub const FAMILIES: &[engine::metrics::Family3] = &[
+    (
+        "stoflow_rate_limit_waits_total",
+        "counter",
+        "Marketplace requests that waited for budget, by outcome (waited in-process, late, snoozed_rate, snoozed_quota, snoozed_blocked, snoozed_circuit_open, circuit_opened).",
+    ),
+    (
+        "stoflow_rate_limit_wait_seconds",
+        "histogram",
+        "In-process waits for a marketplace request's rate-limit slot.",
+    ),
+    (
+        "stoflow_marketplace_http_responses_total",
+        "counter",
+        "Marketplace HTTP answers by marketplace and status (\"error\": no answer).",
+    ),
+];
+
+/// This process's marketplace metrics ([`FAMILIES`]).
+pub fn metrics() -> &'static Metrics {
+    static M: std::sync::OnceLock<Metrics> = std::sync::OnceLock::new();
+    M.get_or_init(|| Metrics::new(FAMILIES))
 }
 
 /// Runs a job's handler with its own limiter scope (the backend wraps every run in one).
@@ -148,7 +174,7 @@ impl Limits {
             ebay_app: s.marketplaces.ebay.client_id.clone(),
             local: Mutex::default(),
             announced: Mutex::default(),
-            metrics: crate::metrics::global(),
+            metrics: metrics(),
         }
     }
 

@@ -5,7 +5,7 @@ use serde_json::json;
 use sqlx::PgPool;
 
 use crate::domain::Marketplace;
-use crate::job::JobError;
+use engine::JobError;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Listing {

@@ -3,8 +3,8 @@
 //! rates ([`crate::config::CurrencySettings`]).
 
 use crate::config::CurrencySettings;
-use crate::job::JobError;
 use crate::seller_settings::CurrencyMismatch;
+use engine::JobError;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum MoneyError {

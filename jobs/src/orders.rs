@@ -8,10 +8,11 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
 
+use crate::Settings;
 use crate::domain::Marketplace;
 use crate::kinds::{PublishListing, WithdrawListing};
-use crate::queue::{self, NewJob, QueueError};
-use crate::{Kind, Settings};
+use engine::Kind;
+use engine::queue::{self, NewJob, QueueError};
 
 /// An order as a marketplace reports it, in our terms.
 #[derive(Debug, Clone)]
@@ -198,7 +199,7 @@ async fn import_one(
                                 o.remote_order_id
                             )),
                         },
-                        settings,
+                        &settings.kinds,
                         Some(key),
                     ),
                     Some(line.line_id.clone()),
@@ -242,7 +243,7 @@ fn publish(product: i64, m: Marketplace, settings: &Settings, key: String) -> Ne
             product_id: product,
             marketplace: m,
         },
-        settings,
+        &settings.kinds,
         Some(key),
     )
 }

@@ -29,10 +29,11 @@ use sha2::{Digest, Sha256};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 
 use crate::config::PluginSettings;
-use crate::job::{Job, JobContext, JobError, Kind};
+use crate::context::JobContext;
 use crate::kinds::DispatchPluginTask;
 use crate::marketplace::vinted;
-use crate::queue::{self, NewJob};
+use engine::queue::{self, NewJob};
+use engine::{Job, JobError, Kind};
 
 /// LISTEN/NOTIFY channel of tasks that became pending; the payload is the account id (a trigger,
 /// migration `plugin_task_wakeups`, sends it).
@@ -697,7 +698,7 @@ async fn add_dispatch_job(
     account: i64,
     id: i64,
 ) -> Result<(), PluginError> {
-    let policy = DispatchPluginTask::POLICY.resolved(DispatchPluginTask::KIND, s);
+    let policy = DispatchPluginTask::POLICY.resolved(DispatchPluginTask::KIND, &s.kinds);
     let job = NewJob {
         kind: DispatchPluginTask::KIND,
         args: serde_json::to_value(DispatchPluginTask { plugin_task_id: id })

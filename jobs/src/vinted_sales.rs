@@ -15,8 +15,8 @@ use sqlx::PgPool;
 
 use crate::Settings;
 use crate::domain::Marketplace;
-use crate::job::JobError;
 use crate::orders::{self, Imported, RemoteLine, RemoteOrder};
+use engine::JobError;
 
 /// One sold order, as the extension maps an entry of `my_orders`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -11,9 +11,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::Kind;
 use crate::kinds::HandleWebhook;
-use crate::queue::{self, NewJob, QueueError};
+use engine::Kind;
+use engine::queue::{self, NewJob, QueueError};
 
 /// Why a notification was refused before anything was stored.
 #[derive(Debug, thiserror::Error)]
@@ -244,7 +244,7 @@ pub async fn receive(
     };
     let job = NewJob::of(
         &HandleWebhook { inbox_id: id },
-        settings,
+        &settings.kinds,
         Some(format!("webhook:{id}")),
     );
     let ins = queue::insert(&mut tx, &[job]).await?;

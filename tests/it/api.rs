@@ -491,8 +491,8 @@ async fn concurrent_single_enqueues_share_commits_and_each_keeps_its_tenant_and_
 #[tokio::test]
 async fn a_job_postgres_refuses_fails_alone_and_its_batch_mates_are_written() {
     let db = TestDb::new().await;
-    let c = jobs::coalesce::Coalescer::spawn(db.pool.clone(), 500, 1);
-    let job = |args: Value| jobs::queue::NewJob {
+    let c = engine::coalesce::Coalescer::spawn(db.pool.clone(), 500, 1);
+    let job = |args: Value| engine::queue::NewJob {
         kind: "noop",
         args,
         priority: 0,

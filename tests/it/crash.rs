@@ -158,8 +158,8 @@ async fn a_claim_whose_answer_was_lost_is_handed_back_and_run() {
 async fn kill_9_during_batched_claims_and_acks_loses_no_job() {
     const N: i64 = 4000;
     let db = TestDb::new().await;
-    let jobs: Vec<jobs::queue::NewJob> = (0..N)
-        .map(|_| jobs::queue::NewJob {
+    let jobs: Vec<engine::queue::NewJob> = (0..N)
+        .map(|_| engine::queue::NewJob {
             kind: "noop",
             args: json!({"sleep_ms": 5}),
             priority: 0,
@@ -169,7 +169,7 @@ async fn kill_9_during_batched_claims_and_acks_loses_no_job() {
         })
         .collect();
     let mut conn = db.pool.acquire().await.unwrap();
-    jobs::queue::bulk_insert(&mut conn, jobs.iter())
+    engine::queue::bulk_insert(&mut conn, jobs.iter())
         .await
         .unwrap();
     drop(conn);

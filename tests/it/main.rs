@@ -7,6 +7,7 @@ mod connections;
 mod crash;
 mod dashboard;
 mod ebay_client;
+mod engine_alone;
 mod etsy_client;
 mod events;
 mod extension;

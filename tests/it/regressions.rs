@@ -41,7 +41,7 @@ async fn d3_claim_walks_the_waiting_index_however_many_finished_rows_there_are()
     sqlx::query("ANALYZE jobs").execute(&db.pool).await.unwrap();
     let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "EXPLAIN {}",
-        jobs::backend::CLAIM_SQL
+        engine::backend::CLAIM_SQL
     )))
     .bind("w")
     .bind("noop")

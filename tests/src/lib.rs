@@ -132,8 +132,19 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// A database with every migration (the engine's and the platform's) applied.
     pub async fn new() -> Self {
-        let (server_url, tmpl) = server().await;
+        let (_, tmpl) = server().await;
+        Self::create(&format!("{tmpl} STRATEGY FILE_COPY")).await
+    }
+
+    /// An empty database (no table at all), for what migrates on its own.
+    pub async fn empty() -> Self {
+        Self::create("template0").await
+    }
+
+    async fn create(template: &str) -> Self {
+        let (server_url, _) = server().await;
         // Named with its creation time, so a later run drops only old leftovers.
         let name = format!(
             "stoflow_t_{:x}_{:08x}",
@@ -149,7 +160,7 @@ impl TestDb {
         let mut tries = 0;
         loop {
             let r = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "CREATE DATABASE {name} TEMPLATE {tmpl} STRATEGY FILE_COPY"
+                "CREATE DATABASE {name} TEMPLATE {template}"
             )))
             .execute(&admin)
             .await;

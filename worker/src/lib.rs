@@ -8,14 +8,15 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use apalis_core::monitor::Monitor;
+use engine::runtime::Runtime;
+use engine::{Job, Policy};
 use jobs::kinds::{KindVisitor, for_each_kind};
-use jobs::runtime::Runtime;
-use jobs::{Job, JobContext, Policy, Settings};
+use jobs::{JobContext, Settings};
 
 /// Job handlers share the pool, so a wait for a connection is normal under load: 10 s, not the
 /// API's short one. An unreachable database is waited for.
 pub async fn connect(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
-    Ok(jobs::db::connect_migrated_waiting(settings, &jobs::db::PoolSpec::WORKER).await?)
+    Ok(jobs::db::connect_migrated_waiting(settings, &jobs::db::WORKER).await?)
 }
 
 pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
@@ -28,9 +29,10 @@ pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
 pub fn consumed_kinds(settings: &Settings) -> Vec<(&'static str, Policy)> {
     struct Collect<'a>(&'a Settings, Vec<(&'static str, Policy)>);
     impl KindVisitor for Collect<'_> {
-        fn visit<J: Job>(&mut self) {
+        fn visit<J: Job<Context = JobContext>>(&mut self) {
             if self.0.consumes(J::KIND) {
-                self.1.push((J::KIND, J::POLICY.resolved(J::KIND, self.0)));
+                self.1
+                    .push((J::KIND, J::POLICY.resolved(J::KIND, &self.0.kinds)));
             }
         }
     }
@@ -44,7 +46,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let pool = connect(&settings).await?;
     let settings = Arc::new(settings);
     let kinds = consumed_kinds(&settings);
-    let rt = Runtime::start(pool.clone(), settings.clone(), &kinds).await?;
+    let rt = Runtime::start(pool.clone(), Arc::new(settings.engine()), &kinds).await?;
     // Every marketplace request of this process takes its budget from the fleet-wide limiter.
     let limits = Arc::new(jobs::limits::Limits::new(pool.clone(), &settings));
     jobs::limits::install(limits);
@@ -62,10 +64,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         ctx: &'a JobContext,
     }
     impl KindVisitor for Register<'_> {
-        fn visit<J: Job>(&mut self) {
+        fn visit<J: Job<Context = JobContext>>(&mut self) {
             if self.ctx.settings.consumes(J::KIND) {
                 let m = self.monitor.take().expect("monitor");
-                self.monitor = Some(jobs::backend::register::<J>(m, self.rt, self.ctx));
+                self.monitor = Some(engine::backend::register::<J>(m, self.rt, self.ctx));
             }
         }
     }
@@ -97,7 +99,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub use jobs::shutdown_signal;
+pub use engine::shutdown_signal;
 
 /// Serves this process's Prometheus metrics at `worker.metrics_bind` and records the URL in its
 /// workers row, so scrapers and the dashboard can find every worker process.
@@ -125,10 +127,11 @@ async fn serve_metrics(rt: &Arc<Runtime>) -> anyhow::Result<Option<tokio::task::
         poem::get(poem::endpoint::make_sync(move |_| {
             // One registry per process: the runtime's, the limiter's and the clients' counters.
             let mut text = rt2.metrics.render();
-            jobs::metrics::render_process(&mut text);
+            text.push_str(&jobs::limits::metrics().render());
+            engine::metrics::render_process(&mut text);
             poem::Response::builder()
-                .content_type(jobs::metrics::CONTENT_TYPE)
-                .body(jobs::metrics::finish(text))
+                .content_type(engine::metrics::CONTENT_TYPE)
+                .body(engine::metrics::finish(text))
         })),
     );
     Ok(Some(tokio::spawn(async move {

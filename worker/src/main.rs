@@ -10,7 +10,7 @@ use jobs::Settings;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let _telemetry = jobs::telemetry::init("stoflow-worker");
+    let _telemetry = jobs::init_telemetry("stoflow-worker");
     let mut args = std::env::args().skip(1).peekable();
     let cmd = match args.peek().map(String::as_str) {
         Some(c) if !c.starts_with('-') => args.next().unwrap_or_default(),

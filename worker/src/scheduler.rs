@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use apalis_cron::CronScheduler;
+use engine::Kind;
+use engine::queue::{self, NewJob, Notifier};
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use jobs::Settings;
 use jobs::kinds::{PollBudget, PollEtsy, PollWhat, PruneJobs, SyncOrders, due_accounts};
-use jobs::queue::{self, NewJob, Notifier};
-use jobs::{Kind, Settings};
 use sqlx::PgPool;
 
 /// What a schedule enqueues at each tick.
@@ -78,7 +79,7 @@ impl Schedule {
         Ok(match self {
             Self::Prune => vec![NewJob::of(
                 &PruneJobs { tick: Some(at) },
-                s,
+                &s.kinds,
                 Some(format!("cron:{}:{ts}", PruneJobs::KIND)),
             )],
             Self::EtsyReceipts | Self::EtsyListings => {
@@ -97,7 +98,7 @@ impl Schedule {
                             account_id: account,
                             what: *what,
                         };
-                        out.push(NewJob::of(&job, s, Some(key)));
+                        out.push(NewJob::of(&job, &s.kinds, Some(key)));
                     }
                 }
                 out
@@ -115,7 +116,7 @@ impl Schedule {
                     &SyncOrders {
                         account_id: account,
                     },
-                    s,
+                    &s.kinds,
                     Some(key),
                 )
             })

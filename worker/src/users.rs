@@ -40,7 +40,7 @@ pub async fn create_user_command(settings: Settings, args: &[String]) -> anyhow:
             line.trim_end_matches(['\r', '\n']).to_string()
         }
     };
-    let pool = jobs::db::connect_migrated(&settings, &jobs::db::PoolSpec::WORKER).await?;
+    let pool = jobs::db::connect_migrated(&settings, &jobs::db::WORKER).await?;
     let u = auth::create_user(&pool, &email, &password, role, tenant).await?;
     println!(
         "created {} user {email} (id {}, tenant {})",

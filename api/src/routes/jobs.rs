@@ -8,9 +8,9 @@ use poem_openapi::payload::{EventStream, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde_json::Value;
 
-use jobs::job::Owned;
+use engine::queue::{self, JobRow, JobState, ListFilter, NewJob};
+use jobs::kinds::Owned;
 use jobs::kinds::{self, ALL_KINDS, AnyJob};
-use jobs::queue::{self, JobRow, JobState, ListFilter, NewJob};
 
 use crate::AppState;
 use crate::auth::Seller;
@@ -255,7 +255,7 @@ impl JobsApi {
             }
             (h, b) => h.or(b).map(str::to_string),
         };
-        let policy = r.job.policy().resolved(kind, &self.st.settings);
+        let policy = r.job.policy().resolved(kind, &self.st.settings.kinds);
         Ok(NewJob {
             kind,
             args: r.job.args(),
@@ -302,7 +302,7 @@ impl JobsApi {
 
     async fn insert(&self, tenant: i64, jobs: Vec<NewJob>) -> Result<Vec<EnqueuedJob>, Problem> {
         // A single job without a key joins concurrent requests' jobs in one INSERT and commit
-        // (jobs::coalesce); with a key it is one atomic statement (two with a taken key, both
+        // (engine::coalesce); with a key it is one atomic statement (two with a taken key, both
         // idempotent). A batch is all or nothing, in its own transaction.
         let ins = if jobs.len() == 1 && jobs[0].idempotency_key.is_none() {
             let id = self

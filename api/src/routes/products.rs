@@ -451,9 +451,12 @@ impl ProductsApi {
         }
     }
 
-    fn accepted<J: jobs::Job>(&self, res: Vec<(Marketplace, jobs::queue::Inserted)>) -> Publishing {
+    fn accepted<J: engine::Job>(
+        &self,
+        res: Vec<(Marketplace, engine::queue::Inserted)>,
+    ) -> Publishing {
         let created = res.iter().filter(|(_, i)| i.created).count() as u64;
-        let kind = <J as jobs::Kind>::KIND;
+        let kind = <J as engine::Kind>::KIND;
         self.st
             .metrics
             .inc("stoflow_jobs_enqueued_total", &[("kind", kind)], created);

@@ -6,8 +6,8 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
+use engine::queue::{self, KindStats};
 use jobs::kinds::ALL_KINDS;
-use jobs::queue::{self, KindStats};
 
 use crate::AppState;
 use crate::auth::Ops;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use dev::proc;
-use jobs::queue::{self, NewJob, Notifier};
+use engine::queue::{self, NewJob, Notifier};
 use serde_json::json;
 use sqlx::PgPool;
 

@@ -11,7 +11,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::job::{Job, JobContext, JobError, Owned, Policy, RunInfo};
+use crate::context::JobContext;
+use engine::{Job, JobError, Policy, RunInfo};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(
@@ -26,7 +27,7 @@ pub struct DispatchPluginTask {
 
 impl Job for DispatchPluginTask {
     const POLICY: Policy = Policy::new(3, 60, 8).backoff(5_000, 900);
-    const IDS: &'static [(&'static str, Owned)] = &[];
+    type Context = JobContext;
 
     async fn run(self, ctx: JobContext, run: RunInfo) -> Result<Value, JobError> {
         crate::plugin::follow(&ctx, run.job_id, self.plugin_task_id).await

@@ -15,11 +15,12 @@ use serde_json::{Value, json};
 
 use super::publish_listing::failed;
 use super::sync_orders::{connected_account, from_ebay, from_etsy};
-use crate::Kind;
 use crate::accounts;
+use crate::context::JobContext;
 use crate::domain::Marketplace;
-use crate::job::{Job, JobContext, JobError, Owned, Policy, RunInfo};
 use crate::orders;
+use engine::Kind;
+use engine::{Job, JobError, Policy, RunInfo};
 
 /// The eBay Notification API topic of a seller's new paid order that we subscribe to.
 pub const EBAY_ORDER_TOPIC: &str = "ORDER_CONFIRMATION";
@@ -38,7 +39,7 @@ pub struct HandleWebhook {
 impl Job for HandleWebhook {
     const POLICY: Policy = Policy::new(5, 120, 8).backoff(1_000, 600);
     // Internal: never accepted from a client, names no seller's object.
-    const IDS: &'static [(&'static str, Owned)] = &[];
+    type Context = JobContext;
 
     async fn run(self, ctx: JobContext, run: RunInfo) -> Result<Value, JobError> {
         let row: Option<(String, String, Option<String>, bool)> = sqlx::query_as(

@@ -24,11 +24,35 @@ pub use refresh_token::RefreshToken;
 pub use sync_orders::SyncOrders;
 pub use withdraw_listing::WithdrawListing;
 
-use crate::job::{Job, Kind, Owned, Policy};
+use engine::{Job, Kind, Policy};
+
+/// The kind of tenant-owned object an id in a job's arguments names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Owned {
+    Product,
+    Account,
+}
+
+impl Owned {
+    /// The table holding these objects, with their `tenant_id`.
+    pub fn table(self) -> &'static str {
+        match self {
+            Self::Product => "products",
+            Self::Account => "marketplace_accounts",
+        }
+    }
+}
+
+/// The argument fields of a public kind that name tenant-owned objects. The API refuses a
+/// seller's job naming another tenant's object (404) from this list, so a public kind declares
+/// it (no default) and `kinds::tests` checks no `*_id` field is left out.
+pub trait Owns {
+    const IDS: &'static [(&'static str, Owned)];
+}
 
 /// Visits every kind with its type, so generic code (worker registration) covers them all.
 pub trait KindVisitor {
-    fn visit<J: Job>(&mut self);
+    fn visit<J: Job<Context = crate::JobContext>>(&mut self);
 }
 
 macro_rules! job_kinds {
@@ -100,7 +124,7 @@ macro_rules! job_kinds {
         /// The argument fields of a public kind that name tenant-owned objects (`Job::IDS`).
         pub fn declared_ids(kind: &str) -> &'static [(&'static str, Owned)] {
             match kind {
-                $($name => <$ty as Job>::IDS,)*
+                $($name => <$ty as Owns>::IDS,)*
                 _ => &[],
             }
         }

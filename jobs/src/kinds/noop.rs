@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::job::{Job, JobContext, JobError, Owned, Policy, RunInfo};
+use super::{Owned, Owns};
+use crate::context::JobContext;
+use engine::{Job, JobError, Policy, RunInfo};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -56,9 +58,13 @@ pub struct Noop {
     pub snooze_ms: Option<u64>,
 }
 
+impl Owns for Noop {
+    const IDS: &'static [(&'static str, Owned)] = &[];
+}
+
 impl Job for Noop {
     const POLICY: Policy = Policy::new(3, 3_600, 50).backoff(1_000, 60);
-    const IDS: &'static [(&'static str, Owned)] = &[];
+    type Context = JobContext;
 
     async fn run(self, ctx: JobContext, run: RunInfo) -> Result<Value, JobError> {
         if let Some(ms) = self.sleep_ms.filter(|ms| *ms > 0) {

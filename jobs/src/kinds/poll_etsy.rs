@@ -16,11 +16,13 @@ use serde_json::{Value, json};
 
 use super::publish_listing::failed;
 use super::sync_orders::{connected_account, sync};
-use crate::Kind;
+use super::{Owned, Owns};
 use crate::accounts;
+use crate::context::JobContext;
 use crate::domain::Marketplace;
-use crate::job::{Job, JobContext, JobError, Owned, Policy, RunInfo};
 use crate::marketplace::etsy::{ListingState, MAX_PAGE};
+use engine::Kind;
+use engine::{Job, JobError, Policy, RunInfo};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -54,9 +56,13 @@ pub struct PollEtsy {
     pub what: PollWhat,
 }
 
+impl Owns for PollEtsy {
+    const IDS: &'static [(&'static str, Owned)] = &[("account_id", Owned::Account)];
+}
+
 impl Job for PollEtsy {
     const POLICY: Policy = Policy::new(3, 120, 4).backoff(5_000, 600);
-    const IDS: &'static [(&'static str, Owned)] = &[("account_id", Owned::Account)];
+    type Context = JobContext;
 
     async fn run(self, ctx: JobContext, run: RunInfo) -> Result<Value, JobError> {
         let account = connected_account(&ctx, self.account_id).await?;

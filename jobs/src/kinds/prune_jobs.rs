@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::job::{Job, JobContext, JobError, Owned, Policy, RunInfo};
+use crate::context::JobContext;
+use engine::{Job, JobError, Policy, RunInfo};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PruneJobs {
@@ -16,7 +17,7 @@ pub struct PruneJobs {
 
 impl Job for PruneJobs {
     const POLICY: Policy = Policy::new(3, 600, 1).backoff(10_000, 600);
-    const IDS: &'static [(&'static str, Owned)] = &[];
+    type Context = JobContext;
 
     async fn run(self, ctx: JobContext, _run: RunInfo) -> Result<Value, JobError> {
         let r = &ctx.settings.retention;
@@ -26,7 +27,7 @@ impl Job for PruneJobs {
             ("dead", r.dead_hours),
             ("cancelled", r.cancelled_hours),
         ] {
-            deleted += crate::queue::prune(&ctx.pool, state, hours, r.prune_batch).await?;
+            deleted += engine::queue::prune(&ctx.pool, state, hours, r.prune_batch).await?;
         }
         let workers = sqlx::query(
             "DELETE FROM workers w WHERE stopped_at < now() - interval '1 day'

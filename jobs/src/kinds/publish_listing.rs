@@ -11,10 +11,12 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::Kind;
+use super::{Owned, Owns};
+use crate::context::JobContext;
 use crate::domain::Marketplace;
-use crate::job::{Job, JobContext, JobError, Owned, Policy, RunInfo};
 use crate::{accounts, catalogue, listings, publishing};
+use engine::Kind;
+use engine::{Job, JobError, Policy, RunInfo};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(
@@ -28,9 +30,13 @@ pub struct PublishListing {
     pub marketplace: Marketplace,
 }
 
+impl Owns for PublishListing {
+    const IDS: &'static [(&'static str, Owned)] = &[("product_id", Owned::Product)];
+}
+
 impl Job for PublishListing {
     const POLICY: Policy = Policy::new(8, 120, 8).backoff(2_000, 3_600);
-    const IDS: &'static [(&'static str, Owned)] = &[("product_id", Owned::Product)];
+    type Context = JobContext;
 
     async fn run(self, ctx: JobContext, run: RunInfo) -> Result<Value, JobError> {
         let (product_id, m, pool) = (self.product_id, self.marketplace, ctx.pool.clone());

@@ -9,7 +9,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::job::{Job, JobContext, JobError, Owned, Policy, RunInfo};
+use super::{Owned, Owns};
+use crate::context::JobContext;
+use engine::{Job, JobError, Policy, RunInfo};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(
@@ -22,9 +24,13 @@ pub struct RefreshToken {
     pub account_id: i64,
 }
 
+impl Owns for RefreshToken {
+    const IDS: &'static [(&'static str, Owned)] = &[("account_id", Owned::Account)];
+}
+
 impl Job for RefreshToken {
     const POLICY: Policy = Policy::new(6, 30, 4).backoff(1_000, 300);
-    const IDS: &'static [(&'static str, Owned)] = &[("account_id", Owned::Account)];
+    type Context = JobContext;
 
     async fn run(self, ctx: JobContext, _run: RunInfo) -> Result<Value, JobError> {
         crate::accounts::refresh_account(

@@ -11,12 +11,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::publish_listing::failed;
-use crate::Kind;
+use super::{Owned, Owns};
 use crate::accounts::{self, Account};
+use crate::context::JobContext;
 use crate::domain::Marketplace;
-use crate::job::{Job, JobContext, JobError, Owned, Policy, RunInfo};
 use crate::marketplace::{ebay, etsy};
 use crate::orders::{self, RemoteLine, RemoteOrder};
+use engine::Kind;
+use engine::{Job, JobError, Policy, RunInfo};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(
@@ -34,9 +36,13 @@ const FIRST_LOOKBACK_DAYS: i64 = 30;
 /// eBay's largest getOrders page.
 const EBAY_PAGE: u32 = 200;
 
+impl Owns for SyncOrders {
+    const IDS: &'static [(&'static str, Owned)] = &[("account_id", Owned::Account)];
+}
+
 impl Job for SyncOrders {
     const POLICY: Policy = Policy::new(5, 300, 4).backoff(5_000, 1_800);
-    const IDS: &'static [(&'static str, Owned)] = &[("account_id", Owned::Account)];
+    type Context = JobContext;
 
     async fn run(self, ctx: JobContext, run: RunInfo) -> Result<Value, JobError> {
         let account = connected_account(&ctx, self.account_id).await?;

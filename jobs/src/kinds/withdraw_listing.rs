@@ -7,10 +7,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::publish_listing::failed;
-use crate::Kind;
+use super::{Owned, Owns};
+use crate::context::JobContext;
 use crate::domain::Marketplace;
-use crate::job::{Job, JobContext, JobError, Owned, Policy, RunInfo};
 use crate::{accounts, listings, publishing};
+use engine::Kind;
+use engine::{Job, JobError, Policy, RunInfo};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(
@@ -28,9 +30,13 @@ pub struct WithdrawListing {
     pub reason: Option<String>,
 }
 
+impl Owns for WithdrawListing {
+    const IDS: &'static [(&'static str, Owned)] = &[("product_id", Owned::Product)];
+}
+
 impl Job for WithdrawListing {
     const POLICY: Policy = Policy::new(8, 120, 8).backoff(2_000, 3_600);
-    const IDS: &'static [(&'static str, Owned)] = &[("product_id", Owned::Product)];
+    type Context = JobContext;
 
     async fn run(self, ctx: JobContext, run: RunInfo) -> Result<Value, JobError> {
         let m = self.marketplace;
@@ -114,7 +120,7 @@ pub(crate) async fn wake_waiting(pool: &sqlx::PgPool, product_id: i64, m: Market
     .await;
     match woken {
         Ok(r) if r.rows_affected() > 0 => {
-            if let Err(e) = crate::queue::wake(pool, &[WithdrawListing::KIND]).await {
+            if let Err(e) = engine::queue::wake(pool, &[WithdrawListing::KIND]).await {
                 tracing::warn!(error = %e, "waking withdrawals failed");
             }
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::domain::Marketplace;
-use crate::job::JobError;
+use engine::JobError;
 
 /// What an upstream response or transport failure means.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

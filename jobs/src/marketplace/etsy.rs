@@ -1383,7 +1383,7 @@ pub fn validate_tags(tags: &[String]) -> Result<(), InvalidField> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::JobError;
+    use engine::JobError;
 
     #[test]
     fn when_made_follows_the_rolling_enum() {

@@ -13,7 +13,7 @@ use std::time::Duration;
 pub use error::{MarketplaceError, classify};
 
 use crate::domain::Marketplace;
-use crate::job::JobError;
+use engine::JobError;
 
 /// The clients and the token cipher every marketplace job uses, built once per process.
 pub struct Marketplaces {
@@ -129,7 +129,7 @@ async fn call(
         Ok(r) => r.status().as_str().to_string(),
         Err(_) => "error".to_string(),
     };
-    crate::metrics::global().inc(
+    crate::limits::metrics().inc(
         "stoflow_marketplace_http_responses_total",
         &[("marketplace", m.as_str()), ("status", &status_label)],
         1,

@@ -9,11 +9,12 @@ use serde_json::Value;
 use super::Published;
 use crate::accounts::{self, Account};
 use crate::catalogue::Product;
-use crate::job::{JobContext, JobError};
+use crate::context::JobContext;
 use crate::listings::{self, Listing};
 use crate::marketplace::MarketplaceError;
 use crate::marketplace::ebay::{self, SellerSetup};
 use crate::{money, seller_settings};
+use engine::JobError;
 
 pub async fn publish(
     ctx: &JobContext,

@@ -12,14 +12,15 @@ use serde_json::json;
 use super::{Published, fetch_image, image_urls};
 use crate::accounts::{self, Account};
 use crate::catalogue::Product;
+use crate::context::JobContext;
 use crate::images::ImageFetcher;
-use crate::job::{JobContext, JobError};
 use crate::listings::{self, Listing};
 use crate::marketplace::etsy::{
     self, DraftListing, InventoryUpdate, ListingState, ListingUpdate, SettableState,
 };
 use crate::marketplace::{InvalidField, MarketplaceError};
 use crate::{money, seller_settings};
+use engine::JobError;
 
 /// How many of the newest listings per state the crash lookup reads (one page).
 const LOOKUP_SCAN: u32 = 25;

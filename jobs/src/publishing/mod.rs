@@ -6,8 +6,8 @@ pub mod ebay;
 pub mod etsy;
 
 use crate::images::ImageFetcher;
-use crate::job::JobError;
 use crate::marketplace::InvalidField;
+use engine::JobError;
 
 /// A listing live on a marketplace.
 #[derive(Debug, Clone)]

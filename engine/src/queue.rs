@@ -141,14 +141,18 @@ pub struct NewJob {
 }
 
 impl NewJob {
-    /// A job of kind `J` to run now with its resolved policy's attempts.
-    pub fn of<J: crate::Job>(job: &J, settings: &crate::Settings, key: Option<String>) -> Self {
+    /// A job of kind `J` to run now with its policy's attempts (`overrides`: `[kinds.*]`).
+    pub fn of<J: crate::Job>(
+        job: &J,
+        overrides: &std::collections::BTreeMap<String, crate::settings::PolicyOverride>,
+        key: Option<String>,
+    ) -> Self {
         Self {
             kind: J::KIND,
             args: serde_json::to_value(job).expect("job args serialize"),
             priority: 0,
             run_at: None,
-            max_attempts: J::POLICY.resolved(J::KIND, settings).max_attempts,
+            max_attempts: J::POLICY.resolved(J::KIND, overrides).max_attempts,
             idempotency_key: key,
         }
     }

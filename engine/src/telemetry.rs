@@ -35,17 +35,12 @@ impl Drop for Telemetry {
     }
 }
 
-/// Sets up logging and, when configured, the OTLP export of spans as `service` (the
-/// `service.name` tracing backends group by).
-pub fn init(service: &'static str) -> Telemetry {
+/// Sets up logging (`json`: one JSON object per line) and, when `otlp_endpoint` or the standard
+/// OTLP variables say where, the export of spans as `service` (the `service.name` tracing
+/// backends group by).
+pub fn init(service: &'static str, json: bool, otlp_endpoint: Option<&str>) -> Telemetry {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    // A bad config is reported by the caller's own load, after logging is up.
-    let settings = crate::Settings::load().ok();
-    let json = match std::env::var("STOFLOW_LOG_FORMAT") {
-        Ok(v) => v == "json",
-        Err(_) => settings.as_ref().is_some_and(|s| s.log.format == "json"),
-    };
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = if json {
         fmt.json()
@@ -55,8 +50,7 @@ pub fn init(service: &'static str) -> Telemetry {
     } else {
         fmt.boxed()
     };
-    let endpoint = settings.map(|s| s.telemetry.otlp_endpoint);
-    let (provider, export_error) = match otlp_provider(service, endpoint.as_deref()) {
+    let (provider, export_error) = match otlp_provider(service, otlp_endpoint) {
         Ok(p) => (p, None),
         Err(e) => (None, Some(e)),
     };

@@ -3,18 +3,16 @@
 
 use std::borrow::Cow;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use sqlx::PgPool;
 
-use crate::config::Settings;
+use crate::settings::PolicyOverride;
 
-/// The stable wire name of a kind. Implemented only by `job_kinds!`, so each name is written once.
+/// The stable wire name of a kind, written once per kind (Stoflow: only by its `job_kinds!`).
 pub trait Kind {
     const KIND: &'static str;
 }
@@ -52,9 +50,13 @@ impl Policy {
         self
     }
 
-    /// This policy with the config overrides for `kind` applied.
-    pub fn resolved(self, kind: &str, settings: &Settings) -> Self {
-        let Some(o) = settings.kinds.get(kind) else {
+    /// This policy with the config overrides for `kind` (`[kinds.<kind>]`) applied.
+    pub fn resolved(
+        self,
+        kind: &str,
+        overrides: &std::collections::BTreeMap<String, PolicyOverride>,
+    ) -> Self {
+        let Some(o) = overrides.get(kind) else {
             return self;
         };
         Self {
@@ -149,12 +151,17 @@ impl From<sqlx::Error> for JobError {
     }
 }
 
-/// What every handler can reach. Marketplace clients and limiters join here.
-#[derive(Clone)]
-pub struct JobContext {
-    pub pool: PgPool,
-    pub settings: Arc<Settings>,
-    pub market: Arc<crate::marketplace::Marketplaces>,
+/// What a kind's handlers reach (a pool, clients, settings): the application's own type,
+/// handed to [`crate::backend::register`] once per kind and cloned into every run.
+pub trait Context: Clone + Send + Sync + 'static {
+    /// Wraps every run of a job, e.g. to set task-local state the handler's calls read. The
+    /// default runs it as it is.
+    fn scope<F>(&self, run: F) -> impl Future<Output = F::Output> + Send
+    where
+        F: Future + Send,
+    {
+        run
+    }
 }
 
 /// Facts about the run in progress, for handlers that need them.
@@ -167,31 +174,12 @@ pub struct RunInfo {
     pub snoozes: i32,
 }
 
-/// The kind of tenant-owned object an id in a job's arguments names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Owned {
-    Product,
-    Account,
-}
-
-impl Owned {
-    /// The table holding these objects, with their `tenant_id`.
-    pub fn table(self) -> &'static str {
-        match self {
-            Self::Product => "products",
-            Self::Account => "marketplace_accounts",
-        }
-    }
-}
-
 /// A job kind: its arguments are `Self`; `run` is its handler.
 pub trait Job: Kind + Serialize + DeserializeOwned + Send + Sync + Unpin + 'static {
     const POLICY: Policy;
 
-    /// Every argument field that names a tenant-owned object, with what it names. The API refuses
-    /// a seller's job naming another tenant's object (404) from this list, so a kind declares it
-    /// (no default) and `kinds::tests` checks no `*_id` field of a public kind is left out.
-    const IDS: &'static [(&'static str, Owned)];
+    /// What the handler reaches.
+    type Context: Context;
 
     /// Checks beyond the schema, run by the API before anything is enqueued.
     fn validate(&self) -> Result<(), String> {
@@ -200,7 +188,7 @@ pub trait Job: Kind + Serialize + DeserializeOwned + Send + Sync + Unpin + 'stat
 
     fn run(
         self,
-        ctx: JobContext,
+        ctx: Self::Context,
         run: RunInfo,
     ) -> impl Future<Output = Result<Value, JobError>> + Send;
 }
@@ -227,10 +215,10 @@ mod tests {
 
     #[test]
     fn backoff_factor_and_cap_come_from_config() {
-        let mut s = Settings::defaults();
-        s.kinds.insert(
+        let mut kinds = std::collections::BTreeMap::new();
+        kinds.insert(
             "noop".into(),
-            crate::config::PolicyOverride {
+            PolicyOverride {
                 backoff_base_ms: Some(100),
                 backoff_factor: Some(3.0),
                 backoff_cap_ms: Some(2_000),
@@ -238,7 +226,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        let p = Policy::new(10, 1, 1).resolved("noop", &s);
+        let p = Policy::new(10, 1, 1).resolved("noop", &kinds);
         assert_eq!(p.max_attempts, 4);
         for (attempt, ceiling) in [(1, 100), (2, 300), (3, 900), (4, 2_000), (9, 2_000)] {
             let max = (0..300)

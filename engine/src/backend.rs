@@ -38,7 +38,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower::{Layer, Service};
 
-use crate::job::{Job, JobContext, JobError, Policy, RunInfo};
+use crate::job::{Context as _, Job, JobError, Policy, RunInfo};
 use crate::runtime::{Ack, Outcome, Runtime, error_entry};
 
 #[derive(Debug, thiserror::Error)]
@@ -575,17 +575,17 @@ fn panic_message(p: &Box<dyn Any + Send>) -> String {
 /// The apalis handler of every kind: hands the typed args to [`Job::run`].
 pub async fn run_job<J: Job>(
     args: J,
-    ctx: Data<JobContext>,
+    ctx: Data<J::Context>,
     run: RunInfo,
 ) -> Result<Value, JobError> {
-    // Each run has its own limiter scope: calls spent so far, the seller it acts for.
-    crate::limits::scoped(args.run((*ctx).clone(), run)).await
+    let ctx: J::Context = (*ctx).clone();
+    ctx.scope(args.run(ctx.clone(), run)).await
 }
 
 /// Registers kind `J` on `monitor`: one apalis worker on a [`PgBackend`] for this process.
-pub fn register<J: Job>(monitor: Monitor, rt: &Arc<Runtime>, ctx: &JobContext) -> Monitor {
+pub fn register<J: Job>(monitor: Monitor, rt: &Arc<Runtime>, ctx: &J::Context) -> Monitor {
     let (rt, ctx) = (rt.clone(), ctx.clone());
-    let policy = J::POLICY.resolved(J::KIND, &rt.settings);
+    let policy = J::POLICY.resolved(J::KIND, &rt.settings.kinds);
     monitor.register(move |_restarts| {
         WorkerBuilder::new(format!("{}@{}", J::KIND, rt.worker_id))
             .backend(PgBackend::<J>::new(rt.clone(), policy))

@@ -31,8 +31,12 @@ pub fn finish(mut out: String) -> String {
     out
 }
 
-/// Metric descriptions, rendered as `# HELP` / `# TYPE` lines.
-const HELP: &[(&str, &str, &str)] = &[
+/// A family's name, type ("counter" or "histogram") and help text (`# HELP` / `# TYPE` lines).
+pub type Family3 = (&'static str, &'static str, &'static str);
+
+/// The engine's families. (They keep the `stoflow_` prefix they were first scraped under, so
+/// dashboards and autoscalers keep working.)
+pub const JOB_FAMILIES: &[Family3] = &[
     (
         "stoflow_jobs_enqueued_total",
         "counter",
@@ -58,28 +62,13 @@ const HELP: &[(&str, &str, &str)] = &[
         "histogram",
         "From when a job was due to when its run started.",
     ),
-    (
-        "stoflow_rate_limit_waits_total",
-        "counter",
-        "Marketplace requests that waited for budget, by outcome (waited in-process, late, snoozed_rate, snoozed_quota, snoozed_blocked, snoozed_circuit_open, circuit_opened).",
-    ),
-    (
-        "stoflow_rate_limit_wait_seconds",
-        "histogram",
-        "In-process waits for a marketplace request's rate-limit slot.",
-    ),
-    (
-        "stoflow_marketplace_http_responses_total",
-        "counter",
-        "Marketplace HTTP answers by marketplace and status (\"error\": no answer).",
-    ),
 ];
 
-/// Process-wide metrics recorded where no `Metrics` handle reaches (the marketplace clients).
-/// Both binaries render it next to their own at `/metrics`.
+/// The engine's process-wide metrics ([`JOB_FAMILIES`]). An application keeps its own families
+/// in another [`Metrics::new`] and renders both at `/metrics`.
 pub fn global() -> &'static Metrics {
     static GLOBAL: std::sync::OnceLock<Metrics> = std::sync::OnceLock::new();
-    GLOBAL.get_or_init(Metrics::default)
+    GLOBAL.get_or_init(|| Metrics::new(JOB_FAMILIES))
 }
 
 /// Process health: start time, resident memory, open file descriptors (Linux `/proc`).
@@ -121,22 +110,22 @@ pub fn render_process(out: &mut String) {
 /// A histogram family on [`BUCKETS`].
 type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
 
-/// This process's counters and histograms, declared in [`HELP`], on a `prometheus-client`
-/// registry. One per process ([`global`]), so no family is declared twice in an exposition.
+/// Counters and histograms declared up front, on a `prometheus-client` registry. One per set of
+/// families per process ([`global`]), so no family is declared twice in an exposition.
 pub struct Metrics {
     registry: Registry,
     counters: BTreeMap<&'static str, Family<Labels, Counter>>,
     histograms: BTreeMap<&'static str, Histograms>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+impl Metrics {
+    pub fn new(families: &[Family3]) -> Self {
         let mut m = Self {
             registry: Registry::default(),
             counters: BTreeMap::new(),
             histograms: BTreeMap::new(),
         };
-        for (name, kind, help) in HELP {
+        for (name, kind, help) in families {
             if *kind == "counter" {
                 let family = Family::<Labels, Counter>::default();
                 // The OpenMetrics encoder adds the `_total` suffix of counter samples itself.
@@ -164,7 +153,8 @@ pub fn labels(pairs: &[(&str, &str)]) -> Labels {
 }
 
 impl Metrics {
-    /// Adds `by` to counter `name` (one of [`HELP`]; an unknown name is a bug, ignored).
+    /// Adds `by` to counter `name` (one of the declared families; an unknown name is a bug,
+    /// ignored).
     pub fn inc(&self, name: &'static str, pairs: &[(&str, &str)], by: u64) {
         if let Some(f) = self.counters.get(name) {
             f.get_or_create(&labels(pairs)).inc_by(by);
@@ -203,7 +193,7 @@ mod tests {
 
     #[test]
     fn histograms_are_cumulative_and_counters_add_up() {
-        let m = Metrics::default();
+        let m = Metrics::new(JOB_FAMILIES);
         m.inc("stoflow_jobs_started_total", &[("kind", "noop")], 2);
         m.inc("stoflow_jobs_started_total", &[("kind", "noop")], 1);
         m.observe(

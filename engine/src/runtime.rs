@@ -22,9 +22,9 @@ use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
 use crate::job::Policy;
 use crate::queue::{CHANNEL, CONTROL_CHANNEL};
+use crate::settings::Settings;
 
 /// What became of one claimed run.
 #[derive(Debug)]
