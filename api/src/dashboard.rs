@@ -5,6 +5,7 @@
 //! token, else 401 (none) or 403 (a seller). The page logs in with `/v1/auth/login` and keeps
 //! the tokens in `sessionStorage`.
 
+use crate::auth::Actor;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -19,28 +20,10 @@ use engine::queue::{self, JobState, KindStats};
 use jobs::dashboard::{self as dash, BulkAction, JobFilter, MinutePoint, Percentiles, WorkerInfo};
 use jobs::kinds::ALL_KINDS;
 
-use crate::AppState;
 use crate::problem::Problem;
 use crate::routes::Tag;
 use crate::routes::jobs::{ErrorEntry, JobView};
-
-/// Who is acting, for the audit log: the user the access token names.
-#[derive(Debug, Clone)]
-pub struct Actor(pub String);
-
-impl Actor {
-    pub fn user(u: &crate::auth::User) -> String {
-        format!("user:{} ({})", u.id, u.role.as_str())
-    }
-
-    /// The actor the guard attached to this request.
-    pub fn of(req: &Request) -> String {
-        req.extensions()
-            .get::<Actor>()
-            .map(|a| a.0.clone())
-            .unwrap_or_else(|| "unknown".to_string())
-    }
-}
+use crate::state::AppState;
 
 /// Whether a path is the dashboard's data (its pages are static and public: they hold nothing
 /// until the browser logs in and calls these with a bearer token).

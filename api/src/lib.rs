@@ -8,7 +8,9 @@ pub mod events;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
+pub mod state;
 pub mod tenancy;
+pub mod throttle;
 
 use std::sync::Arc;
 
@@ -20,31 +22,7 @@ use poem_openapi::OpenApiService;
 
 use engine::queue::Notifier;
 use jobs::Settings;
-
-pub struct AppState {
-    pub pool: sqlx::PgPool,
-    pub settings: Arc<Settings>,
-    pub notifier: Notifier,
-    /// Batches concurrent single-job enqueues into one INSERT and commit.
-    pub enqueuer: engine::coalesce::Coalescer,
-    pub metrics: &'static engine::metrics::Metrics,
-    /// Ids of jobs whose state changed (from every worker process, via LISTEN).
-    pub job_changes: tokio::sync::broadcast::Sender<i64>,
-    /// Vinted accounts that have a new pending plugin task (wakes long-polling extensions).
-    pub plugin_wakeups: tokio::sync::broadcast::Sender<i64>,
-    /// Announces changes this process makes (retry, cancel).
-    pub job_events: Notifier,
-    /// Changed jobs resolved to their new state, for `GET /v1/events` and the dashboard.
-    pub job_feed: tokio::sync::broadcast::Sender<Arc<Vec<events::JobChange>>>,
-    /// Marketplace clients and the token cipher.
-    pub market: jobs::marketplace::Marketplaces,
-    /// Signs and verifies access tokens.
-    pub signer: jobs::auth::Signer,
-    /// Per-user and per-login request budgets.
-    pub limiters: auth::Limiters,
-    /// eBay's notification signing keys by `kid`.
-    pub ebay_keys: jobs::webhooks::EbayKeys,
-}
+use state::AppState;
 
 /// The whole HTTP application, ready to serve.
 pub fn app(st: Arc<AppState>) -> impl Endpoint {
@@ -64,7 +42,7 @@ pub fn app(st: Arc<AppState>) -> impl Endpoint {
         routes::health::HealthApi { st: st.clone() },
         routes::webhooks::WebhooksApi { st: st.clone() },
         dashboard::DashboardApi { st: st.clone() },
-        events::EventsApi { st: st.clone() },
+        routes::events::EventsApi { st: st.clone() },
     );
     let service = OpenApiService::new(apis, "Stoflow Jobs", env!("CARGO_PKG_VERSION"))
         .description("Typed jobs over HTTP into Postgres, run by separate worker processes.");
@@ -122,6 +100,7 @@ async fn metrics(st: &AppState) -> poem::Result<poem::Response> {
     // The engine's families, then the marketplace clients' (each declared once per process).
     let mut out = st.metrics.render();
     out.push_str(&jobs::limits::metrics().render());
+    out.push_str(&marketplaces::http::metrics().render());
     engine::metrics::render_process(&mut out);
     let stats = engine::queue::stats(&st.pool, jobs::kinds::ALL_KINDS)
         .await
@@ -457,11 +436,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         job_changes,
         plugin_wakeups,
         job_events: Notifier::job_events(pool.clone()),
-        market: jobs::marketplace::Marketplaces::new(&settings)?,
+        market: jobs::context::Marketplaces::new(
+            &settings.marketplaces.ebay,
+            &settings.marketplaces.etsy,
+            &settings.security,
+        )?,
         notifier: Notifier::spawn(pool.clone()),
         enqueuer: engine::coalesce::Coalescer::spawn(pool.clone(), 500, 4),
         signer: jobs::auth::Signer::new(&settings.auth).map_err(anyhow::Error::msg)?,
-        limiters: auth::Limiters::new(
+        limiters: throttle::Limiters::new(
             settings.api.user_rate_per_s,
             settings.api.user_rate_burst,
             settings.api.login_per_client_per_min,

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 #[tokio::main]
 async fn main() -> ExitCode {
     let _telemetry = jobs::init_telemetry("stoflow-api");
-    let settings = match jobs::Settings::load().and_then(|s| s.check_keys().map(|()| s)) {
+    let settings = match jobs::Settings::load(jobs::kinds::ALL_KINDS)
+        .and_then(|s| s.check_keys().map(|()| s))
+    {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{e}");

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use poem::http::header;
 use poem::{Endpoint, Request};
 
-use crate::AppState;
+use crate::state::AppState;
 
 tokio::task_local! {
     static TENANT: i64;

@@ -168,9 +168,8 @@ impl Settings {
         }
     }
 
-    /// Checks every value the engine reads; `known_kinds` are the kinds the application declares
-    /// (a kind named in `worker.kinds` or `kinds.*` must be one of them).
-    pub fn validate(&self, known_kinds: &[&str]) -> Result<(), Invalid> {
+    /// Checks every value the engine reads (kind names apart: [`Settings::check_kinds`]).
+    pub fn validate(&self) -> Result<(), Invalid> {
         let w = &self.worker;
         if w.heartbeat_ms == 0 {
             return bad("worker.heartbeat_ms", "must be > 0");
@@ -187,21 +186,7 @@ impl Settings {
         if w.claim_batch == 0 || w.ack_batch == 0 {
             return bad("worker.claim_batch/ack_batch", "must be > 0");
         }
-        for k in &w.kinds {
-            if !known_kinds.contains(&k.as_str()) {
-                return bad(
-                    "worker.kinds",
-                    &format!("unknown kind {k:?}; known: {known_kinds:?}"),
-                );
-            }
-        }
         for (k, o) in &self.kinds {
-            if !known_kinds.contains(&k.as_str()) {
-                return bad(
-                    &format!("kinds.{k}"),
-                    &format!("unknown kind; known: {known_kinds:?}"),
-                );
-            }
             if o.concurrency == Some(0) {
                 return bad(&format!("kinds.{k}.concurrency"), "must be > 0");
             }
@@ -230,6 +215,28 @@ impl Settings {
         }
         if self.database.max_connections < 2 {
             return bad("database.max_connections", "must be >= 2");
+        }
+        Ok(())
+    }
+
+    /// Every kind named in `worker.kinds` or `kinds.*` is one of `known_kinds` (the kinds the
+    /// application declares): a typo would otherwise consume nothing or override nothing.
+    pub fn check_kinds(&self, known_kinds: &[&str]) -> Result<(), Invalid> {
+        for k in &self.worker.kinds {
+            if !known_kinds.contains(&k.as_str()) {
+                return bad(
+                    "worker.kinds",
+                    &format!("unknown kind {k:?}; known: {known_kinds:?}"),
+                );
+            }
+        }
+        for k in self.kinds.keys() {
+            if !known_kinds.contains(&k.as_str()) {
+                return bad(
+                    &format!("kinds.{k}"),
+                    &format!("unknown kind; known: {known_kinds:?}"),
+                );
+            }
         }
         Ok(())
     }

@@ -6,11 +6,11 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::domain::Marketplace;
-use crate::marketplace::MarketplaceError;
-use crate::marketplace::Marketplaces;
+use crate::context::Marketplaces;
 use crate::secrets::TokenCipher;
 use engine::JobError;
+use marketplaces::Marketplace;
+use marketplaces::MarketplaceError;
 
 /// How long a consent may take before its `state` expires.
 const STATE_TTL_MINUTES: i32 = 10;
@@ -248,7 +248,7 @@ pub async fn access_token(
             message: format!("account {account} is not connected"),
         })?;
     // The run acts for this seller from here on: its requests count against the seller's budget.
-    if let Some(m) = crate::domain::Marketplace::parse(&marketplace) {
+    if let Some(m) = marketplaces::Marketplace::parse(&marketplace) {
         crate::limits::set_seller(m, account);
     }
     let open = |sealed: &[u8]| {
@@ -405,7 +405,7 @@ pub async fn held_if_broken(
 /// read the old one under the lock, so no refresh can present a consumed token.
 pub async fn refresh_account(
     pool: &PgPool,
-    market: &crate::marketplace::Marketplaces,
+    market: &crate::context::Marketplaces,
     account: i64,
     min_remaining: Duration,
 ) -> Result<Value, JobError> {

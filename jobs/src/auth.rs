@@ -23,7 +23,15 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
-use crate::config::AuthSettings;
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// JWT (HS256) keys: "id:base64-of-at-least-32-bytes[:verify_until RFC 3339]".
+    pub signing_keys: Vec<engine::settings::Secret>,
+    pub active_signing_key: String,
+    pub access_ttl_s: u64,
+    pub refresh_ttl_s: u64,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {

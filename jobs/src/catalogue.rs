@@ -7,10 +7,10 @@ use serde_json::Value;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use crate::Settings;
-use crate::domain::Marketplace;
 use crate::kinds::{PublishListing, WithdrawListing};
 use crate::seller_settings;
 use engine::queue::{self, Inserted, NewJob};
+use marketplaces::Marketplace;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogueError {
@@ -24,14 +24,7 @@ pub enum CatalogueError {
     Queue(#[from] queue::QueueError),
 }
 
-/// Condition on Vinted's scale (eBay's and Etsy's are derived from it when publishing).
-pub const CONDITIONS: &[&str] = &[
-    "new_with_tags",
-    "new_without_tags",
-    "very_good",
-    "good",
-    "satisfactory",
-];
+pub use marketplaces::CONDITIONS;
 pub const STATUSES: &[&str] = &["draft", "published", "sold", "archived"];
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -132,6 +125,16 @@ pub async fn create(
 
 /// A live product; with `tenant`, only one of that tenant's (workers pass None: the job's
 /// product is whoever's it is).
+/// A live product (not deleted) for a job, or a permanent error saying it is gone.
+pub async fn for_job(pool: &PgPool, product_id: i64) -> Result<Product, engine::JobError> {
+    get(pool, None, product_id).await.map_err(|e| match e {
+        CatalogueError::NotFound => engine::JobError::permanent(format!(
+            "product {product_id} does not exist or was deleted"
+        )),
+        other => engine::JobError::retry(other),
+    })
+}
+
 pub async fn get(pool: &PgPool, tenant: Option<i64>, id: i64) -> Result<Product, CatalogueError> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM products

@@ -12,10 +12,16 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
+pub use crate::auth::AuthSettings;
+pub use crate::images::ImageSettings;
+pub use crate::limits::{CircuitSettings, EbayLimits, EtsyLimits, LimitSettings, VintedLimits};
+pub use crate::secrets::SecuritySettings;
 pub use engine::settings::{
     DatabaseSettings, LogSettings, PolicyOverride, RetentionSettings, Secret, TelemetrySettings,
     WorkerSettings,
 };
+pub use marketplaces::ebay::EbaySettings;
+pub use marketplaces::etsy::EtsySettings;
 
 const DEFAULTS: &str = include_str!("../config.default.toml");
 
@@ -120,22 +126,6 @@ pub struct MarketplaceSettings {
     pub vinted: VintedSettings,
 }
 
-/// Where product images are fetched from when a marketplace wants the bytes (Etsy uploads).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImageSettings {
-    /// Image URLs starting with `fetch_rewrite_from` are fetched from `fetch_rewrite_to` + the
-    /// rest instead (development: the catalogue's image host is served by the simulators).
-    /// Empty: fetch every URL as it is.
-    pub fetch_rewrite_from: String,
-    pub fetch_rewrite_to: String,
-    /// `host:port` pairs fetched although not public (development image hosts); every other
-    /// loopback, private or link-local address is refused ([`crate::images`]). Production: empty.
-    pub allow_hosts: Vec<String>,
-    pub max_bytes: usize,
-    pub timeout_ms: u64,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VintedSettings {
@@ -166,125 +156,6 @@ impl PluginSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EbaySettings {
-    pub api_base: String,
-    pub auth_base: String,
-    pub client_id: String,
-    pub client_secret: Secret,
-    pub runame: String,
-    pub marketplace_id: String,
-    pub merchant_location_key: String,
-    pub fulfillment_policy_id: String,
-    pub payment_policy_id: String,
-    pub return_policy_id: String,
-    pub category_id: String,
-    pub content_language: String,
-    pub timeout_ms: u64,
-    /// Answers eBay's `challenge_code` with `notification_endpoint` (the URL as registered).
-    pub notification_verification_token: Secret,
-    pub notification_endpoint: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EtsySettings {
-    pub api_base: String,
-    pub auth_base: String,
-    pub keystring: String,
-    pub shared_secret: Secret,
-    pub redirect_uri: String,
-    pub timeout_ms: u64,
-    /// Seller taxonomy node new listings go in until products carry their own.
-    pub taxonomy_id: u64,
-    /// Stock at or below this is reported as low by `poll_etsy` (`low_stock`).
-    pub low_stock_threshold: u32,
-    /// Signs Etsy's webhooks: "whsec_" + base64 (Standard Webhooks).
-    pub webhook_secret: Secret,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecuritySettings {
-    pub token_keys: Vec<Secret>,
-    pub active_token_key: String,
-    /// "development" or "production" (`STOFLOW_ENV` sets it too). Production refuses the
-    /// development keys shipped in config.default.toml.
-    pub environment: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthSettings {
-    /// JWT (HS256) keys: "id:base64-of-at-least-32-bytes[:verify_until RFC 3339]".
-    pub signing_keys: Vec<Secret>,
-    pub active_signing_key: String,
-    pub access_ttl_s: u64,
-    pub refresh_ttl_s: u64,
-}
-
-/// Fleet-wide marketplace limits and the circuit breaker ([`crate::limits`]).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitSettings {
-    /// Off: requests go out unpaced (the marketplace's 429s still snooze jobs).
-    pub enabled: bool,
-    /// Share of each per-second limit the fleet aims at; the gap absorbs network jitter.
-    pub utilisation: f64,
-    /// Longest in-process wait for a run's first request; beyond it the job snoozes.
-    pub max_wait_ms: u64,
-    /// Longest in-process wait for later requests of a run that already spent calls.
-    pub inflight_wait_ms: u64,
-    /// A request woken this much after its slot gives the slot up and asks again.
-    pub late_tolerance_ms: u64,
-    /// Length of the `per_day` windows (a day; tests shorten it).
-    pub day_window_ms: u64,
-    /// Snoozes are spread over up to this much past the time the budget returns.
-    pub snooze_jitter_ms: u64,
-    pub circuit: CircuitSettings,
-    pub etsy: EtsyLimits,
-    pub ebay: EbayLimits,
-    pub vinted: VintedLimits,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CircuitSettings {
-    /// Consecutive unavailable answers (5xx, timeouts, refused connections) that open it.
-    pub failure_threshold: u32,
-    /// First open period; each failed probe doubles it up to `max_open_ms`.
-    pub open_ms: u64,
-    pub max_open_ms: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EtsyLimits {
-    /// Per app key (x-limit-per-second / x-limit-per-day).
-    pub per_second: f64,
-    pub per_day: u32,
-    /// Per seller (Etsy counts private calls per OAuth token); 0 = not limited apart.
-    pub seller_per_second: f64,
-    pub seller_per_day: u32,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EbayLimits {
-    /// eBay publishes no per-second limit; 0 = unpaced.
-    pub per_second: f64,
-    /// Daily call limits per API (path family: inventory, fulfillment, account, identity).
-    pub per_day: BTreeMap<String, u32>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VintedLimits {
-    /// Writes per seller per hour before Vinted's anti-bot blocks.
-    pub seller_writes_per_hour: u32,
-}
-
 /// Why a start without real keys is refused, and what to set.
 const DEV_KEYS_REFUSED: &str = "the published development keys are refused outside development: \
 set STOFLOW_SECURITY__TOKEN_KEYS and STOFLOW_SECURITY__ACTIVE_TOKEN_KEY (token encryption) and \
@@ -292,8 +163,9 @@ STOFLOW_AUTH__SIGNING_KEYS and STOFLOW_AUTH__ACTIVE_SIGNING_KEY (access tokens) 
 (README, \"Production settings\"), or STOFLOW_ENV=development for local development only";
 
 impl Settings {
-    /// Loads the layers from the process environment and validates them.
-    pub fn load() -> Result<Self, ConfigError> {
+    /// Loads the layers from the process environment and validates them (the kind names in
+    /// `worker.kinds` and `kinds.*` too, against `known_kinds`: `jobs::kinds::ALL_KINDS`).
+    pub fn load(known_kinds: &[&str]) -> Result<Self, ConfigError> {
         let file = std::env::var("STOFLOW_CONFIG").unwrap_or_else(|_| "stoflow.toml".into());
         let mut fig = Figment::new()
             .merge(Toml::string(DEFAULTS))
@@ -317,7 +189,9 @@ impl Settings {
         if let Ok(url) = std::env::var("DATABASE_URL") {
             fig = fig.merge(("database.url", url));
         }
-        Self::from_figment(fig)
+        let s = Self::from_figment(fig)?;
+        s.engine().check_kinds(known_kinds)?;
+        Ok(s)
     }
 
     /// The defaults alone (tests and tools start from these).
@@ -352,7 +226,7 @@ impl Settings {
                 message: message.into(),
             })
         }
-        self.engine().validate(crate::kinds::ALL_KINDS)?;
+        self.engine().validate()?;
         for (pair, rate) in &self.currency.rates {
             let ok = pair.len() == 7
                 && pair.as_bytes()[3] == b'_'
@@ -585,7 +459,8 @@ mod tests {
     fn unknown_kind_override_is_rejected() {
         let mut s = Settings::defaults();
         s.kinds.insert("nope".into(), PolicyOverride::default());
-        assert!(s.validate().unwrap_err().to_string().contains("kinds.nope"));
+        let e = s.engine().check_kinds(&["noop"]).unwrap_err().to_string();
+        assert!(e.contains("kinds.nope"), "{e}");
     }
 
     #[test]

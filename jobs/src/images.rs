@@ -23,7 +23,21 @@ use std::time::Duration;
 use reqwest::Url;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
-use crate::config::ImageSettings;
+/// Where product images are fetched from when a marketplace wants the bytes (Etsy uploads).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSettings {
+    /// Image URLs starting with `fetch_rewrite_from` are fetched from `fetch_rewrite_to` + the
+    /// rest instead (development: the catalogue's image host is served by the simulators).
+    /// Empty: fetch every URL as it is.
+    pub fetch_rewrite_from: String,
+    pub fetch_rewrite_to: String,
+    /// `host:port` pairs fetched although not public (development image hosts); every other
+    /// loopback, private or link-local address is refused ([`crate::images`]). Production: empty.
+    pub allow_hosts: Vec<String>,
+    pub max_bytes: usize,
+    pub timeout_ms: u64,
+}
 
 /// Redirect hops followed before giving up.
 pub const MAX_REDIRECTS: usize = 5;

@@ -5,7 +5,7 @@
 //! # Layout
 //! - [`kinds`]: every kind, one file each, listed once in `job_kinds!`.
 //! - [`context`]: what every handler reaches. [`config`]: layered settings.
-//! - [`marketplace`]: the eBay, Etsy and Vinted clients; [`limits`]: their fleet-wide budgets.
+//! - [`limits`]: the marketplace clients' (crate `marketplaces`) fleet-wide budgets.
 //! - [`db`]: pools and the migrator over the engine's tables and ours.
 
 pub mod accounts;
@@ -16,13 +16,12 @@ pub mod config;
 pub mod context;
 pub mod dashboard;
 pub mod db;
-pub mod domain;
 pub mod extension;
+pub mod handlers;
 pub mod images;
 pub mod kinds;
 pub mod limits;
 pub mod listings;
-pub mod marketplace;
 pub mod money;
 pub mod orders;
 pub mod plugin;
@@ -38,7 +37,7 @@ pub use context::JobContext;
 /// Logging and traces for a Stoflow process named `service`, from the settings as far as they
 /// load (a bad config is reported by the caller's own load, after logging is up).
 pub fn init_telemetry(service: &'static str) -> engine::telemetry::Telemetry {
-    let settings = Settings::load().ok();
+    let settings = Settings::load(kinds::ALL_KINDS).ok();
     let json = match std::env::var("STOFLOW_LOG_FORMAT") {
         Ok(v) => v == "json",
         Err(_) => settings.as_ref().is_some_and(|s| s.log.format == "json"),

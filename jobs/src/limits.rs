@@ -1,6 +1,6 @@
 //! Marketplace rate limits that hold for the whole fleet, and a circuit breaker per marketplace.
 //!
-//! Every marketplace request passes [`Limits::admit`] (called by [`crate::marketplace::send`]) and
+//! Every marketplace request passes [`Limits::admit`] (called by [`marketplaces::send`]) and
 //! reports its outcome back. Budgets are keyed per (marketplace, app key) — `etsy:app:<keystring>`,
 //! `ebay:app:<client_id>:<api>` — and per (marketplace, seller) when a handler names the seller
 //! ([`set_seller`]); their quotas come from `[limits.*]`.
@@ -41,16 +41,80 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng as _;
 use sqlx::PgPool;
 
-use crate::config::{LimitSettings, Settings};
-use crate::domain::Marketplace;
-use crate::marketplace::MarketplaceError;
 use engine::metrics::Metrics;
+use futures::future::BoxFuture;
+use marketplaces::Marketplace;
+use marketplaces::MarketplaceError;
+use marketplaces::http::{Gate, Ticket};
+use reqwest::header::HeaderMap;
+
+/// Fleet-wide marketplace limits and the circuit breaker ([`crate::limits`]).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Off: requests go out unpaced (the marketplace's 429s still snooze jobs).
+    pub enabled: bool,
+    /// Share of each per-second limit the fleet aims at; the gap absorbs network jitter.
+    pub utilisation: f64,
+    /// Longest in-process wait for a run's first request; beyond it the job snoozes.
+    pub max_wait_ms: u64,
+    /// Longest in-process wait for later requests of a run that already spent calls.
+    pub inflight_wait_ms: u64,
+    /// A request woken this much after its slot gives the slot up and asks again.
+    pub late_tolerance_ms: u64,
+    /// Length of the `per_day` windows (a day; tests shorten it).
+    pub day_window_ms: u64,
+    /// Snoozes are spread over up to this much past the time the budget returns.
+    pub snooze_jitter_ms: u64,
+    pub circuit: CircuitSettings,
+    pub etsy: EtsyLimits,
+    pub ebay: EbayLimits,
+    pub vinted: VintedLimits,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitSettings {
+    /// Consecutive unavailable answers (5xx, timeouts, refused connections) that open it.
+    pub failure_threshold: u32,
+    /// First open period; each failed probe doubles it up to `max_open_ms`.
+    pub open_ms: u64,
+    pub max_open_ms: u64,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtsyLimits {
+    /// Per app key (x-limit-per-second / x-limit-per-day).
+    pub per_second: f64,
+    pub per_day: u32,
+    /// Per seller (Etsy counts private calls per OAuth token); 0 = not limited apart.
+    pub seller_per_second: f64,
+    pub seller_per_day: u32,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EbayLimits {
+    /// eBay publishes no per-second limit; 0 = unpaced.
+    pub per_second: f64,
+    /// Daily call limits per API (path family: inventory, fulfillment, account, identity).
+    pub per_day: std::collections::BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VintedLimits {
+    /// Writes per seller per hour before Vinted's anti-bot blocks.
+    pub seller_writes_per_hour: u32,
+}
 
 /// The limiter of this process, when installed (worker processes install one at start).
 static INSTALLED: OnceLock<Arc<Limits>> = OnceLock::new();
 
 /// Installs `l` as this process's limiter; later calls are ignored.
 pub fn install(l: Arc<Limits>) {
+    marketplaces::http::install_gate(l.clone());
     let _ = INSTALLED.set(l);
 }
 
@@ -69,8 +133,9 @@ struct RunScope {
     seller: Mutex<Option<(Marketplace, i64)>>,
 }
 
-/// The marketplace families: rate-limit waits and marketplace answers. Kept apart from the
-/// engine's ([`engine::metrics::global`]); both binaries render both at `/metrics`.
+/// The limiter's families: rate-limit waits. Kept apart from the engine's
+/// ([`engine::metrics::global`]) and the clients' ([`marketplaces::http::metrics`]); both
+/// binaries render all three at `/metrics`.
 pub const FAMILIES: &[engine::metrics::Family3] = &[
     (
         "stoflow_rate_limit_waits_total",
@@ -81,11 +146,6 @@ pub const FAMILIES: &[engine::metrics::Family3] = &[
         "stoflow_rate_limit_wait_seconds",
         "histogram",
         "In-process waits for a marketplace request's rate-limit slot.",
-    ),
-    (
-        "stoflow_marketplace_http_responses_total",
-        "counter",
-        "Marketplace HTTP answers by marketplace and status (\"error\": no answer).",
     ),
 ];
 
@@ -166,12 +226,13 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn new(pool: PgPool, s: &Settings) -> Self {
+    /// `etsy_app` and `ebay_app` name the app keys the marketplaces count calls against.
+    pub fn new(pool: PgPool, cfg: &LimitSettings, etsy_app: &str, ebay_app: &str) -> Self {
         Self {
             pool,
-            cfg: s.limits.clone(),
-            etsy_app: s.marketplaces.etsy.keystring.clone(),
-            ebay_app: s.marketplaces.ebay.client_id.clone(),
+            cfg: cfg.clone(),
+            etsy_app: etsy_app.to_string(),
+            ebay_app: ebay_app.to_string(),
             local: Mutex::default(),
             announced: Mutex::default(),
             metrics: metrics(),
@@ -750,16 +811,52 @@ fn ebay_api(path: &str) -> &str {
     }
 }
 
+/// Every marketplace request passes the limiter ([`marketplaces::http::send`]).
+impl Gate for Limits {
+    fn admit<'a>(
+        &'a self,
+        m: Marketplace,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<Ticket, MarketplaceError>> {
+        Box::pin(async move {
+            let adm = Limits::admit(self, m, path).await?;
+            Ok(Ticket(Box::new(adm)))
+        })
+    }
+
+    fn report<'a>(
+        &'a self,
+        ticket: &'a Ticket,
+        seen: &'a Result<HeaderMap, MarketplaceError>,
+    ) -> BoxFuture<'a, Option<MarketplaceError>> {
+        Box::pin(async move {
+            // Every ticket this gate reads is one it issued.
+            let adm = ticket.0.downcast_ref::<Admission>()?;
+            Limits::report(self, adm, seen).await
+        })
+    }
+
+    fn jittered(&self, d: Duration) -> Duration {
+        Limits::jittered(self, d)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Settings;
 
     fn limits() -> Limits {
         let s = Settings::defaults();
         let pool = sqlx::postgres::PgPoolOptions::new()
             .connect_lazy("postgres://localhost/none")
             .expect("lazy pool");
-        Limits::new(pool, &s)
+        Limits::new(
+            pool,
+            &s.limits,
+            &s.marketplaces.etsy.keystring,
+            &s.marketplaces.ebay.client_id,
+        )
     }
 
     #[tokio::test]
@@ -794,7 +891,12 @@ mod tests {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .connect_lazy("postgres://localhost/none")
             .expect("lazy pool");
-        let l = Limits::new(pool, &s);
+        let l = Limits::new(
+            pool,
+            &s.limits,
+            &s.marketplaces.etsy.keystring,
+            &s.marketplaces.ebay.client_id,
+        );
         let b = l.budgets(Marketplace::Etsy, "/v3/application/x", Some(3));
         assert_eq!(b.len(), 2);
         assert_eq!(b[0].key, "etsy:seller:3");

@@ -4,8 +4,8 @@
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::domain::Marketplace;
 use engine::JobError;
+use marketplaces::Marketplace;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Listing {

@@ -9,10 +9,10 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::Settings;
-use crate::domain::Marketplace;
 use crate::kinds::{PublishListing, WithdrawListing};
 use engine::Kind;
 use engine::queue::{self, NewJob, QueueError};
+use marketplaces::Marketplace;
 
 /// An order as a marketplace reports it, in our terms.
 #[derive(Debug, Clone)]

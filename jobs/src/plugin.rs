@@ -31,7 +31,7 @@ use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 use crate::config::PluginSettings;
 use crate::context::JobContext;
 use crate::kinds::DispatchPluginTask;
-use crate::marketplace::vinted;
+use crate::publishing::vinted;
 use engine::queue::{self, NewJob};
 use engine::{Job, JobError, Kind};
 
@@ -971,7 +971,7 @@ async fn log_failure(ctx: &JobContext, job: i64, id: i64, e: &JobError) -> Resul
     .await?;
     crate::listings::log_error(
         &ctx.pool,
-        crate::domain::Marketplace::Vinted,
+        marketplaces::Marketplace::Vinted,
         Some(account),
         job,
         kind.as_deref().unwrap_or("dispatch_plugin_task"),
@@ -1008,7 +1008,7 @@ pub async fn publish(ctx: &JobContext, job: i64, product_id: i64) -> Result<Valu
     if let Some(task) = followed_task(ctx, job).await? {
         return follow(ctx, job, task).await;
     }
-    let product = crate::kinds::product(ctx, product_id).await?;
+    let product = crate::catalogue::for_job(&ctx.pool, product_id).await?;
     // A paused (broken) account still takes tasks: they wait for the seller to log in again.
     let account: Option<(i64, Value)> = sqlx::query_as(
         "SELECT id, setup FROM marketplace_accounts
@@ -1025,7 +1025,7 @@ pub async fn publish(ctx: &JobContext, job: i64, product_id: i64) -> Result<Valu
     let row = crate::listings::upsert(
         &ctx.pool,
         product_id,
-        crate::domain::Marketplace::Vinted,
+        marketplaces::Marketplace::Vinted,
         account,
         &product.sku,
     )
@@ -1091,7 +1091,7 @@ pub async fn publish(ctx: &JobContext, job: i64, product_id: i64) -> Result<Valu
 async fn take_write_budget(account: i64) -> Result<(), JobError> {
     if let Some(l) = crate::limits::installed() {
         l.admit_budgets(
-            crate::domain::Marketplace::Vinted,
+            marketplaces::Marketplace::Vinted,
             &[l.vinted_seller_writes(account)],
         )
         .await?;

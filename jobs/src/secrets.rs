@@ -8,7 +8,15 @@ use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
 
-use crate::config::SecuritySettings;
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySettings {
+    pub token_keys: Vec<engine::settings::Secret>,
+    pub active_token_key: String,
+    /// "development" or "production" (`STOFLOW_ENV` sets it too). Production refuses the
+    /// development keys shipped in config.default.toml.
+    pub environment: String,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CipherError {

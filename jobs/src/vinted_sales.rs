@@ -14,9 +14,9 @@ use serde_json::json;
 use sqlx::PgPool;
 
 use crate::Settings;
-use crate::domain::Marketplace;
 use crate::orders::{self, Imported, RemoteLine, RemoteOrder};
 use engine::JobError;
+use marketplaces::Marketplace;
 
 /// One sold order, as the extension maps an entry of `my_orders`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

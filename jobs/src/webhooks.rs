@@ -157,7 +157,7 @@ impl EbayKeys {
     /// The key for `kid`: cached, or fetched with an application token.
     pub async fn get(
         &self,
-        ebay: &crate::marketplace::ebay::EbayClient,
+        ebay: &marketplaces::ebay::EbayClient,
         kid: &str,
     ) -> Result<p256::ecdsa::VerifyingKey, KeyFetchError> {
         if let Some(k) = self.lock().get(kid) {
@@ -167,7 +167,7 @@ impl EbayKeys {
         let pk = match ebay.public_key(&token, kid).await {
             Ok(pk) => pk,
             // An unknown kid is a forged header, not an outage.
-            Err(crate::marketplace::MarketplaceError::NotFound { .. }) => {
+            Err(marketplaces::MarketplaceError::NotFound { .. }) => {
                 return Err(KeyFetchError::Unknown(kid.to_string()));
             }
             Err(e) => return Err(e.into()),
@@ -191,7 +191,7 @@ pub enum KeyFetchError {
     Bad(SignatureError),
     /// eBay could not be asked (eBay resends unacknowledged notifications).
     #[error(transparent)]
-    Unavailable(#[from] crate::marketplace::MarketplaceError),
+    Unavailable(#[from] marketplaces::MarketplaceError),
 }
 
 /// A notification whose signature checked out.

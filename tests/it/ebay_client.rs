@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 use jobs::config::EbaySettings;
-use jobs::marketplace::MarketplaceError;
-use jobs::marketplace::ebay::{
+use marketplaces::MarketplaceError;
+use marketplaces::ebay::{
     Amount, Availability, EbayClient, InventoryItem, ListingPolicies, OfferDetails, PricingSummary,
     Product, ShipTo,
 };
@@ -53,7 +53,7 @@ impl Env {
     }
 
     /// The consent page approves at once: follow its redirect and exchange the code.
-    async fn connect(&self) -> jobs::marketplace::ebay::UserTokens {
+    async fn connect(&self) -> marketplaces::ebay::UserTokens {
         let no_redirect = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()

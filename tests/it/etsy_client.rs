@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use chrono::Datelike as _;
 use jobs::config::{EtsySettings, Secret};
-use jobs::marketplace::MarketplaceError;
-use jobs::marketplace::etsy::{
+use marketplaces::MarketplaceError;
+use marketplaces::etsy::{
     DraftListing, EtsyClient, InventoryUpdate, ListingState, ListingUpdate, Pkce, Provenance,
     ReceiptQuery, ReceiptSort, SCOPES, SortOrder, Tokens, WhoMade, provenance_for_condition,
     validate_title, when_made,
@@ -279,7 +279,7 @@ async fn a_missing_scope_or_a_bad_api_key_is_rejected() {
         .get(format!("{}/v3/application/users/me", sim.url))
         .header("x-api-key", KEYSTRING)
         .bearer_auth(&t.access_token);
-    let e = jobs::marketplace::send(jobs::domain::Marketplace::Etsy, bare)
+    let e = marketplaces::send(marketplaces::Marketplace::Etsy, bare)
         .await
         .unwrap_err();
     assert_eq!(rejected(&e).0, 403);

@@ -308,14 +308,15 @@ async fn a_429_storm_stops_the_fleet_until_retry_after_without_spending_attempts
     assert_eq!(throttled.len(), 5);
     assert_eq!(log.iter().filter(|l| l.status == Some(200)).count(), 40);
     // After each 429 nothing goes out until its retry-after has passed, except requests already
-    // on the wire when it was answered (allowed 300 ms: on the 2-core machine running the whole
-    // suite, one such request arrived 120 ms after the 429).
+    // on the wire when it was answered (allowed 500 ms: on the 2-core machine running the whole
+    // suite, such requests arrived 120 ms and, another time, 318 and 327 ms after the 429; the
+    // 1.5 s after that must stay silent).
     for t in &throttled {
         let early: Vec<_> = log
             .iter()
             .filter(|l| {
                 let d = l.at - t.at;
-                d > chrono::Duration::milliseconds(300) && d < chrono::Duration::milliseconds(1990)
+                d > chrono::Duration::milliseconds(500) && d < chrono::Duration::milliseconds(1990)
             })
             .collect();
         assert!(

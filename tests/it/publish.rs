@@ -319,14 +319,14 @@ async fn a_worker_killed_mid_publish_still_gives_one_listing_on_each() {
 #[tokio::test]
 async fn an_etsy_draft_left_by_a_crashed_run_is_found_and_reused() {
     use chrono::Datelike as _;
-    use jobs::marketplace::etsy::EtsyClient;
+    use marketplaces::etsy::EtsyClient;
 
     let p = Platform::start(1, &[]).await;
     p.connect("etsy").await;
     let product = p.product(json!({"title": "Crashed draft scarf"})).await;
     // What a run that crashed right after createDraftListing leaves: a draft on Etsy and no
     // listing id on our side. Made here with the seller's own token, as that run would have.
-    let settings = jobs::Settings::load().unwrap();
+    let settings = jobs::Settings::load(jobs::kinds::ALL_KINDS).unwrap();
     let cipher = jobs::secrets::TokenCipher::new(&settings.security).unwrap();
     let (key, sealed, shop): (String, Vec<u8>, String) = sqlx::query_as(
         "SELECT token_key_id, access_token, shop_id FROM marketplace_accounts WHERE marketplace = 'etsy'",

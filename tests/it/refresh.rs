@@ -284,7 +284,7 @@ async fn a_failing_token_endpoint_is_retried_and_opens_the_circuit_without_break
 
 /// Every token the platform holds for `account`, decrypted from its row.
 async fn tokens_of(db: &TestDb, account: i64) -> Vec<String> {
-    let settings = jobs::Settings::load().unwrap();
+    let settings = jobs::Settings::load(jobs::kinds::ALL_KINDS).unwrap();
     let cipher = jobs::secrets::TokenCipher::new(&settings.security).unwrap();
     let (key, access, refresh): (String, Vec<u8>, Vec<u8>) = sqlx::query_as(
         "SELECT token_key_id, access_token, refresh_token FROM marketplace_accounts WHERE id = $1",

@@ -48,10 +48,19 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let kinds = consumed_kinds(&settings);
     let rt = Runtime::start(pool.clone(), Arc::new(settings.engine()), &kinds).await?;
     // Every marketplace request of this process takes its budget from the fleet-wide limiter.
-    let limits = Arc::new(jobs::limits::Limits::new(pool.clone(), &settings));
+    let limits = Arc::new(jobs::limits::Limits::new(
+        pool.clone(),
+        &settings.limits,
+        &settings.marketplaces.etsy.keystring,
+        &settings.marketplaces.ebay.client_id,
+    ));
     jobs::limits::install(limits);
     let metrics_server = serve_metrics(&rt).await?;
-    let market = Arc::new(jobs::marketplace::Marketplaces::new(&settings)?);
+    let market = Arc::new(jobs::context::Marketplaces::new(
+        &settings.marketplaces.ebay,
+        &settings.marketplaces.etsy,
+        &settings.security,
+    )?);
     let ctx = JobContext {
         pool,
         settings: settings.clone(),
@@ -128,6 +137,7 @@ async fn serve_metrics(rt: &Arc<Runtime>) -> anyhow::Result<Option<tokio::task::
             // One registry per process: the runtime's, the limiter's and the clients' counters.
             let mut text = rt2.metrics.render();
             text.push_str(&jobs::limits::metrics().render());
+            text.push_str(&marketplaces::http::metrics().render());
             engine::metrics::render_process(&mut text);
             poem::Response::builder()
                 .content_type(engine::metrics::CONTENT_TYPE)

@@ -16,7 +16,7 @@ async fn main() -> ExitCode {
         Some(c) if !c.starts_with('-') => args.next().unwrap_or_default(),
         _ => "run".to_string(),
     };
-    let mut settings = match Settings::load() {
+    let mut settings = match Settings::load(jobs::kinds::ALL_KINDS) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{e}");

@@ -13,7 +13,8 @@ use engine::queue::{self, NewJob, Notifier};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use jobs::Settings;
-use jobs::kinds::{PollBudget, PollEtsy, PollWhat, PruneJobs, SyncOrders, due_accounts};
+use jobs::handlers::poll_etsy::{PollBudget, due_accounts};
+use jobs::kinds::{PollEtsy, PollWhat, PruneJobs, SyncOrders};
 use sqlx::PgPool;
 
 /// What a schedule enqueues at each tick.

@@ -7,10 +7,10 @@ use poem_openapi::{Object, OpenApi};
 
 use jobs::auth::{self, AuthError, Tokens};
 
-use crate::AppState;
 use crate::auth::{Seller, check_rate};
 use crate::problem::Problem;
 use crate::routes::Tag;
+use crate::state::AppState;
 
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]

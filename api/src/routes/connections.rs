@@ -10,12 +10,12 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
 use jobs::accounts::{self, Connection};
-use jobs::domain::Marketplace;
+use marketplaces::Marketplace;
 
-use crate::AppState;
 use crate::auth::Seller;
 use crate::problem::Problem;
 use crate::routes::Tag;
+use crate::state::AppState;
 
 /// The plugin token's last use, for Vinted accounts (is the browser extension alive?). The
 /// extension polls every few seconds and its use is recorded once a minute, so three minutes
@@ -98,7 +98,7 @@ fn code_and_state(
 }
 
 /// A marketplace refusing our code (or our app) is the request's problem; silence is theirs.
-fn refused(name: &'static str) -> impl Fn(jobs::marketplace::MarketplaceError) -> Problem {
+fn refused(name: &'static str) -> impl Fn(marketplaces::MarketplaceError) -> Problem {
     move |e| match e.class() {
         "auth_revoked" | "rejected" => {
             Problem::bad_request(format!("{name} refused the authorization: {e}"))
@@ -150,7 +150,7 @@ impl ConnectionsApi {
                 }
                 _ => Problem::unavailable(format!("eBay did not answer: {e}")),
             })?;
-        let scopes: Vec<String> = jobs::marketplace::ebay::SCOPES
+        let scopes: Vec<String> = marketplaces::ebay::SCOPES
             .iter()
             .map(|s| s.to_string())
             .collect();
@@ -190,7 +190,7 @@ impl ConnectionsApi {
     /// Start connecting an Etsy shop (OAuth with PKCE; the verifier stays on the server)
     #[oai(path = "/v1/connections/etsy/connect", method = "get")]
     async fn etsy_connect(&self, auth: Seller) -> Result<Json<ConsentRedirect>, Problem> {
-        use jobs::marketplace::etsy::{Pkce, SCOPES};
+        use marketplaces::etsy::{Pkce, SCOPES};
         let pkce = Pkce::new();
         let state = accounts::new_state(
             &self.st.pool,
@@ -235,7 +235,7 @@ impl ConnectionsApi {
             .get_me(&t.access_token)
             .await
             .map_err(refused("Etsy"))?;
-        let scopes: Vec<String> = jobs::marketplace::etsy::SCOPES
+        let scopes: Vec<String> = marketplaces::etsy::SCOPES
             .iter()
             .map(|s| s.to_string())
             .collect();

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
-use crate::AppState;
 use crate::problem::Problem;
 use crate::routes::Tag;
+use crate::state::AppState;
 
 #[derive(Debug, Object)]
 #[oai(skip_serializing_if_is_none)]

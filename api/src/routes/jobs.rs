@@ -12,10 +12,10 @@ use engine::queue::{self, JobRow, JobState, ListFilter, NewJob};
 use jobs::kinds::Owned;
 use jobs::kinds::{self, ALL_KINDS, AnyJob};
 
-use crate::AppState;
 use crate::auth::Seller;
 use crate::problem::Problem;
 use crate::routes::Tag;
+use crate::state::AppState;
 
 /// One job to enqueue: the kind-tagged arguments plus scheduling options.
 #[derive(Debug, Object)]
@@ -541,7 +541,7 @@ async fn audit_job(
     jobs::audit::record(
         &st.pool,
         &jobs::audit::Action {
-            actor: &crate::dashboard::Actor::user(user),
+            actor: &crate::auth::Actor::user(user),
             action,
             target: Some(id.to_string()),
             filter: None,

@@ -7,9 +7,9 @@ use poem_openapi::payload::Json;
 
 use jobs::limits::{self, LimitsView};
 
-use crate::AppState;
 use crate::problem::Problem;
 use crate::routes::Tag;
+use crate::state::AppState;
 
 pub struct LimitsApi {
     pub st: Arc<AppState>,

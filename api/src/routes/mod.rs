@@ -1,5 +1,6 @@
 pub mod auth;
 pub mod connections;
+pub mod events;
 pub mod health;
 pub mod jobs;
 pub mod limits;

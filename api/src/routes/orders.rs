@@ -8,12 +8,12 @@ use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
-use jobs::domain::Marketplace;
+use marketplaces::Marketplace;
 
-use crate::AppState;
 use crate::auth::Seller;
 use crate::problem::Problem;
 use crate::routes::Tag;
+use crate::state::AppState;
 
 #[derive(Debug, Object, sqlx::FromRow)]
 #[oai(skip_serializing_if_is_none)]

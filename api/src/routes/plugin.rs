@@ -30,8 +30,8 @@ use jobs::extension::{self, ExtOutcome, TaskType};
 use jobs::plugin::{self, Action, ErrorType, LeaseOutcome, PluginError, Report, TaskView};
 use jobs::vinted_sales::{ClosedItem, Sales, SoldOrder};
 
-use crate::AppState;
 use crate::problem::{Problem, ProblemBody};
+use crate::state::AppState;
 
 #[derive(Tags)]
 enum PluginTag {

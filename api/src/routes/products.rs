@@ -8,12 +8,12 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
 use jobs::catalogue::{self, CatalogueError, Product, ProductFields};
-use jobs::domain::Marketplace;
+use marketplaces::Marketplace;
 
-use crate::AppState;
 use crate::auth::Seller;
 use crate::problem::Problem;
 use crate::routes::Tag;
+use crate::state::AppState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "snake_case")]

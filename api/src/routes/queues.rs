@@ -9,10 +9,10 @@ use poem_openapi::{Object, OpenApi};
 use engine::queue::{self, KindStats};
 use jobs::kinds::ALL_KINDS;
 
-use crate::AppState;
 use crate::auth::Ops;
 use crate::problem::Problem;
 use crate::routes::Tag;
+use crate::state::AppState;
 
 #[derive(Debug, Object)]
 #[oai(skip_serializing_if_is_none)]
@@ -82,7 +82,7 @@ impl QueuesApi {
         jobs::audit::record(
             &self.st.pool,
             &jobs::audit::Action {
-                actor: &crate::dashboard::Actor::user(&ops.0),
+                actor: &crate::auth::Actor::user(&ops.0),
                 action: if paused { "pause" } else { "resume" },
                 target: Some(kind.clone()),
                 filter: None,

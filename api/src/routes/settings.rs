@@ -7,10 +7,10 @@ use poem_openapi::{Enum, Object, OpenApi};
 
 use jobs::seller_settings::{self, CurrencyMismatch, SellerSettings};
 
-use crate::AppState;
 use crate::auth::Seller;
 use crate::problem::Problem;
 use crate::routes::Tag;
+use crate::state::AppState;
 
 /// When a product's currency is not the marketplace shop's currency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]

@@ -14,9 +14,9 @@ use serde_json::{Value, json};
 
 use jobs::webhooks::{self, EbaySignature, Incoming, KeyFetchError};
 
-use crate::AppState;
 use crate::problem::Problem;
 use crate::routes::Tag;
+use crate::state::AppState;
 
 pub struct WebhooksApi {
     pub st: Arc<AppState>,

@@ -9,10 +9,6 @@
 //! attempt consumed, no slot held; a posted result wakes it at once.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
-use crate::context::JobContext;
-use engine::{Job, JobError, Policy, RunInfo};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(
@@ -23,13 +19,4 @@ use engine::{Job, JobError, Policy, RunInfo};
 pub struct DispatchPluginTask {
     #[cfg_attr(feature = "openapi", oai(validator(minimum(value = "1"))))]
     pub plugin_task_id: i64,
-}
-
-impl Job for DispatchPluginTask {
-    const POLICY: Policy = Policy::new(3, 60, 8).backoff(5_000, 900);
-    type Context = JobContext;
-
-    async fn run(self, ctx: JobContext, run: RunInfo) -> Result<Value, JobError> {
-        crate::plugin::follow(&ctx, run.job_id, self.plugin_task_id).await
-    }
 }

@@ -1,11 +1,13 @@
-//! Every job kind, listed once. Adding a kind: a file in this folder (args + `impl Job`) and one
-//! line in `job_kinds!` below, which gives the kind its stable wire name and puts it in
+//! Every job kind, listed once. Adding a kind: a file in this folder (what it takes: its
+//! arguments, and for a public kind the tenant-owned ids among them), its handler in
+//! [`crate::handlers`] (`impl Job`: policy and run), and one line in `job_kinds!` below, which gives the kind its stable wire name and puts it in
 //! [`AnyJob`] (the typed body of `POST /v1/jobs`), [`ALL_KINDS`] and [`for_each_kind`] (the worker's
 //! registration list). Kinds under `internal` are run by workers but not accepted from clients.
 
 mod dispatch_plugin_task;
 mod handle_webhook;
 mod noop;
+mod owned;
 mod poll_etsy;
 mod prune_jobs;
 mod publish_listing;
@@ -16,39 +18,15 @@ mod withdraw_listing;
 pub use dispatch_plugin_task::DispatchPluginTask;
 pub use handle_webhook::{EBAY_ORDER_TOPIC, HandleWebhook};
 pub use noop::{Noop, NoopFailure};
-pub use poll_etsy::{PollBudget, PollEtsy, PollWhat, due_accounts};
+pub use owned::{Owned, Owns};
+pub use poll_etsy::{PollEtsy, PollWhat};
 pub use prune_jobs::PruneJobs;
 pub use publish_listing::PublishListing;
-pub(crate) use publish_listing::product;
 pub use refresh_token::RefreshToken;
 pub use sync_orders::SyncOrders;
 pub use withdraw_listing::WithdrawListing;
 
 use engine::{Job, Kind, Policy};
-
-/// The kind of tenant-owned object an id in a job's arguments names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Owned {
-    Product,
-    Account,
-}
-
-impl Owned {
-    /// The table holding these objects, with their `tenant_id`.
-    pub fn table(self) -> &'static str {
-        match self {
-            Self::Product => "products",
-            Self::Account => "marketplace_accounts",
-        }
-    }
-}
-
-/// The argument fields of a public kind that name tenant-owned objects. The API refuses a
-/// seller's job naming another tenant's object (404) from this list, so a public kind declares
-/// it (no default) and `kinds::tests` checks no `*_id` field is left out.
-pub trait Owns {
-    const IDS: &'static [(&'static str, Owned)];
-}
 
 /// Visits every kind with its type, so generic code (worker registration) covers them all.
 pub trait KindVisitor {

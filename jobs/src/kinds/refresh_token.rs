@@ -7,11 +7,8 @@
 //! `auth_revoked`, and the account's other jobs are held until the seller reconnects.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use super::{Owned, Owns};
-use crate::context::JobContext;
-use engine::{Job, JobError, Policy, RunInfo};
+use super::owned::{Owned, Owns};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(
@@ -26,19 +23,4 @@ pub struct RefreshToken {
 
 impl Owns for RefreshToken {
     const IDS: &'static [(&'static str, Owned)] = &[("account_id", Owned::Account)];
-}
-
-impl Job for RefreshToken {
-    const POLICY: Policy = Policy::new(6, 30, 4).backoff(1_000, 300);
-    type Context = JobContext;
-
-    async fn run(self, ctx: JobContext, _run: RunInfo) -> Result<Value, JobError> {
-        crate::accounts::refresh_account(
-            &ctx.pool,
-            &ctx.market,
-            self.account_id,
-            crate::accounts::REFRESH_LEAD,
-        )
-        .await
-    }
 }

@@ -15,12 +15,12 @@ use crate::catalogue::Product;
 use crate::context::JobContext;
 use crate::images::ImageFetcher;
 use crate::listings::{self, Listing};
-use crate::marketplace::etsy::{
-    self, DraftListing, InventoryUpdate, ListingState, ListingUpdate, SettableState,
-};
-use crate::marketplace::{InvalidField, MarketplaceError};
 use crate::{money, seller_settings};
 use engine::JobError;
+use marketplaces::etsy::{
+    self, DraftListing, InventoryUpdate, ListingState, ListingUpdate, SettableState,
+};
+use marketplaces::{InvalidField, MarketplaceError};
 
 /// How many of the newest listings per state the crash lookup reads (one page).
 const LOOKUP_SCAN: u32 = 25;

@@ -1,13 +1,15 @@
-//! What publishing, updating and withdrawing a listing does on each marketplace. The
-//! `publish_listing` and `withdraw_listing` kinds own the listing row and error recording; the
-//! functions here own the marketplace calls, in an order that a retry can always resume.
+//! What publishing, updating and withdrawing a listing does on each marketplace, in an order that
+//! a retry can always resume, and where a marketplace failure is recorded ([`failed`]). The
+//! `publish_listing` and `withdraw_listing` handlers own the listing row.
 
 pub mod ebay;
 pub mod etsy;
+pub mod vinted;
 
 use crate::images::ImageFetcher;
-use crate::marketplace::InvalidField;
+use crate::{accounts, listings};
 use engine::JobError;
+use marketplaces::InvalidField;
 
 /// A listing live on a marketplace.
 #[derive(Debug, Clone)]
@@ -55,4 +57,32 @@ pub async fn fetch_image(
         .unwrap_or("image.jpg")
         .to_string();
     Ok((image.bytes, name))
+}
+
+/// Records a marketplace failure where sellers and ops look (the listing row, the marketplace
+/// error log) and hands the error back for the queue to act on. A token refused before its
+/// recorded expiry is marked expired so the next run refreshes it.
+pub async fn failed(
+    ctx: &crate::context::JobContext,
+    run: engine::RunInfo,
+    kind: &str,
+    m: marketplaces::Marketplace,
+    account: &accounts::Account,
+    listing: Option<i64>,
+    e: JobError,
+) -> JobError {
+    let record = async {
+        if matches!(&e, JobError::Snooze { class, .. } if class == "auth_expired") {
+            accounts::mark_access_expired(&ctx.pool, account.id).await?;
+        }
+        if let Some(id) = listing {
+            listings::record_error(&ctx.pool, id, &e).await?;
+        }
+        listings::log_error(&ctx.pool, m, Some(account.id), run.job_id, kind, &e).await
+    };
+    match record.await {
+        Ok(()) => e,
+        // Could not record: let the job run again rather than lose the record.
+        Err(db) => JobError::from(db),
+    }
 }

@@ -1,35 +1,59 @@
-//! Marketplace clients on reqwest. Base URLs and credentials come from `[marketplaces.*]` only,
-//! so pointing a client at the real eBay or Etsy is a configuration change. Every non-success
-//! outcome goes through [`send`], which classifies it once ([`error::classify`]).
+//! The one way out to a marketplace: [`send`] (limits, a span, the status metric, errors
+//! classified once), and what every client shares.
 
-pub mod ebay;
-pub mod error;
-pub mod etsy;
-pub mod oauth;
-pub mod vinted;
-
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-pub use error::{MarketplaceError, classify};
+use futures::future::BoxFuture;
+use reqwest::header::HeaderMap;
 
-use crate::domain::Marketplace;
+use super::error::{self, MarketplaceError, classify};
+use crate::marketplace::Marketplace;
 use engine::JobError;
 
-/// The clients and the token cipher every marketplace job uses, built once per process.
-pub struct Marketplaces {
-    pub ebay: ebay::EbayClient,
-    pub etsy: etsy::EtsyClient,
-    pub cipher: crate::secrets::TokenCipher,
+/// Decides when a request may go out and learns from its answer: the fleet-wide rate limits and
+/// circuit breakers ([`crate::limits`]), installed once per process with [`install_gate`].
+/// Without one, requests go out unpaced (the marketplace's 429s still snooze jobs).
+pub trait Gate: Send + Sync + 'static {
+    /// Waits for the budget of a request to `path`, or refuses it (a snooze).
+    fn admit<'a>(
+        &'a self,
+        m: Marketplace,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<Ticket, MarketplaceError>>;
+    /// Learns from the answer (limit headers, Retry-After, failures for the circuit); may turn
+    /// it into a snooze.
+    fn report<'a>(
+        &'a self,
+        ticket: &'a Ticket,
+        seen: &'a Result<HeaderMap, MarketplaceError>,
+    ) -> BoxFuture<'a, Option<MarketplaceError>>;
+    /// A 429's wait, spread so the fleet does not come back at once.
+    fn jittered(&self, d: Duration) -> Duration;
 }
 
-impl Marketplaces {
-    pub fn new(s: &crate::Settings) -> Result<Self, crate::secrets::CipherError> {
-        Ok(Self {
-            ebay: ebay::EbayClient::new(&s.marketplaces.ebay),
-            etsy: etsy::EtsyClient::new(&s.marketplaces.etsy),
-            cipher: crate::secrets::TokenCipher::new(&s.security)?,
-        })
-    }
+/// The clients' families: answers by marketplace and status. Kept apart from the engine's and
+/// the limiter's; both binaries render all three at `/metrics`.
+pub const FAMILIES: &[engine::metrics::Family3] = &[(
+    "stoflow_marketplace_http_responses_total",
+    "counter",
+    "Marketplace HTTP answers by marketplace and status (\"error\": no answer).",
+)];
+
+/// This process's marketplace-answer metrics ([`FAMILIES`]).
+pub fn metrics() -> &'static engine::metrics::Metrics {
+    static M: OnceLock<engine::metrics::Metrics> = OnceLock::new();
+    M.get_or_init(|| engine::metrics::Metrics::new(FAMILIES))
+}
+
+/// What [`Gate::admit`] hands to [`Gate::report`] (the gate's own record of the admission).
+pub struct Ticket(pub Box<dyn std::any::Any + Send + Sync>);
+
+static GATE: OnceLock<Arc<dyn Gate>> = OnceLock::new();
+
+/// Makes every request of this process pass `gate` (the first call wins).
+pub fn install_gate(gate: Arc<dyn Gate>) {
+    let _ = GATE.set(gate);
 }
 
 /// A field a marketplace would refuse, found before calling it: permanent, and it names the
@@ -52,9 +76,8 @@ impl From<InvalidField> for JobError {
 }
 
 /// Sends a request; a 2xx comes back as is, anything else as a classified [`MarketplaceError`].
-/// Every request first takes its budget from the fleet-wide limiter when this process installed
-/// one ([`crate::limits`]), and reports how it went (Retry-After, limit headers, failures for the
-/// circuit breaker).
+/// Every request first takes its budget from the [`Gate`] when this process installed one, and
+/// reports how it went (Retry-After, limit headers, failures for the circuit breaker).
 pub async fn send(
     m: Marketplace,
     req: reqwest::RequestBuilder,
@@ -64,7 +87,7 @@ pub async fn send(
         marketplace: m.as_str(),
         detail: format!("request could not be built: {e}"),
     })?;
-    let Some(limits) = crate::limits::installed() else {
+    let Some(limits) = GATE.get() else {
         return send_unlimited(m, &client, req).await;
     };
     let adm = limits.admit(m, req.url().path()).await?;
@@ -129,7 +152,7 @@ async fn call(
         Ok(r) => r.status().as_str().to_string(),
         Err(_) => "error".to_string(),
     };
-    crate::limits::metrics().inc(
+    metrics().inc(
         "stoflow_marketplace_http_responses_total",
         &[("marketplace", m.as_str()), ("status", &status_label)],
         1,

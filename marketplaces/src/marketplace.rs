@@ -1,4 +1,4 @@
-//! Domain values shared by job arguments and (later) the catalogue.
+//! Which marketplace, and the condition scale the clients' mappings start from.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,3 +30,12 @@ impl Marketplace {
         }
     }
 }
+
+/// Condition on Vinted's scale (eBay's and Etsy's are derived from it when publishing).
+pub const CONDITIONS: &[&str] = &[
+    "new_with_tags",
+    "new_without_tags",
+    "very_good",
+    "good",
+    "satisfactory",
+];

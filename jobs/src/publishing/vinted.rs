@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::catalogue::Product;
 use crate::config::VintedSettings;
-use crate::marketplace::InvalidField;
+use marketplaces::InvalidField;
 
 fn invalid(field: &'static str, message: impl Into<String>) -> InvalidField {
     InvalidField {

@@ -2,7 +2,7 @@
 //! reads, the draft → inventory → image → active publishing path, receipts with
 //! `min_last_modified` paging, and the last seen rate-limit headers.
 //!
-//! Facts follow `/work/shared/marketplaces.md` §2. Every call goes through [`super::send`], so
+//! Facts follow `shared/marketplaces.md` §2. Every call goes through [`super::http::send`], so
 //! status codes are classified once, in [`super::error::classify`]. Pure helpers (`when_made`,
 //! condition mapping, title and tag rules) let a publish handler fail permanently before it
 //! spends a call.
@@ -13,10 +13,27 @@ use std::sync::{Arc, LazyLock, Mutex};
 use regex::Regex;
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::InvalidField;
-use super::{MarketplaceError, http_client, json, oauth, send};
-use crate::config::EtsySettings;
-use crate::domain::Marketplace;
+use super::error::MarketplaceError;
+use super::http::{InvalidField, http_client, json, send};
+use super::oauth;
+use crate::marketplace::Marketplace;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtsySettings {
+    pub api_base: String,
+    pub auth_base: String,
+    pub keystring: String,
+    pub shared_secret: engine::settings::Secret,
+    pub redirect_uri: String,
+    pub timeout_ms: u64,
+    /// Seller taxonomy node new listings go in until products carry their own.
+    pub taxonomy_id: u64,
+    /// Stock at or below this is reported as low by `poll_etsy` (`low_stock`).
+    pub low_stock_threshold: u32,
+    /// Signs Etsy's webhooks: "whsec_" + base64 (Standard Webhooks).
+    pub webhook_secret: engine::settings::Secret,
+}
 
 const M: Marketplace = Marketplace::Etsy;
 
@@ -1294,7 +1311,7 @@ pub fn provenance_for_condition(
     made_in: Option<i32>,
     current_year: i32,
 ) -> Result<Provenance, InvalidField> {
-    if !crate::catalogue::CONDITIONS.contains(&condition) {
+    if !crate::marketplace::CONDITIONS.contains(&condition) {
         return Err(invalid(
             "condition",
             format!("unknown condition {condition:?}"),
@@ -1413,7 +1430,7 @@ mod tests {
 
     #[test]
     fn conditions_map_to_someone_else_with_a_range() {
-        for c in crate::catalogue::CONDITIONS {
+        for c in crate::marketplace::CONDITIONS {
             let p = provenance_for_condition(c, None, 2026).unwrap();
             assert_eq!(p.who_made, WhoMade::SomeoneElse);
             assert!(!p.is_supply);
@@ -1484,7 +1501,9 @@ mod tests {
 
     #[test]
     fn the_consent_url_has_pkce_state_and_percent_20_scopes() {
-        let etsy = EtsyClient::new(&crate::Settings::defaults().marketplaces.etsy);
+        let etsy = EtsyClient::new(&crate::default_settings::<EtsySettings>(
+            "marketplaces.etsy",
+        ));
         let pkce = Pkce::new();
         let url = etsy
             .consent_url("st-1", &pkce, &["listings_r", "shops_r"])
@@ -1499,7 +1518,7 @@ mod tests {
         assert_eq!(q["code_challenge_method"], "S256");
         assert_eq!(
             q["redirect_uri"],
-            crate::Settings::defaults().marketplaces.etsy.redirect_uri
+            crate::default_settings::<EtsySettings>("marketplaces.etsy").redirect_uri
         );
     }
 

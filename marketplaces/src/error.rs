@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::domain::Marketplace;
+use crate::marketplace::Marketplace;
 use engine::JobError;
 
 /// What an upstream response or transport failure means.

@@ -1,7 +1,7 @@
 //! The OAuth flows (consent URL with PKCE and state, code exchange, refresh, client
 //! credentials) on the `oauth2` crate, with our HTTP path underneath: every token request goes
-//! through [`super::send`], so it takes its budget from the fleet-wide limiter, feeds the circuit
-//! breaker, and a non-2xx answer is classified by our taxonomy ([`super::classify`]) before
+//! through [`super::http::send`], so it takes its budget from the fleet-wide limiter, feeds the circuit
+//! breaker, and a non-2xx answer is classified by our taxonomy ([`super::error::classify`]) before
 //! `oauth2` sees it. `oauth2` therefore only ever parses successful answers; the marketplaces'
 //! own error shapes (and `invalid_grant` → reconnect) stay ours: its `BasicErrorResponse` reads
 //! only RFC 6749 bodies (`{"error": …}`), not eBay's `{"errors":[{"errorId": …}]}` or Etsy's
@@ -33,8 +33,8 @@ use oauth2::{
     StandardRevocableToken, StandardTokenResponse,
 };
 
-use super::MarketplaceError;
-use crate::domain::Marketplace;
+use super::error::MarketplaceError;
+use crate::marketplace::Marketplace;
 
 /// A token-endpoint answer with `EF` as its marketplace's extra fields.
 pub type TokenResponse<EF> = StandardTokenResponse<EF, BasicTokenType>;
@@ -82,7 +82,7 @@ pub fn built<EF: ExtraTokenFields>(
     })
 }
 
-/// `oauth2`'s HTTP client: the request goes out through [`super::send`] on `http` (its
+/// `oauth2`'s HTTP client: the request goes out through [`super::http::send`] on `http` (its
 /// timeouts, user agent and connection pool). A type rather than a closure so the future is
 /// boxed as `Send` (a job's future must be; a closure's borrowed future trips the compiler).
 pub struct Http<'a> {
@@ -109,7 +109,7 @@ async fn send(
         .request(parts.method, parts.uri.to_string())
         .headers(parts.headers)
         .body(body);
-    let r = super::send(m, req).await?;
+    let r = super::http::send(m, req).await?;
     let (status, headers) = (r.status(), r.headers().clone());
     let body = r.bytes().await.map_err(|e| MarketplaceError::Unavailable {
         marketplace: m.as_str(),
