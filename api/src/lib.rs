@@ -97,11 +97,7 @@ fn cors(origins: &[String]) -> Option<poem::middleware::Cors> {
 /// (the same numbers as `GET /v1/queues`).
 async fn metrics(st: &AppState) -> poem::Result<poem::Response> {
     use engine::metrics::{labels, render_gauge};
-    // The engine's families, then the marketplace clients' (each declared once per process).
-    let mut out = st.metrics.render();
-    out.push_str(&jobs::limits::metrics().render());
-    out.push_str(&marketplaces::http::metrics().render());
-    engine::metrics::render_process(&mut out);
+    let mut out = jobs::render_metrics();
     let stats = engine::queue::stats(&st.pool, jobs::kinds::ALL_KINDS)
         .await
         .map_err(db_error)?;

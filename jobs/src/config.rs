@@ -472,4 +472,29 @@ mod tests {
         s.telemetry.otlp_endpoint = "http://localhost:4318".into();
         s.validate().unwrap();
     }
+
+    /// `engine::Settings::new` writes the engine's defaults a second time (for users of the
+    /// engine alone): they must stay the ones `config.default.toml` publishes. Only
+    /// `metrics_bind` differs on purpose (the engine alone serves no metrics by default).
+    #[test]
+    fn the_engines_own_defaults_are_the_published_ones() {
+        let ours = Settings::defaults().engine();
+        let mut theirs = engine::Settings::new("");
+        theirs.worker.metrics_bind = ours.worker.metrics_bind.clone();
+        assert_eq!(format!("{:?}", theirs.worker), format!("{:?}", ours.worker));
+        assert_eq!(
+            format!("{:?}", theirs.retention),
+            format!("{:?}", ours.retention)
+        );
+        assert_eq!(format!("{:?}", theirs.log), format!("{:?}", ours.log));
+        assert_eq!(
+            format!("{:?}", theirs.telemetry),
+            format!("{:?}", ours.telemetry)
+        );
+        assert_eq!(
+            theirs.database.max_connections,
+            ours.database.max_connections
+        );
+        assert!(theirs.kinds.is_empty() && ours.kinds.is_empty());
+    }
 }

@@ -45,3 +45,14 @@ pub fn init_telemetry(service: &'static str) -> engine::telemetry::Telemetry {
     let otlp = settings.map(|s| s.telemetry.otlp_endpoint);
     engine::telemetry::init(service, json, otlp.as_deref())
 }
+
+/// This process's counters and histograms: the engine's, the limiter's and the marketplace
+/// clients' families (each registry declares its own once), then process health. OpenMetrics
+/// text without the closing `# EOF` (`engine::metrics::finish`), so gauges may follow.
+pub fn render_metrics() -> String {
+    let mut out = engine::metrics::global().render();
+    out.push_str(&limits::metrics().render());
+    out.push_str(&marketplaces::http::metrics().render());
+    engine::metrics::render_process(&mut out);
+    out
+}

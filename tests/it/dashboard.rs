@@ -169,15 +169,7 @@ async fn overview_workers_and_job_pages_report_the_queue() {
         404
     );
     // The page itself is served, with the kinds written in.
-    let page = api
-        .http
-        .get(api.url("/dashboard"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = api.get_text(&api.http, "/dashboard").await;
     assert!(page.contains("publish_listing") && page.contains("/dashboard/app.js"));
 }
 

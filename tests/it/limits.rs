@@ -477,16 +477,7 @@ async fn limits_are_in_the_openapi_document_and_metrics() {
     assert_eq!(k["used"], 3);
     assert_eq!(k["remaining"], 9997);
     assert!((k["per_second"].as_f64().unwrap() - 9.0).abs() < 1e-9);
-    let text = f
-        .api
-        .http
-        .get(f.api.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = f.api.get_text(&f.api.http, "/metrics").await;
     assert!(
         text.contains("stoflow_rate_limit_remaining{key=\"etsy:app:1aa2bb33cc44dd55ee66ff77\",marketplace=\"etsy\"} 9997"),
         "{text}"

@@ -42,15 +42,7 @@ async fn typescript_client_matches_the_document_and_follows_a_job_over_sse() {
 
     // Drift: the committed document is the served one, and the committed types are what the
     // generator makes of it, without a warning.
-    let served = api
-        .anon
-        .get(api.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let served = api.get_text(&api.anon, "/openapi.json").await;
     let scratch = root.join(format!("target/ts-client-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).unwrap();
     let doc = scratch.join("openapi.json");

@@ -412,6 +412,12 @@ impl Api {
         Self::read(r).await
     }
 
+    /// The body of `GET path` as text (pages, the OpenAPI document, metrics).
+    pub async fn get_text(&self, client: &reqwest::Client, path: &str) -> String {
+        let r = client.get(self.url(path)).send().await.expect("get");
+        r.text().await.expect("body")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

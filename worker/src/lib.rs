@@ -130,15 +130,10 @@ async fn serve_metrics(rt: &Arc<Runtime>) -> anyhow::Result<Option<tokio::task::
     let url = format!("http://{addr}/metrics");
     rt.set_metrics_url(&url).await?;
     tracing::info!(%url, "metrics");
-    let rt2 = rt.clone();
     let app = poem::Route::new().at(
         "/metrics",
-        poem::get(poem::endpoint::make_sync(move |_| {
-            // One registry per process: the runtime's, the limiter's and the clients' counters.
-            let mut text = rt2.metrics.render();
-            text.push_str(&jobs::limits::metrics().render());
-            text.push_str(&marketplaces::http::metrics().render());
-            engine::metrics::render_process(&mut text);
+        poem::get(poem::endpoint::make_sync(|_| {
+            let text = jobs::render_metrics();
             poem::Response::builder()
                 .content_type(engine::metrics::CONTENT_TYPE)
                 .body(engine::metrics::finish(text))
